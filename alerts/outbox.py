@@ -1,0 +1,101 @@
+"""Delivery from the durable outbox: every stored alert record reaches every sink
+once, in order, across outages and restarts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from alerts.sinks import DeliveryError, Sink
+
+log = logging.getLogger(__name__)
+
+
+class _Row(Protocol):
+    seq: int
+    record: str
+
+
+class OutboxStore(Protocol):
+    def outbox_after(self, sink: str, producer: str | None = None,
+                     limit: int = 500) -> Sequence[_Row]: ...
+    def advance_cursor(self, sink: str, seq: int) -> None: ...
+
+
+class Dispatcher:
+    """Delivers pending outbox rows to each sink; a failing sink waits with
+    exponential backoff (or the server's Retry-After) and blocks only itself."""
+
+    def __init__(self, store: OutboxStore, sinks: Sequence[Sink], producer: str, *,
+                 on_result: object = None, max_backoff_s: float = 300.0,
+                 clock: object = time.monotonic) -> None:
+        self.store = store
+        self.sinks = list(sinks)
+        self.producer = producer
+        self.max_backoff_s = max_backoff_s
+        self.clock = clock
+        self.on_result = on_result
+        self._retry_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._checked_prefix: set[str] = set()
+
+    def _cursor_name(self, sink: Sink) -> str:
+        return f"{sink.name}@{self.producer}" if sink.local else sink.name
+
+    def deliver(self) -> int:
+        """One pass over the sinks; returns how many records were delivered."""
+        delivered = 0
+        for sink in self.sinks:
+            now = self.clock()  # type: ignore[operator]
+            if self._retry_at.get(sink.name, 0.0) > now:
+                continue
+            delivered += self._deliver_to(sink, now)
+        return delivered
+
+    def _deliver_to(self, sink: Sink, now: float) -> int:
+        cursor = self._cursor_name(sink)
+        total = 0
+        while True:
+            rows = self.store.outbox_after(cursor, self.producer if sink.local else None)
+            if not rows:
+                return total
+            records = [r.record for r in rows]
+            if cursor not in self._checked_prefix:
+                self._checked_prefix.add(cursor)
+                done = sink.delivered_prefix(records)
+                if done:
+                    log.info("%s already holds %d pending record(s); not writing them again",
+                             sink.name, done)
+                    self.store.advance_cursor(cursor, rows[done - 1].seq)
+                    rows, records = rows[done:], records[done:]
+                    if not rows:
+                        continue
+            try:
+                sink.send(records)
+            except DeliveryError as exc:
+                self._failed(sink, exc, now)
+                return total
+            self.store.advance_cursor(cursor, rows[-1].seq)
+            self._backoff.pop(sink.name, None)
+            self._report(sink.name, "sent", len(rows))
+            total += len(rows)
+
+    def _failed(self, sink: Sink, exc: DeliveryError, now: float) -> None:
+        self._report(sink.name, exc.reason, 1)
+        if not exc.retryable:
+            log.error("delivery to %s failed permanently (%s): %s; fix the sink's settings, "
+                      "pending alerts stay in the outbox", sink.name, exc.reason, exc)
+            wait = self.max_backoff_s
+        else:
+            wait = exc.retry_after_s or min(self._backoff.get(sink.name, 0.5) * 2,
+                                            self.max_backoff_s)
+            log.warning("delivery to %s failed (%s), retrying in %.1fs: %s",
+                        sink.name, exc.reason, wait, exc)
+        self._backoff[sink.name] = wait
+        self._retry_at[sink.name] = now + wait
+
+    def _report(self, sink: str, result: str, n: int) -> None:
+        if self.on_result is not None:
+            self.on_result(sink, result, n)  # type: ignore[operator]

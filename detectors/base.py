@@ -1,0 +1,95 @@
+"""The detector contract, after river's ``base.DriftDetector``.
+
+A detector is a small state machine: ``update(event)`` feeds it one event,
+``tick(now)`` tells it that event time has reached ``now`` (for windows that
+close on time), ``detected`` says whether its condition holds, ``evidence()``
+says why. Constructor parameters are keyword-only and stored under the same
+names, so ``repr()`` and ``clone()`` show and reproduce the configuration.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+from detectors.event import Event
+
+Status = Literal["firing", "resolved"]
+SEVERITIES = ("info", "warning", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a detector reports: a condition that started, continues or ended."""
+
+    detector: str
+    kind: str
+    severity: str
+    status: Status
+    model: str
+    model_version: str
+    subject: dict[str, str]
+    summary: str
+    ts: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+    atlas: tuple[str, ...] = ()
+
+
+class Detector:
+    """Base class. Subclasses set ``name``, ``kind``, ``atlas`` and implement
+    ``update``, ``detected`` and ``evidence``; ``tick`` and ``summary`` are optional.
+    """
+
+    name: ClassVar[str] = "detector"
+    kind: ClassVar[str] = "drift"
+    atlas: ClassVar[tuple[str, ...]] = ()
+    severity: str = "warning"
+
+    def update(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def tick(self, now: float) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Event time has reached ``now``; close whatever windows ended before it."""
+
+    @property
+    def detected(self) -> bool:
+        raise NotImplementedError
+
+    def evidence(self) -> dict[str, Any]:
+        """The figures behind the current state (JSON-serialisable)."""
+        return {}
+
+    def next_decision(self) -> float | None:
+        """The event time at which ``tick`` would close the next window (None: no
+        window pending). ``Keyed`` ticks through each such time in turn, so every
+        window's verdict is seen however far one watermark step jumps."""
+        return None
+
+    @property
+    def decided_at(self) -> float | None:
+        """Event time of the latest decision, for detectors that decide when a
+        window closes (its end); None means "the time of the triggering call"."""
+        return None
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        """One sentence a person can act on."""
+        who = ", ".join(f"{k} {v}" for k, v in sorted(subject.items())) or "the model"
+        return f"{self.name} fired for {who} on {model}"
+
+    # -- parameters, river style -------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {
+            name: getattr(self, name)
+            for name, p in sig.parameters.items()
+            if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+    def clone(self) -> Self:
+        """A fresh detector with the same parameters and no state."""
+        return type(self)(**self._params())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"

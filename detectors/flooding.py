@@ -1,0 +1,102 @@
+"""Flooding: a client sending more requests than its budget (MITRE ATLAS AML.T0029
+denial of ML service, AML.T0034 cost harvesting)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from detectors.base import Detector
+from detectors.event import Event
+
+
+class RequestRate(Detector):
+    """More than ``max_events`` requests in a sliding ``window_s`` of event time.
+
+    The window is kept as ``buckets`` equal sub-windows of counts (a ring), so the
+    state is a few integers per client whatever the rate: the count is exact to
+    one sub-window. Clears when the count falls back to half the budget.
+
+    >>> d = RequestRate(window_s=60, max_events=100)
+    >>> for i in range(150):
+    ...     d.update(Event(ts=i * 0.1, model="m", model_version="1", client_id="c"))
+    >>> d.detected, d.evidence()["requests_in_window"]
+    (True, 150)
+    """
+
+    name = "flooding.request_rate"
+    kind = "flooding"
+    atlas = ("AML.T0029", "AML.T0034")
+
+    def __init__(
+        self, *, window_s: float = 60.0, max_events: int = 600, buckets: int = 12
+    ) -> None:
+        self.window_s = window_s
+        self.max_events = max_events
+        self.buckets = buckets
+        self._width = window_s / buckets
+        self._ring = [0] * buckets
+        self._head = -1  # absolute index of the newest sub-window
+        self._detected = False
+        self._peak = 0
+        self._request_ids: list[str] = []
+
+    def _advance(self, ts: float) -> None:
+        idx = math.floor(ts / self._width)
+        if self._head < 0:
+            self._head = idx
+            return
+        if idx <= self._head:
+            return
+        for i in range(self._head + 1, min(idx, self._head + self.buckets) + 1):
+            self._ring[i % self.buckets] = 0
+        self._head = idx
+
+    def _count(self) -> int:
+        return sum(self._ring)
+
+    def update(self, event: Event) -> None:
+        self._advance(event.ts)
+        if math.floor(event.ts / self._width) > self._head - self.buckets:
+            self._ring[math.floor(event.ts / self._width) % self.buckets] += 1
+        self._evaluate()
+        if event.request_id is not None and self._detected and len(self._request_ids) < 5:
+            self._request_ids.append(event.request_id)
+
+    def tick(self, now: float) -> None:
+        self._advance(now)
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        count = self._count()
+        if self._detected and count > self._peak:
+            self._peak = count
+        if not self._detected and count > self.max_events:
+            self._detected = True
+            self._peak = count
+            self._request_ids = []
+        elif self._detected and count <= self.max_events // 2:
+            self._detected = False
+
+    @property
+    def detected(self) -> bool:
+        return self._detected
+
+    @property
+    def severity(self) -> str:  # type: ignore[override]
+        return "critical" if self._peak > 5 * self.max_events else "warning"
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "requests_in_window": self._count(),
+            "peak_requests_in_window": self._peak,
+            "threshold": self.max_events,
+            "window_s": self.window_s,
+            "sample_request_ids": list(self._request_ids),
+        }
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        return (
+            f"Client {subject.get('client_id')} sent {self._peak} requests to {model} "
+            f"in {self.window_s:g}s (budget {self.max_events}): throttle or block the key."
+        )

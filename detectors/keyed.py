@@ -1,0 +1,160 @@
+"""Per-key fan-out of one detector prototype (per client, per model version)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Literal
+
+from detectors.base import Detector, Finding
+from detectors.event import Event
+
+KeyKind = Literal["client", "model"]
+
+
+class _Slot:
+    __slots__ = ("detector", "firing", "last_notified", "last_ts", "model", "model_version")
+
+    def __init__(self, detector: Detector, model: str, model_version: str) -> None:
+        self.detector = detector
+        self.model = model
+        self.model_version = model_version
+        self.last_ts = float("-inf")
+        self.firing = False
+        self.last_notified = float("-inf")
+
+
+class Keyed:
+    """Clones ``prototype`` for every key and turns its state changes into findings.
+
+    ``key="client"`` keys by ``(model, client_id)`` (events without a client id are
+    ignored); ``key="model"`` keys by ``(model, model_version)``. A key idle for
+    ``idle_s`` of event time is dropped, and at most ``max_keys`` are kept (least
+    recently seen first out): O(1) amortised per event, bounded memory. A key that
+    is dropped while firing reports ``resolved``. While a condition holds, a repeat
+    ``firing`` finding (fresh evidence, one more ``count``) goes out at most every
+    ``renotify_s`` of event time.
+
+    >>> from detectors.flooding import RequestRate
+    >>> k = Keyed(RequestRate(window_s=10, max_events=3), key="client")
+    >>> ev = lambda t: Event(ts=t, model="m", model_version="1", client_id="c")
+    >>> [f.status for t in range(5) for f in k.update(ev(t))]
+    ['firing']
+    """
+
+    def __init__(
+        self,
+        prototype: Detector,
+        *,
+        key: KeyKind,
+        idle_s: float = 3600.0,
+        max_keys: int = 1_000_000,
+        renotify_s: float = 300.0,
+    ) -> None:
+        self.prototype = prototype
+        self.key = key
+        self.idle_s = idle_s
+        self.max_keys = max_keys
+        self.renotify_s = renotify_s
+        self.slots: OrderedDict[Hashable, _Slot] = OrderedDict()
+        self.firing_keys: set[Hashable] = set()
+        self.now = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def _key_of(self, event: Event) -> Hashable | None:
+        if self.key == "client":
+            return None if event.client_id is None else (event.model, event.client_id)
+        return (event.model, event.model_version)
+
+    def _subject(self, key: Hashable) -> dict[str, str]:
+        if self.key == "client":
+            return {"client_id": key[1]}  # type: ignore[index]
+        return {}
+
+    def update(self, event: Event) -> list[Finding]:
+        key = self._key_of(event)
+        if key is None:
+            return []
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = _Slot(self.prototype.clone(), event.model, event.model_version)
+            self.slots[key] = slot
+        else:
+            self.slots.move_to_end(key)
+        slot.model_version = event.model_version
+        if event.ts > slot.last_ts:
+            slot.last_ts = event.ts
+        slot.detector.update(event)
+        findings = self._transition(key, slot, event.ts)
+        if event.ts > self.now:
+            self.now = event.ts
+        findings.extend(self._expire())
+        return findings
+
+    def tick(self, now: float) -> list[Finding]:
+        """Advance event time: every key for model-wide detectors, only the firing
+        keys for per-client ones (so a client that stops flooding resolves)."""
+        findings: list[Finding] = []
+        if now > self.now:
+            self.now = now
+        keys = list(self.slots) if self.key == "model" else list(self.firing_keys)
+        for key in keys:
+            slot = self.slots[key]
+            step = slot.detector.next_decision()
+            while step is not None and step <= now:
+                slot.detector.tick(step)
+                findings.extend(self._transition(key, slot, step))
+                following = slot.detector.next_decision()
+                step = following if following is not None and following > step else None
+            slot.detector.tick(now)
+            findings.extend(self._transition(key, slot, now))
+        findings.extend(self._expire())
+        return findings
+
+    def _transition(self, key: Hashable, slot: _Slot, ts: float) -> list[Finding]:
+        detected = slot.detector.detected
+        decided = slot.detector.decided_at
+        if decided is not None:
+            ts = decided
+        if detected and (not slot.firing or ts - slot.last_notified >= self.renotify_s):
+            slot.firing = True
+            slot.last_notified = ts
+            self.firing_keys.add(key)
+            return [self._finding(key, slot, "firing", ts)]
+        if slot.firing and not detected:
+            slot.firing = False
+            self.firing_keys.discard(key)
+            return [self._finding(key, slot, "resolved", ts)]
+        return []
+
+    def _expire(self) -> list[Finding]:
+        findings: list[Finding] = []
+        horizon = self.now - self.idle_s
+        while self.slots:
+            key, slot = next(iter(self.slots.items()))
+            if slot.last_ts >= horizon and len(self.slots) <= self.max_keys:
+                break
+            del self.slots[key]
+            if slot.firing:
+                self.firing_keys.discard(key)
+                findings.append(self._finding(key, slot, "resolved", self.now))
+        return findings
+
+    def _finding(self, key: Hashable, slot: _Slot, status: str, ts: float) -> Finding:
+        det = slot.detector
+        subject = self._subject(key)
+        return Finding(
+            detector=det.name,
+            kind=det.kind,
+            severity=det.severity,
+            status=status,  # type: ignore[arg-type]
+            model=slot.model,
+            model_version=slot.model_version,
+            subject=subject,
+            summary=det.summary(subject, slot.model),
+            ts=ts,
+            evidence=det.evidence() | {"detector_config": repr(det)},
+            atlas=det.atlas,
+        )

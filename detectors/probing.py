@@ -1,0 +1,119 @@
+"""Boundary probing: a client whose answers are mostly low-confidence is querying
+near the decision boundary, as model-extraction and black-box evasion attacks do
+(MITRE ATLAS AML.T0024.002 extraction, AML.T0043.001 black-box optimisation)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from detectors.base import Detector
+from detectors.event import Event
+
+
+class LowConfidenceShare(Detector):
+    """Share of a client's answers below ``low_confidence`` over ``window_s``.
+
+    Benign traffic sits mostly far from the boundary; boundary-walking queries
+    (HopSkipJump-style searches, active-learning extraction) get low-confidence
+    answers most of the time. Fires when at least ``min_queries`` answers in the
+    window and a share of at least ``max_share`` were low; clears below half of it.
+    Counts are kept per sub-window (a ring), so state is constant per client.
+
+    >>> d = LowConfidenceShare(window_s=600, min_queries=20, max_share=0.5)
+    >>> for i in range(40):
+    ...     d.update(Event(ts=i, model="m", model_version="1", client_id="c",
+    ...                    confidence=0.55 if i % 4 else 0.99))
+    >>> d.detected, d.evidence()["low_confidence_share"]
+    (True, 0.75)
+    """
+
+    name = "extraction.low_confidence_share"
+    kind = "extraction"
+    atlas = ("AML.T0024.002", "AML.T0043.001")
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 600.0,
+        low_confidence: float = 0.6,
+        min_queries: int = 50,
+        max_share: float = 0.5,
+        buckets: int = 10,
+    ) -> None:
+        self.window_s = window_s
+        self.low_confidence = low_confidence
+        self.min_queries = min_queries
+        self.max_share = max_share
+        self.buckets = buckets
+        self._width = window_s / buckets
+        self._total = [0] * buckets
+        self._low = [0] * buckets
+        self._head = -1
+        self._detected = False
+        self._request_ids: list[str] = []
+
+    def _advance(self, ts: float) -> int:
+        idx = math.floor(ts / self._width)
+        if self._head < 0:
+            self._head = idx
+        elif idx > self._head:
+            for i in range(self._head + 1, min(idx, self._head + self.buckets) + 1):
+                self._total[i % self.buckets] = 0
+                self._low[i % self.buckets] = 0
+            self._head = idx
+        return idx
+
+    def update(self, event: Event) -> None:
+        if event.confidence is None:
+            return
+        idx = self._advance(event.ts)
+        if idx <= self._head - self.buckets:
+            return
+        slot = idx % self.buckets
+        self._total[slot] += 1
+        if event.confidence < self.low_confidence:
+            self._low[slot] += 1
+            if event.request_id is not None and len(self._request_ids) < 5:
+                self._request_ids.append(event.request_id)
+        self._evaluate()
+
+    def tick(self, now: float) -> None:
+        self._advance(now)
+        self._evaluate()
+
+    def _share(self) -> tuple[int, float]:
+        total = sum(self._total)
+        return total, (sum(self._low) / total if total else 0.0)
+
+    def _evaluate(self) -> None:
+        total, share = self._share()
+        if not self._detected and total >= self.min_queries and share >= self.max_share:
+            self._detected = True
+        elif self._detected and share < self.max_share / 2:
+            self._detected = False
+            self._request_ids = []
+
+    @property
+    def detected(self) -> bool:
+        return self._detected
+
+    def evidence(self) -> dict[str, Any]:
+        total, share = self._share()
+        return {
+            "queries_in_window": total,
+            "low_confidence_share": round(share, 4),
+            "low_confidence_below": self.low_confidence,
+            "share_threshold": self.max_share,
+            "min_queries": self.min_queries,
+            "window_s": self.window_s,
+            "sample_request_ids": list(self._request_ids),
+        }
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        total, share = self._share()
+        return (
+            f"Client {subject.get('client_id')} got low-confidence answers for {share:.0%} of "
+            f"{total} queries to {model}: it is probing the decision boundary "
+            f"(extraction or evasion); review and rate-limit the key."
+        )

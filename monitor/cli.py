@@ -1,0 +1,149 @@
+"""The ``inferwatch`` command line (see DESIGN.md, "Command line — contract")."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from monitor import __version__
+from monitor.config import Config, ConfigError, load_config
+from monitor.logs import setup_logging
+
+log = logging.getLogger("inferwatch")
+
+
+def _config_or_exit(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"inferwatch: invalid configuration{f' in {path}' if path else ''}:",
+              file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon
+
+    config = _config_or_exit(args.config)
+    setup_logging(config.logging.level, config.logging.format)
+    log.info("effective config: %s", msgspec.json.encode(config.redacted()).decode())
+    daemon = Daemon(config)
+    daemon.install_signal_handlers()
+    daemon.run()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config_or_exit(args.config)
+    print(f"{args.config}: OK")
+    if args.show:
+        print(msgspec.json.encode(config.redacted()).decode())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from alerts.sinks import ConsoleSink, JsonlSink, Sink
+    from monitor.replay import replay
+
+    config = _config_or_exit(args.config)
+    setup_logging(config.logging.level, config.logging.format)
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"inferwatch: no such file: {path}", file=sys.stderr)
+        return 2
+    sinks: list[Sink] = []
+    if not args.quiet:
+        sinks.append(ConsoleSink())
+    if args.alerts_out:
+        out = Path(args.alerts_out)
+        if out.exists():
+            out.unlink()
+        sinks.append(JsonlSink(out))
+
+    def progress(seen: int, bad: int) -> None:
+        print(f"replay: {seen:,} records read, {bad:,} bad", file=sys.stderr)
+
+    pipeline = replay(path, config, sinks, progress=progress)
+    firing = len(pipeline.alerts.firing)
+    print(f"replay done: {firing} alert(s) still firing at the end of {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    from monitor.store import Store
+
+    config = _config_or_exit(args.config)
+    store = Store(config.store.url.get_secret_value())
+    store.migrate()
+    for record in store.list_alerts(args.status, args.limit):
+        rec = msgspec.json.decode(record)
+        subject = " ".join(f"{k}={v}" for k, v in sorted(rec["subject"].items()))
+        print(f"{rec['fingerprint']}  {rec['status']:8} {rec['severity']:8} {rec['kind']:10} "
+              f"{rec['model']} {subject}  {rec['summary']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run_demo
+
+    return run_demo(Path(args.workdir), minutes=args.minutes, keep_broker=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inferwatch",
+        description="Watch ML models in production through their inference logs.",
+    )
+    parser.add_argument("--version", action="version", version=f"inferwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon against Kafka")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config and say what is wrong")
+    p.add_argument("--config", required=True)
+    p.add_argument("--show", action="store_true", help="print the effective config (redacted)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("replay", help="run the detectors over archived events (JSONL)")
+    p.add_argument("file")
+    p.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    p.add_argument("--alerts-out", help="write alert records here (JSONL, replaced)")
+    p.add_argument("--quiet", action="store_true", help="no alert lines on the console")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("alerts", help="list stored alerts")
+    alerts_sub = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    q = alerts_sub.add_parser("list", help="list alerts, newest first")
+    q.add_argument("--config", required=True)
+    q.add_argument("--status", choices=["firing", "resolved"])
+    q.add_argument("--limit", type=int, default=50)
+    q.set_defaults(func=cmd_alerts_list)
+
+    p = sub.add_parser("demo", help="the whole loop on this machine, no set-up needed")
+    p.add_argument("--workdir", default="inferwatch-demo", help="where files go")
+    p.add_argument("--minutes", type=float, default=30.0,
+                   help="simulated minutes of traffic (event time)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The daemon's configuration: one YAML file, environment overrides, ``*_file`` secrets.
+
+Validated once at start-up into frozen objects. Every problem is reported with
+the dotted key and the reason. Environment variables ``INFERWATCH_<SECTION>__<KEY>``
+override the file (``__`` separates levels, values are parsed as YAML scalars).
+A secret key ``X`` may instead be given as ``X_file``: a path whose content
+(a mounted Kubernetes secret) becomes the value.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "INFERWATCH_"
+SECRET_KEYS = {"sasl_password", "url", "token", "webhook_url", "ssl_password"}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot work; ``problems`` are "key: reason" lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
+    topics: list[str] = Field(default_factory=lambda: ["inference-logs"], min_length=1)
+    group_id: str = "inferwatch"
+    client_id: str = "inferwatch"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(2000, ge=1)
+    poll_timeout_ms: int = Field(500, ge=1)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    fetch_max_bytes: int = Field(52_428_800, ge=1024)
+    max_partition_fetch_bytes: int = Field(10_485_760, ge=1024)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    dead_letter_topic: str | None = None
+    idle_partition_s: float = Field(10.0, gt=0)
+
+    @field_validator("bootstrap_servers", "topics", mode="before")
+    @classmethod
+    def _split_commas(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, v: list[str]) -> list[str]:
+        for server in v:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return v
+
+
+class FieldMap(_Section):
+    """Where each contract field lives in the producer's JSON (dotted paths)."""
+
+    ts: str = "ts"
+    model: str = "model"
+    model_version: str = "model_version"
+    client_id: str = "client_id"
+    request_id: str = "request_id"
+    source_ip: str = "source_ip"
+    features: str = "features"
+    embedding: str = "embedding"
+    prediction: str = "prediction"
+    probabilities: str = "probabilities"
+    confidence: str = "confidence"
+    latency_ms: str = "latency_ms"
+    label: str = "label"
+
+    def is_identity(self) -> bool:
+        return all(getattr(self, name) == name for name in type(self).model_fields)
+
+
+class EventsConfig(_Section):
+    fields: FieldMap = FieldMap()
+    max_message_bytes: int = Field(1_048_576, ge=256)
+    max_features: int = Field(1000, ge=1)
+    max_embedding: int = Field(4096, ge=1)
+    max_string_length: int = Field(1024, ge=8)
+    allowed_models: list[str] = Field(default_factory=list)
+
+
+class StoreConfig(_Section):
+    url: SecretStr = SecretStr("sqlite:///inferwatch.db")
+    pool_size: int = Field(5, ge=1)
+
+
+class CheckpointConfig(_Section):
+    interval_s: float = Field(5.0, gt=0)
+    max_events: int = Field(100_000, ge=1)
+    retry_max_s: float = Field(30.0, gt=0)
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 - a pod must be reachable by its probes
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class StateConfig(_Section):
+    client_idle_s: float = Field(3600.0, gt=0)
+    max_clients: int = Field(1_000_000, ge=1)
+    renotify_s: float = Field(300.0, gt=0)
+
+
+class FloodingConfig(_Section):
+    enabled: bool = True
+    window_s: float = Field(60.0, gt=0)
+    max_events: int = Field(600, ge=1)
+
+
+class ProbingConfig(_Section):
+    enabled: bool = True
+    window_s: float = Field(600.0, gt=0)
+    low_confidence: float = Field(0.6, gt=0, le=1)
+    min_queries: int = Field(50, ge=1)
+    max_share: float = Field(0.5, gt=0, le=1)
+
+
+class ConfidenceConfig(_Section):
+    enabled: bool = True
+    window_s: float = Field(60.0, gt=0)
+    reference_events: int = Field(2000, ge=10)
+    min_events: int = Field(100, ge=2)
+    z_threshold: float = Field(5.0, gt=0)
+    min_effect: float = Field(0.05, ge=0)
+
+
+class DriftConfig(_Section):
+    enabled: bool = True
+    window_s: float = Field(60.0, gt=0)
+    reference_events: int = Field(2000, ge=50)
+    min_events: int = Field(200, ge=10)
+    bins: int = Field(10, ge=2, le=100)
+    alpha: float = Field(1e-4, gt=0, lt=1)
+    min_psi: float = Field(0.1, ge=0)
+
+
+class DetectorsConfig(_Section):
+    lateness_s: float = Field(5.0, ge=0)
+    flooding: FloodingConfig = FloodingConfig()
+    probing: ProbingConfig = ProbingConfig()
+    confidence: ConfidenceConfig = ConfidenceConfig()
+    drift: DriftConfig = DriftConfig()
+
+
+class ConsoleSinkConfig(_Section):
+    enabled: bool = True
+
+
+class JsonlSinkConfig(_Section):
+    path: str | None = None
+
+
+class AlertsConfig(_Section):
+    console: ConsoleSinkConfig = ConsoleSinkConfig()
+    jsonl: JsonlSinkConfig = JsonlSinkConfig()
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+def _default_instance() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+class Config(_Section):
+    instance_id: str = Field(default_factory=_default_instance, min_length=1, max_length=200)
+    kafka: KafkaConfig = KafkaConfig()
+    events: EventsConfig = EventsConfig()
+    store: StoreConfig = StoreConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    http: HttpConfig = HttpConfig()
+    state: StateConfig = StateConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config for the log: secrets shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_secret_files(node: Any, path: str, problems: list[str]) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        base = str(key)[:-5] if str(key).endswith("_file") else None
+        if base in SECRET_KEYS:
+            if value in (None, ""):
+                continue
+            try:
+                out[base] = Path(str(value)).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{dotted}: cannot read secret file {value!r} ({exc.strerror})")
+            continue
+        out[key] = _resolve_secret_files(value, dotted, problems)
+    return out
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt, or not valid here)"
+        problems.append(f"{key}: {msg}")
+    return problems
+
+
+def build_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Validate a config mapping plus environment overrides; raise ConfigError."""
+    data = _merge(dict(raw or {}), _env_overrides(os.environ if env is None else env))
+    problems: list[str] = []
+    data = _resolve_secret_files(data, "", problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_format_errors(exc))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read a YAML config file (or none: all defaults) and validate it."""
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read config file ({exc.strerror})"]) from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError([f"{path}:{where}: not valid YAML ({exc})"]) from None
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return build_config(raw, env)

@@ -1,0 +1,245 @@
+"""``inferwatch run``: the main loop.
+
+poll a batch → process → dead-letter the bad records → maybe checkpoint (alert
+records, detector state and offsets in one store transaction, then the Kafka
+commit) → deliver the outbox. SIGTERM/SIGINT finish the batch, checkpoint and
+leave the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+
+from alerts.outbox import Dispatcher
+from alerts.sinks import ConsoleSink, JsonlSink, Sink
+from monitor.checkpoint import Checkpointer
+from monitor.config import Config
+from monitor.http import HealthServer
+from monitor.kafka_source import KafkaSource
+from monitor.metrics import Metrics
+from monitor.pipeline import Pipeline
+from monitor.state import PartitionId
+from monitor.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def build_sinks(config: Config) -> list[Sink]:
+    sinks: list[Sink] = []
+    if config.alerts.console.enabled:
+        sinks.append(ConsoleSink())
+    if config.alerts.jsonl.path:
+        sinks.append(JsonlSink(config.alerts.jsonl.path))
+    return sinks
+
+
+class Daemon:
+    """One consumer-group member with its pipeline, store, sinks and HTTP port."""
+
+    def __init__(self, config: Config, *, sinks: Sequence[Sink] | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.pipeline = Pipeline(config, self.metrics)
+        self.store = Store(config.store.url.get_secret_value(), pool_size=config.store.pool_size)
+        self.checkpointer = Checkpointer(self.store, self.pipeline, group=config.kafka.group_id,
+                                         producer=config.instance_id)
+        self.sinks = list(build_sinks(config) if sinks is None else sinks)
+        self.dispatcher = Dispatcher(self.store, self.sinks, config.instance_id,
+                                     on_result=self._delivery_result)
+        self.stopping = threading.Event()
+        self.source: KafkaSource | None = None
+        self.http: HealthServer | None = None
+        self.last_loop = time.monotonic()
+        self.store_ok = False
+        self.restored = False
+        self.last_checkpoint = time.monotonic()
+        self.last_records: dict[PartitionId, float] = {}
+        self.assigned_at: dict[PartitionId, float] = {}
+        self._checkpoint_backoff = 0.0
+
+    # -- probes ---------------------------------------------------------------------
+    def healthy(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.last_loop
+        limit = max(30.0, 3 * self.config.kafka.poll_timeout_ms / 1000)
+        if age > limit:
+            return False, f"main loop stalled for {age:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self.source is None or not self.source.assignment():
+            return False, "no partitions assigned"
+        if not self.restored:
+            return False, "state not restored"
+        if not self.store_ok:
+            return False, "store unreachable"
+        return True, "ok"
+
+    # -- lifecycle ------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            log.info("%s received: finishing the batch, checkpointing, leaving the group",
+                     signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _migrate(self) -> None:
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                self.store.migrate()
+                self.store_ok = True
+                return
+            except Exception as exc:  # noqa: BLE001 - the store may come up later
+                log.warning("store unreachable (%s); retrying in %.1fs", _short(exc), delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.config.checkpoint.retry_max_s)
+
+    def run(self) -> None:
+        log.info("starting inferwatch %s as %s", _version(), self.config.instance_id)
+        if self.config.http.enabled:
+            self.http = HealthServer(self.config.http.host, self.config.http.port,
+                                     self.metrics.registry, self.healthy, self.ready)
+            self.http.start()
+            log.info("metrics and health on port %d", self.http.port)
+        self._migrate()
+        if self.stopping.is_set():
+            return
+        self.source = KafkaSource(self.config.kafka, on_assign=self._on_assign,
+                                  on_revoke=self._on_revoke)
+        try:
+            while not self.stopping.is_set():
+                self._step()
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        assert self.source is not None
+        self.last_loop = time.monotonic()
+        batches = self.source.poll()
+        now = time.monotonic()
+        if batches:
+            with self.metrics.batch_seconds.time():
+                for pid, records in batches.items():
+                    result = self.pipeline.process(pid, records)
+                    self.last_records[pid] = now
+                    for rec, bad in result.bad:
+                        self.source.dead_letter(pid, rec, bad.reason, bad.detail)
+                        if self.config.kafka.dead_letter_topic:
+                            self.metrics.dead_lettered.inc()
+        self.pipeline.advance(self._active_partitions(now))
+        due = (now - self.last_checkpoint >= self.config.checkpoint.interval_s
+               or self.pipeline.events_since_checkpoint >= self.config.checkpoint.max_events)
+        if due and now >= self._checkpoint_backoff_until():
+            self.checkpoint()
+        self.dispatcher.deliver()
+
+    def _active_partitions(self, now: float) -> list[PartitionId]:
+        """Partitions that still hold unread records, and so may deliver events
+        older than the others'; one silent for ``idle_partition_s`` stops counting."""
+        assert self.source is not None
+        idle = self.config.kafka.idle_partition_s
+        active = []
+        for pid, state in self.pipeline.partitions.items():
+            if now - self.last_records.get(pid, self.assigned_at.get(pid, now)) >= idle:
+                continue
+            high = self.source.highwater(pid)
+            if high is not None and (state.offset if state.offset is not None else 0) >= high:
+                continue
+            active.append(pid)
+        return active
+
+    def _checkpoint_backoff_until(self) -> float:
+        return self.last_checkpoint + self._checkpoint_backoff
+
+    def checkpoint(self, *, blocking_commit: bool = True) -> bool:
+        """Store state + alerts + offsets, then commit the offsets to Kafka."""
+        assert self.source is not None
+        started = time.monotonic()
+        try:
+            self.source.flush_dead_letters()
+            offsets = self.checkpointer.save()
+        except Exception as exc:  # noqa: BLE001 - keep state, pause, retry with backoff
+            self.metrics.checkpoint_failures.inc()
+            self.store_ok = False
+            self._checkpoint_backoff = min(max(1.0, self._checkpoint_backoff * 2),
+                                           self.config.checkpoint.retry_max_s)
+            self.last_checkpoint = time.monotonic()
+            log.warning("checkpoint failed (%s); consumption paused, retrying in %.0fs",
+                        _short(exc), self._checkpoint_backoff)
+            self.source.pause()
+            return False
+        self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
+        if not self.store_ok or self._checkpoint_backoff:
+            log.info("checkpoint succeeded; resuming consumption")
+            self.source.resume()
+        self.store_ok = True
+        self._checkpoint_backoff = 0.0
+        self.last_checkpoint = time.monotonic()
+        try:
+            self.source.commit(offsets, blocking=blocking_commit)
+        except Exception as exc:  # noqa: BLE001 - the store holds the offsets anyway
+            log.warning("offset commit to Kafka failed (%s); the store has them", _short(exc))
+        self.metrics.tracked_clients.set(self.pipeline.tracked_clients())
+        for pid, state in self.pipeline.partitions.items():
+            high = self.source.highwater(pid)
+            if high is not None and state.offset is not None:
+                self.metrics.consumer_lag.labels(pid[0], str(pid[1])).set(max(0, high - state.offset))
+        return True
+
+    def _on_assign(self, pids: list[PartitionId]) -> dict[PartitionId, int | None]:
+        self.restored = False
+        delay = 0.5
+        while True:
+            try:
+                resume = self.checkpointer.restore(pids)
+                break
+            except Exception as exc:  # noqa: BLE001 - cannot consume without state
+                log.warning("restoring state failed (%s); retrying in %.1fs", _short(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.checkpoint.retry_max_s)
+        self.restored = True
+        self.store_ok = True
+        now = time.monotonic()
+        self.assigned_at.update((pid, now) for pid in pids)
+        return resume
+
+    def _on_revoke(self, pids: list[PartitionId]) -> None:
+        if not self.checkpoint(blocking_commit=False):
+            log.warning("partitions %s leave without a fresh checkpoint: their next owner "
+                        "re-reads from the last stored one (at-least-once)", pids)
+        for pid in pids:
+            self.pipeline.release(pid)
+            self.last_records.pop(pid, None)
+            self.assigned_at.pop(pid, None)
+
+    def _shutdown(self) -> None:
+        try:
+            if self.source is not None:
+                if self.checkpoint():
+                    self.dispatcher.deliver()
+                self.source.close()
+                log.info("left the consumer group")
+        finally:
+            if self.http is not None:
+                self.http.stop()
+            self.store.close()
+
+    def _delivery_result(self, sink: str, result: str, n: int) -> None:
+        self.metrics.notifications.labels(sink, result).inc(n)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def _version() -> str:
+    from monitor import __version__
+
+    return __version__

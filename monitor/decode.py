@@ -1,0 +1,199 @@
+"""Decode and validate inference-log events; bad input becomes a counted reason.
+
+The identity field mapping decodes straight into a typed msgspec struct (type
+checks in C); a remapped one decodes to a dict, picks the dotted paths, and
+converts with the same struct, so both apply exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from detectors.event import Event, FeatureValue
+from monitor.config import EventsConfig
+
+REASONS = (
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "not_finite",
+    "out_of_range",
+    "bad_timestamp",
+    "unknown_model",
+)
+
+
+class _Wire(msgspec.Struct):
+    ts: str | float
+    model: str
+    model_version: str
+    client_id: str | None = None
+    request_id: str | None = None
+    source_ip: str | None = None
+    features: dict[str, FeatureValue] | None = None
+    embedding: list[float] | None = None
+    prediction: str | float | None = None
+    probabilities: dict[str, float] | list[float] | None = None
+    confidence: float | None = None
+    latency_ms: float | None = None
+    label: str | float | None = None
+
+
+_WIRE_FIELDS = tuple(_Wire.__struct_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    reason: str
+    detail: str
+
+
+class Decoder:
+    """``decode(bytes) -> Event | BadRecord``; never raises on any input.
+
+    >>> d = Decoder(EventsConfig())
+    >>> d.decode(b'{"ts": 1, "model": "m", "model_version": "1", "probabilities": [0.2, 0.8]}')
+    Event(ts=1.0, model='m', model_version='1', client_id=None, request_id=None, source_ip=None, features=None, embedding=None, prediction=None, probabilities=[0.2, 0.8], confidence=0.8, latency_ms=None, label=None)
+    >>> d.decode(b'{"ts": 1, "model": "m"}')
+    BadRecord(reason='missing_field', detail='Object missing required field `model_version`')
+    """
+
+    def __init__(self, config: EventsConfig) -> None:
+        self.config = config
+        self._typed = msgspec.json.Decoder(_Wire)
+        self._generic = msgspec.json.Decoder()
+        self._identity = config.fields.is_identity()
+        self._paths = {
+            name: getattr(config.fields, name).split(".") for name in _WIRE_FIELDS
+        }
+        self._allowed = frozenset(config.allowed_models)
+
+    def decode(self, value: bytes | None) -> Event | BadRecord:
+        try:
+            return self._decode(value)
+        except Exception as exc:  # never let one record break the loop
+            return BadRecord("wrong_type", f"{type(exc).__name__}: {exc}"[:200])
+
+    def _decode(self, value: bytes | None) -> Event | BadRecord:
+        if value is None:
+            return BadRecord("not_json", "empty message (tombstone)")
+        if len(value) > self.config.max_message_bytes:
+            return BadRecord("too_large", f"{len(value)} bytes > {self.config.max_message_bytes}")
+        try:
+            wire = self._typed.decode(value) if self._identity else self._remapped(value)
+        except UnicodeDecodeError as exc:
+            return BadRecord("not_utf8", str(exc)[:200])
+        except msgspec.DecodeError as exc:
+            return self._classify(exc)
+        if isinstance(wire, BadRecord):
+            return wire
+        return self._validate(wire)
+
+    def _remapped(self, value: bytes) -> _Wire | BadRecord:
+        doc = self._generic.decode(value)
+        if not isinstance(doc, dict):
+            return BadRecord("not_object", f"top level is {type(doc).__name__}")
+        picked: dict[str, Any] = {}
+        for name, path in self._paths.items():
+            node: Any = doc
+            for part in path:
+                if not isinstance(node, dict) or part not in node:
+                    node = msgspec.UNSET
+                    break
+                node = node[part]
+            if node is not msgspec.UNSET:
+                picked[name] = node
+        return msgspec.convert(picked, _Wire)
+
+    @staticmethod
+    def _classify(exc: msgspec.DecodeError) -> BadRecord:
+        text = str(exc)
+        if isinstance(exc, msgspec.ValidationError):
+            if "missing required field" in text:
+                reason = "missing_field"
+            elif "Expected `object`" in text and "- at" not in text:
+                reason = "not_object"
+            elif "out of range" in text:
+                reason = "not_finite"
+            else:
+                reason = "wrong_type"
+        else:
+            reason = "not_utf8" if "utf-8" in text.lower() else "not_json"
+        return BadRecord(reason, text[:200])
+
+    def _validate(self, w: _Wire) -> Event | BadRecord:
+        cfg = self.config
+        ts = _timestamp(w.ts)
+        if ts is None:
+            return BadRecord("bad_timestamp", f"ts {str(w.ts)[:40]!r} is not RFC 3339 or Unix seconds")
+        if self._allowed and w.model not in self._allowed:
+            return BadRecord("unknown_model", f"model {w.model[:80]!r} is not allow-listed")
+        for name in ("model", "model_version", "client_id", "request_id", "source_ip"):
+            text = getattr(w, name)
+            if text is not None and len(text) > cfg.max_string_length:
+                return BadRecord("too_large", f"{name} longer than {cfg.max_string_length}")
+        if w.features is not None:
+            if len(w.features) > cfg.max_features:
+                return BadRecord("too_large", f"{len(w.features)} features > {cfg.max_features}")
+            for key, v in w.features.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    return BadRecord("not_finite", f"feature {key[:80]!r}")
+                if isinstance(v, str) and len(v) > cfg.max_string_length:
+                    return BadRecord("too_large", f"feature {key[:80]!r} value too long")
+        if w.embedding is not None:
+            if len(w.embedding) > cfg.max_embedding:
+                return BadRecord("too_large", f"embedding of {len(w.embedding)} > {cfg.max_embedding}")
+            if not all(map(math.isfinite, w.embedding)):
+                return BadRecord("not_finite", "embedding")
+        confidence = w.confidence
+        if w.probabilities is not None:
+            probs = list(w.probabilities.values()) if isinstance(w.probabilities, dict) else w.probabilities
+            if len(probs) > cfg.max_features:
+                return BadRecord("too_large", f"{len(probs)} probabilities")
+            if not all(0.0 <= p <= 1.0 for p in probs):
+                return BadRecord("out_of_range", "probabilities outside [0, 1]")
+            if confidence is None and probs:
+                confidence = max(probs)
+        if confidence is not None and not 0.0 <= confidence <= 1.0:
+            return BadRecord("out_of_range", f"confidence {confidence!r} outside [0, 1]")
+        for name in ("prediction", "latency_ms", "label"):
+            v = getattr(w, name)
+            if isinstance(v, float) and not math.isfinite(v):
+                return BadRecord("not_finite", name)
+        if w.latency_ms is not None and w.latency_ms < 0:
+            return BadRecord("out_of_range", "latency_ms < 0")
+        return Event(
+            ts=ts,
+            model=w.model,
+            model_version=w.model_version,
+            client_id=w.client_id,
+            request_id=w.request_id,
+            source_ip=w.source_ip,
+            features=w.features,
+            embedding=w.embedding,
+            prediction=w.prediction,
+            probabilities=w.probabilities,
+            confidence=confidence,
+            latency_ms=w.latency_ms,
+            label=w.label,
+        )
+
+
+def _timestamp(value: str | float) -> float | None:
+    if isinstance(value, float):
+        return value if math.isfinite(value) and value >= 0 else None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # RFC 3339 needs an offset; take a bare one as UTC
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()

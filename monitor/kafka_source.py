@@ -1,0 +1,161 @@
+"""The Kafka source: a kafka-python consumer group member that hands batches to
+the pipeline and commits offsets only when the daemon says they are safe."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from monitor.config import KafkaConfig
+from monitor.pipeline import Record
+from monitor.state import PartitionId
+
+log = logging.getLogger(__name__)
+
+DLQ_REASON_HEADER = "inferwatch-reason"
+DLQ_SOURCE_HEADER = "inferwatch-source"
+
+
+def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """Settings shared by the consumer and the dead-letter producer (TLS, SASL)."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": list(cfg.bootstrap_servers),
+        "client_id": cfg.client_id,
+        "security_protocol": cfg.security_protocol,
+        "ssl_check_hostname": cfg.ssl_check_hostname,
+    }
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(cfg, key):
+            settings[key] = getattr(cfg, key)
+    if cfg.ssl_password is not None:
+        settings["ssl_password"] = cfg.ssl_password.get_secret_value()
+    if cfg.sasl_mechanism:
+        settings["sasl_mechanism"] = cfg.sasl_mechanism
+        settings["sasl_plain_username"] = cfg.sasl_username
+        if cfg.sasl_password is not None:
+            settings["sasl_plain_password"] = cfg.sasl_password.get_secret_value()
+    return settings
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        pids = [(tp.topic, tp.partition) for tp in revoked]
+        if pids:
+            log.info("partitions revoked: %s", _fmt(pids))
+            self.source.on_revoke(pids)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        pids = [(tp.topic, tp.partition) for tp in assigned]
+        log.info("partitions assigned: %s", _fmt(pids))
+        resume = self.source.on_assign(pids)
+        for pid, offset in resume.items():
+            if offset is not None:
+                self.source.consumer.seek(TopicPartition(*pid), offset)
+
+
+def _fmt(pids: Iterable[PartitionId]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(pids)) or "none"
+
+
+class KafkaSource:
+    """``poll()`` returns records per partition; ``commit(offsets)`` commits them.
+
+    ``on_assign(pids) -> {pid: offset or None}`` restores state and says where to
+    resume (None: the group's committed offset or ``auto_offset_reset``);
+    ``on_revoke(pids)`` must checkpoint before the partitions go.
+    """
+
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        *,
+        on_assign: Callable[[list[PartitionId]], dict[PartitionId, int | None]],
+        on_revoke: Callable[[list[PartitionId]], None],
+    ) -> None:
+        self.cfg = cfg
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self.consumer = KafkaConsumer(
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            max_poll_records=cfg.max_poll_records,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 3),
+            fetch_max_bytes=cfg.fetch_max_bytes,
+            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+            **connection_settings(cfg),
+        )
+        self._dlq: KafkaProducer | None = None
+        if cfg.dead_letter_topic:
+            self._dlq = KafkaProducer(acks="all", **connection_settings(cfg))
+        self.consumer.subscribe(list(cfg.topics), listener=_Listener(self))
+
+    def poll(self) -> dict[PartitionId, list[Record]]:
+        polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
+                                    max_records=self.cfg.max_poll_records)
+        return {
+            (tp.topic, tp.partition): [Record(m.offset, m.value, m.key) for m in msgs]
+            for tp, msgs in polled.items()
+        }
+
+    def assignment(self) -> set[PartitionId]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def commit(self, offsets: dict[PartitionId, int], *, blocking: bool = True) -> None:
+        """Commit to the group. Inside a rebalance listener (kafka-python runs it on
+        its IO thread, where blocking calls are refused) pass ``blocking=False``."""
+        owned = self.assignment()
+        todo = {TopicPartition(*pid): OffsetAndMetadata(off, "", -1)
+                for pid, off in offsets.items() if pid in owned}
+        if not todo:
+            return
+        if blocking:
+            self.consumer.commit(offsets=todo)
+        else:
+            self.consumer.commit_async(offsets=todo)
+
+    def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
+        if self._dlq is None:
+            return
+        headers = [
+            (DLQ_REASON_HEADER, reason.encode()),
+            ("inferwatch-detail", detail.encode("utf-8", "replace")[:500]),
+            (DLQ_SOURCE_HEADER, f"{pid[0]}/{pid[1]}/{record.offset}".encode()),
+        ]
+        value = record.value if record.value is not None else b""
+        # oversized records are dead-lettered truncated so the producer can take them
+        limit = min(self.cfg.max_partition_fetch_bytes, 900_000)
+        self._dlq.send(self.cfg.dead_letter_topic, value=value[:limit], key=record.key,
+                       headers=headers)
+
+    def flush_dead_letters(self) -> None:
+        if self._dlq is not None:
+            self._dlq.flush()
+
+    def pause(self) -> None:
+        self.consumer.pause(*self.consumer.assignment())
+
+    def resume(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
+
+    def highwater(self, pid: PartitionId) -> int | None:
+        """The partition's end as of the last fetch (None before the first)."""
+        tp = TopicPartition(*pid)
+        if tp not in self.consumer.assignment():
+            return None
+        return self.consumer.highwater(tp)
+
+    def close(self) -> None:
+        if self._dlq is not None:
+            self._dlq.flush()
+            self._dlq.close()
+        self.consumer.close(autocommit=False)

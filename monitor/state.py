@@ -1,0 +1,73 @@
+"""Detector state of the pipeline: per partition (per-client detectors) and per
+replica (model-wide detectors), each picklable for checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from detectors.base import Detector
+from detectors.confidence import ConfidenceShift
+from detectors.drift import FeatureDrift
+from detectors.flooding import RequestRate
+from detectors.keyed import Keyed
+from detectors.probing import LowConfidenceShare
+from monitor.config import Config
+
+PartitionId = tuple[str, int]
+
+
+def client_detectors(config: Config) -> list[Keyed]:
+    """Per-client detectors. Clients are keyed to partitions, so this state lives
+    with its partition and moves with it on a rebalance."""
+    d, s = config.detectors, config.state
+    protos: list[Detector] = []
+    if d.flooding.enabled:
+        protos.append(RequestRate(window_s=d.flooding.window_s, max_events=d.flooding.max_events))
+    if d.probing.enabled:
+        b = d.probing
+        protos.append(LowConfidenceShare(window_s=b.window_s, low_confidence=b.low_confidence,
+                                         min_queries=b.min_queries, max_share=b.max_share))
+    return [
+        Keyed(p, key="client", idle_s=s.client_idle_s, max_keys=s.max_clients,
+              renotify_s=s.renotify_s)
+        for p in protos
+    ]
+
+
+def model_detectors(config: Config) -> list[Keyed]:
+    """Model-wide detectors, keyed by (model, version), closed on the watermark."""
+    d, s = config.detectors, config.state
+    protos: list[Detector] = []
+    if d.confidence.enabled:
+        c = d.confidence
+        protos.append(ConfidenceShift(
+            window_s=c.window_s, lateness_s=d.lateness_s, reference_events=c.reference_events,
+            min_events=c.min_events, z_threshold=c.z_threshold, min_effect=c.min_effect,
+        ))
+    if d.drift.enabled:
+        f = d.drift
+        protos.append(FeatureDrift(
+            window_s=f.window_s, lateness_s=d.lateness_s, reference_events=f.reference_events,
+            min_events=f.min_events, bins=f.bins, alpha=f.alpha, min_psi=f.min_psi,
+        ))
+    return [Keyed(p, key="model", idle_s=30 * 86400, max_keys=10_000, renotify_s=s.renotify_s)
+            for p in protos]
+
+
+@dataclass
+class PartitionState:
+    """Everything derived from one partition's events up to ``offset`` (next to read)."""
+
+    detectors: list[Keyed]
+    offset: int | None = None
+    max_ts: float = float("-inf")
+    next_tick: float = float("-inf")
+
+
+@dataclass
+class ModelState:
+    """Model-wide detectors of this replica and the watermark that closes their windows."""
+
+    detectors: list[Keyed]
+    watermark: float = float("-inf")
+    partition_ts: dict[PartitionId, float] = field(default_factory=dict)

@@ -1,0 +1,285 @@
+"""The store (SQLAlchemy 2 Core): SQLite by default, PostgreSQL by URL.
+
+Holds alerts and their delivery outbox, detector checkpoints with the offsets
+they cover, and what the scheduled jobs read (window summaries, reports).
+The schema is created on start-up and migrated additively (new tables, new
+nullable columns), so an upgrade never loses data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+metadata = sa.MetaData()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+schema_info = sa.Table(
+    "inferwatch_schema", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("migrated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("alert_id", sa.String(64), nullable=False),
+    sa.Column("detector", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("model", sa.String(1024), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_alerts_status", alerts.c.status)
+
+alert_outbox = sa.Table(
+    "alert_outbox", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("producer", sa.String(200), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_alert_outbox_producer_seq", alert_outbox.c.producer, alert_outbox.c.seq)
+
+sink_cursors = sa.Table(
+    "sink_cursors", metadata,
+    sa.Column("sink", sa.String(200), primary_key=True),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("next_offset", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+window_summaries = sa.Table(
+    "window_summaries", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("model", sa.String(1024), nullable=False),
+    sa.Column("model_version", sa.String(1024), nullable=False),
+    sa.Column("bucket_start", sa.Float, nullable=False),
+    sa.Column("bucket_s", sa.Float, nullable=False),
+    sa.Column("producer", sa.String(200), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_window_summaries_model_bucket", window_summaries.c.model, window_summaries.c.bucket_start)
+
+reports = sa.Table(
+    "reports", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("model", sa.String(1024), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("path", sa.Text, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    state: bytes
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    fingerprint: str
+    record: str
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    fingerprint: str
+    status: str
+    record: str
+    state: bytes
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+
+
+class Store:
+    """Typed operations over the tables; each method is one transaction."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.engine = make_engine(url, pool_size)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Create missing tables and add missing nullable columns; never drop anything."""
+        with self.engine.begin() as conn:
+            metadata.create_all(conn)
+            inspector = sa.inspect(conn)
+            for table in metadata.sorted_tables:
+                have = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in have:
+                        ddl = column.type.compile(dialect=conn.dialect)
+                        log.info("migrating: adding column %s.%s", table.name, column.name)
+                        conn.execute(sa.text(
+                            f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'
+                        ))
+            row = conn.execute(sa.select(schema_info.c.version)).first()
+            if row is None:
+                conn.execute(schema_info.insert().values(
+                    id=1, version=SCHEMA_VERSION, migrated_at=_now()))
+            elif row.version < SCHEMA_VERSION:
+                conn.execute(schema_info.update().values(
+                    version=SCHEMA_VERSION, migrated_at=_now()))
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    # -- helpers --------------------------------------------------------------------
+    def _upsert(self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
+                keys: Sequence[str]) -> None:
+        if not rows:
+            return
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = dialect.insert(table)
+        update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
+
+    # -- checkpoints ----------------------------------------------------------------
+    def save_checkpoint(
+        self,
+        producer: str,
+        states: dict[str, Checkpoint],
+        outbox: Iterable[tuple[str, str]],
+        changed_alerts: Iterable[StoredAlert],
+        alert_meta: dict[str, dict[str, Any]],
+    ) -> None:
+        """One transaction: detector states with their offsets, the alert records
+        they produced (into the outbox) and the alerts' current state."""
+        now = _now()
+        with self.engine.begin() as conn:
+            self._upsert(conn, checkpoints, [
+                {"scope": scope, "state": cp.state, "next_offset": cp.next_offset,
+                 "updated_at": now}
+                for scope, cp in states.items()
+            ], ["scope"])
+            rows = [{"producer": producer, "fingerprint": fp, "record": rec, "created_at": now}
+                    for fp, rec in outbox]
+            if rows:
+                conn.execute(alert_outbox.insert(), rows)
+            self._upsert(conn, alerts, [
+                {"fingerprint": a.fingerprint, "status": a.status, "record": a.record,
+                 "state": a.state, "updated_at": now, **alert_meta[a.fingerprint]}
+                for a in changed_alerts
+            ], ["fingerprint"])
+
+    def load_checkpoint(self, scope: str) -> Checkpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(checkpoints.c.state, checkpoints.c.next_offset)
+                .where(checkpoints.c.scope == scope)
+            ).first()
+        return None if row is None else Checkpoint(row.state, row.next_offset)
+
+    # -- alerts and outbox ----------------------------------------------------------
+    def firing_alerts(self) -> list[StoredAlert]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(alerts.c.fingerprint, alerts.c.status, alerts.c.record, alerts.c.state)
+                .where(alerts.c.status == "firing")
+            ).all()
+        return [StoredAlert(r.fingerprint, r.status, r.record, r.state) for r in rows]
+
+    def list_alerts(self, status: str | None = None, limit: int = 100) -> list[str]:
+        query = sa.select(alerts.c.record).order_by(alerts.c.last_seen.desc()).limit(limit)
+        if status:
+            query = query.where(alerts.c.status == status)
+        with self.engine.connect() as conn:
+            return [r.record for r in conn.execute(query)]
+
+    def outbox_after(
+        self, sink: str, producer: str | None = None, limit: int = 500
+    ) -> list[OutboxRow]:
+        """Undelivered rows for ``sink`` in order; only ``producer``'s when given
+        (sinks local to one replica, like a file, deliver only its own alerts)."""
+        with self.engine.connect() as conn:
+            cursor = conn.execute(
+                sa.select(sink_cursors.c.last_seq).where(sink_cursors.c.sink == sink)
+            ).scalar()
+            if cursor is None:
+                cursor = 0
+            query = (
+                sa.select(alert_outbox.c.seq, alert_outbox.c.fingerprint, alert_outbox.c.record)
+                .where(alert_outbox.c.seq > cursor).order_by(alert_outbox.c.seq).limit(limit)
+            )
+            if producer is not None:
+                query = query.where(alert_outbox.c.producer == producer)
+            rows = conn.execute(query).all()
+        return [OutboxRow(r.seq, r.fingerprint, r.record) for r in rows]
+
+    def outbox_depth(self, sink: str, producer: str | None = None) -> int:
+        with self.engine.connect() as conn:
+            cursor = conn.execute(
+                sa.select(sink_cursors.c.last_seq).where(sink_cursors.c.sink == sink)
+            ).scalar() or 0
+            query = (sa.select(sa.func.count()).select_from(alert_outbox)
+                     .where(alert_outbox.c.seq > cursor))
+            if producer is not None:
+                query = query.where(alert_outbox.c.producer == producer)
+            return int(conn.execute(query).scalar() or 0)
+
+    def advance_cursor(self, sink: str, seq: int) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, sink_cursors,
+                         [{"sink": sink, "last_seq": seq, "updated_at": _now()}], ["sink"])

@@ -1,0 +1,133 @@
+"""The foundation's promises, end to end over a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from alerts.sinks import JsonlSink
+from monitor.broker import EmbeddedBroker
+from monitor.config import build_config
+from monitor.replay import replay
+from tests.integration.scenario import (
+    ALLOWED_MODELS,
+    MAX_MESSAGE_BYTES,
+    SMALL,
+    good_events,
+    with_malformed,
+)
+from tests.kafka_helpers import (
+    canonical,
+    daemon_config,
+    encode_events,
+    produce,
+    read_alerts,
+    small_detectors,
+    start_daemon,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _config(broker: EmbeddedBroker, topic: str, store_url: str, jsonl: Path, **kw: object) -> dict:
+    return daemon_config(
+        broker.bootstrap, topic, store_url, jsonl,
+        detectors=small_detectors(),
+        events={"allowed_models": ALLOWED_MODELS, "max_message_bytes": MAX_MESSAGE_BYTES},
+        **kw,
+    )
+
+
+def _replayed(tmp_path: Path, cfg: dict, events: list[dict]) -> list[dict]:
+    """What the replay path raises over the same good events, in the same order."""
+    import msgspec
+
+    archive = tmp_path / "archive.jsonl"
+    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
+    out = tmp_path / "replayed.jsonl"
+    replay(archive, build_config(cfg, env={}), [JsonlSink(out)])
+    return read_alerts(out)
+
+
+def _consumed_all(daemon: object, ends: dict[int, int]) -> bool:
+    parts = daemon.daemon.pipeline.partitions  # type: ignore[attr-defined]
+    return all(
+        (pid[1] in ends and state.offset is not None and state.offset >= ends[pid[1]])
+        for pid, state in parts.items()
+    ) and len(parts) == len(ends)
+
+
+def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, store_url: str
+) -> None:
+    good = good_events()
+    values, expected_bad = with_malformed(good)
+    ends = produce(broker.bootstrap, topic, values)
+    jsonl = tmp_path / "alerts.jsonl"
+    cfg = _config(broker, topic, store_url, jsonl, kafka={"dead_letter_topic": f"{topic}-dlq"})
+    broker.create_topic(f"{topic}-dlq", 1)
+
+    d = start_daemon(cfg)
+    try:
+        wait_until(lambda: _consumed_all(d, ends), 90, "the daemon to consume the topic")
+    finally:
+        d.stop()
+
+    metrics = d.daemon.metrics.registry
+    for reason, n in expected_bad.items():
+        assert metrics.get_sample_value("inferwatch_bad_records_total", {"reason": reason}) == n
+    ok = sum(metrics.get_sample_value("inferwatch_events_total", {"model": m, "result": "ok"})
+             or 0 for m in ALLOWED_MODELS)
+    assert ok == len(good)
+
+    kafka_alerts = read_alerts(jsonl)
+    kinds = {(r["kind"], r["subject"].get("client_id")) for r in kafka_alerts}
+    assert ("flooding", SMALL.flooder) in kinds
+    assert ("extraction", SMALL.attacker) in kinds
+    assert any(r["kind"] == "drift" and r["model"] == SMALL.drift_model for r in kafka_alerts)
+    assert canonical(kafka_alerts) == canonical(_replayed(tmp_path, cfg, good))
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    committed = admin.list_group_offsets("g")["g"]
+    admin.close()
+    assert {tp.partition: om.offset for tp, om in committed.items() if tp.topic == topic} == ends
+
+    dlq = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                        consumer_timeout_ms=3000)
+    dlq.assign([TopicPartition(f"{topic}-dlq", 0)])
+    reasons = [dict(m.headers)["inferwatch-reason"].decode() for m in dlq]
+    dlq.close()
+    assert sorted(reasons) == sorted(r for r, n in expected_bad.items() for _ in range(n))
+
+
+def test_two_daemons_in_one_group_raise_the_per_client_alerts_of_one(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str
+) -> None:
+    good = good_events()
+    ends = produce(broker.bootstrap, topic, encode_events(good))
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    daemons = [start_daemon(_config(broker, topic, pg_url, f, instance=f.stem, group="pair"))
+               for f in files]
+    try:
+        wait_until(lambda: all(d.daemon.pipeline.partitions for d in daemons), 60,
+                   "both daemons to own partitions")
+        owned = [set(d.daemon.pipeline.partitions) for d in daemons]
+        assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 3
+        wait_until(
+            lambda: sum((s.offset or 0) for d in daemons
+                        for s in d.daemon.pipeline.partitions.values()) >= sum(ends.values()),
+            90, "the pair to consume the topic")
+    finally:
+        for d in daemons:
+            d.stop()
+
+    def per_client(records: list[dict]) -> list[bytes]:
+        return canonical([r for r in records if "client_id" in r["subject"]])
+
+    together = [r for f in files for r in read_alerts(f)]
+    single = _replayed(tmp_path, _config(broker, topic, pg_url, tmp_path / "x.jsonl"), good)
+    assert per_client(single), "the scenario must raise per-client alerts"
+    assert per_client(together) == per_client(single)
