@@ -8,6 +8,7 @@ nullable columns), so an upgrade never loses data.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 metadata = sa.MetaData()
+
+# Modules that define more tables on ``metadata`` (one per feature area); migrate()
+# imports them so every table exists before the daemon or a job touches it.
+TABLE_MODULES: list[str] = []
 
 
 def _now() -> datetime:
@@ -158,6 +163,8 @@ class Store:
     # -- schema ---------------------------------------------------------------------
     def migrate(self) -> None:
         """Create missing tables and add missing nullable columns; never drop anything."""
+        for module in TABLE_MODULES:
+            importlib.import_module(module)
         with self.engine.begin() as conn:
             metadata.create_all(conn)
             inspector = sa.inspect(conn)
