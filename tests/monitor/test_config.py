@@ -1,0 +1,85 @@
+"""Config: every problem named by key and reason; env overrides; secrets from files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.config import ConfigError, build_config, load_config
+
+
+def test_every_problem_is_reported_with_its_dotted_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({
+            "kafka": {"bootstrap_servers": "broker-without-port", "topics": []},
+            "detectors": {"flooding": {"max_events": 0, "windw_s": 5}},
+        }, env={})
+    problems = err.value.problems
+    assert any(p.startswith("kafka.bootstrap_servers:") and "host:port" in p for p in problems)
+    assert any(p.startswith("kafka.topics:") for p in problems)
+    assert any(p.startswith("detectors.flooding.max_events:") for p in problems)
+    assert "detectors.flooding.windw_s: unknown key (misspelt, or not valid here)" in problems
+
+
+def test_environment_overrides_the_file_with_nested_keys() -> None:
+    config = build_config({"kafka": {"group_id": "from-file"}}, env={
+        "INFERWATCH_KAFKA__GROUP_ID": "from-env",
+        "INFERWATCH_KAFKA__BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        "INFERWATCH_CHECKPOINT__INTERVAL_S": "2.5",
+    })
+    assert config.kafka.group_id == "from-env"
+    assert config.kafka.bootstrap_servers == ["k1:9092", "k2:9092"]
+    assert config.checkpoint.interval_s == 2.5
+
+
+def test_secrets_come_from_mounted_files_and_never_show_in_the_redacted_config(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "database-url"
+    secret.write_text("postgresql://inferwatch:s3cr3t-pw@db:5432/inferwatch\n")
+    config = build_config({"kafka": {"sasl_password_file": str(secret)}},
+                          env={"INFERWATCH_STORE__URL_FILE": str(secret)})
+    assert config.store.url.get_secret_value().endswith("@db:5432/inferwatch")
+    assert "s3cr3t-pw" not in repr(config.redacted())
+    assert "s3cr3t-pw" not in repr(config)
+
+
+def test_an_unreadable_secret_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"store": {"url_file": str(tmp_path / "missing")}}, env={})
+    assert err.value.problems[0].startswith("store.url_file: cannot read secret file")
+
+
+def test_bad_yaml_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  topics: [a, b\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "line" in err.value.problems[0] and "not valid YAML" in err.value.problems[0]
+
+
+def test_check_config_cli_exits_2_and_lists_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  bootstrap_servers: []\nstore:\n  pool_size: 0\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["check-config", "--config", str(path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "kafka.bootstrap_servers:" in err and "store.pool_size:" in err
+
+
+def test_check_config_cli_accepts_a_good_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  bootstrap_servers: [kafka-0:9092]\n  topics: [logs]\n"
+                    "store:\n  url: postgresql://u:hunter2@db/x\n")
+    caplog.set_level(logging.INFO)
+    assert main(["check-config", "--config", str(path), "--show"]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "hunter2" not in out
