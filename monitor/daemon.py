@@ -96,7 +96,7 @@ class Daemon:
                 self.store.migrate()
                 self.store_ok = True
                 return
-            except Exception as exc:  # noqa: BLE001 - the store may come up later
+            except Exception as exc:
                 log.warning("store unreachable (%s); retrying in %.1fs", _short(exc), delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.config.checkpoint.retry_max_s)
@@ -165,7 +165,7 @@ class Daemon:
         try:
             self.source.flush_dead_letters()
             offsets = self.checkpointer.save()
-        except Exception as exc:  # noqa: BLE001 - keep state, pause, retry with backoff
+        except Exception as exc:
             self.metrics.checkpoint_failures.inc()
             self.store_ok = False
             self._checkpoint_backoff = min(max(1.0, self._checkpoint_backoff * 2),
@@ -184,7 +184,7 @@ class Daemon:
         self.last_checkpoint = time.monotonic()
         try:
             self.source.commit(offsets, blocking=blocking_commit)
-        except Exception as exc:  # noqa: BLE001 - the store holds the offsets anyway
+        except Exception as exc:
             log.warning("offset commit to Kafka failed (%s); the store has them", _short(exc))
         self.metrics.tracked_clients.set(self.pipeline.tracked_clients())
         for pid, state in self.pipeline.partitions.items():
@@ -200,7 +200,7 @@ class Daemon:
             try:
                 resume = self.checkpointer.restore(pids)
                 break
-            except Exception as exc:  # noqa: BLE001 - cannot consume without state
+            except Exception as exc:
                 log.warning("restoring state failed (%s); retrying in %.1fs", _short(exc), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.config.checkpoint.retry_max_s)

@@ -60,8 +60,9 @@ class Decoder:
     """``decode(bytes) -> Event | BadRecord``; never raises on any input.
 
     >>> d = Decoder(EventsConfig())
-    >>> d.decode(b'{"ts": 1, "model": "m", "model_version": "1", "probabilities": [0.2, 0.8]}')
-    Event(ts=1.0, model='m', model_version='1', client_id=None, request_id=None, source_ip=None, features=None, embedding=None, prediction=None, probabilities=[0.2, 0.8], confidence=0.8, latency_ms=None, label=None)
+    >>> ev = d.decode(b'{"ts": 1, "model": "m", "model_version": "1", "probabilities": [0.2, 0.8]}')
+    >>> ev.ts, ev.model, ev.confidence
+    (1.0, 'm', 0.8)
     >>> d.decode(b'{"ts": 1, "model": "m"}')
     BadRecord(reason='missing_field', detail='Object missing required field `model_version`')
     """

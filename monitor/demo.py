@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from monitor.broker import BrokerUnavailable, EmbeddedBroker, free_port
+from monitor.broker import BrokerUnavailableError, EmbeddedBroker, free_port
 from monitor.config import Config, build_config
 from monitor.synthetic import Scenario, events
 
@@ -44,7 +44,6 @@ def _say(text: str) -> None:
 
 
 def run_demo(workdir: Path, *, minutes: float = 30.0, keep_broker: bool = False) -> int:
-    from kafka import KafkaProducer
 
     from monitor.daemon import Daemon
     from monitor.logs import setup_logging
@@ -62,7 +61,7 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, keep_broker: bool = False)
          f"episode on {scenario.drift_model} from minute {scenario.drift_from_min:g}.")
     try:
         broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
-    except BrokerUnavailable as exc:
+    except BrokerUnavailableError as exc:
         _say(f"inferwatch demo: cannot start the embedded broker: {exc}")
         return 2
     daemon: Daemon | None = None

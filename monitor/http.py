@@ -21,7 +21,7 @@ class HealthServer:
             server_version = "inferwatch"
             sys_version = ""
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -32,7 +32,7 @@ class HealthServer:
                     self._send(404, b"not found: try /metrics, /healthz or /readyz\n",
                                "text/plain")
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self.do_GET()
 
             def _refuse(self) -> None:
@@ -48,7 +48,7 @@ class HealthServer:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         self.server = ThreadingHTTPServer((host, port), Handler)

@@ -99,8 +99,7 @@ class Pipeline:
                 found = keyed.update(event)
                 if found:
                     findings.extend(found)
-            if ts > state.max_ts:
-                state.max_ts = ts
+            state.max_ts = max(state.max_ts, ts)
             per_model[event.model] += 1
         result.good = sum(per_model.values())
         self.events_since_checkpoint += len(records)

@@ -23,8 +23,8 @@ REPLAY_PARTITION = ("replay", 0)
 def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
     batch: list[Record] = []
     with path.open("rb") as fh:
-        for lineno, line in enumerate(fh):
-            line = line.rstrip(b"\r\n")
+        for lineno, raw in enumerate(fh):
+            line = raw.rstrip(b"\r\n")
             if not line.strip():
                 continue
             batch.append(Record(lineno, line))

@@ -88,7 +88,7 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(list(GOOD) + ["embedding", "label", "confidence"]),
+@given(st.dictionaries(st.sampled_from([*GOOD, "embedding", "label", "confidence"]),
                        json_values, max_size=10))
 def test_arbitrary_json_objects_never_raise_and_good_ones_are_finite(doc: dict) -> None:
     got = decode({**GOOD, **doc})
