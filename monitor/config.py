@@ -140,6 +140,18 @@ class ProbingConfig(_Section):
     max_share: float = Field(0.5, gt=0, le=1)
 
 
+class NeighboursConfig(_Section):
+    """Small-step query chains (black-box evasion, perturbation extraction)."""
+
+    enabled: bool = True
+    history: int = Field(16, ge=2, le=256)
+    dims: int = Field(12, ge=2, le=256)
+    radius: float = Field(0.02, gt=0, le=1)
+    min_neighbours: int = Field(5, ge=1)
+    min_hits: int = Field(2, ge=1)
+    window_s: float = Field(600.0, gt=0)
+
+
 class ConfidenceConfig(_Section):
     enabled: bool = True
     window_s: float = Field(60.0, gt=0)
@@ -163,6 +175,9 @@ class DetectorsConfig(_Section):
     lateness_s: float = Field(5.0, ge=0)
     flooding: FloodingConfig = FloodingConfig()
     probing: ProbingConfig = ProbingConfig()
+    neighbours: NeighboursConfig = NeighboursConfig()
+    # Client ids (or prefixes ending in "*") the per-client attack detectors ignore.
+    allow_clients: list[str] = Field(default_factory=list)
     confidence: ConfidenceConfig = ConfidenceConfig()
     drift: DriftConfig = DriftConfig()
 
@@ -178,6 +193,122 @@ class JsonlSinkConfig(_Section):
 class AlertsConfig(_Section):
     console: ConsoleSinkConfig = ConsoleSinkConfig()
     jsonl: JsonlSinkConfig = JsonlSinkConfig()
+
+
+def _check_cron(v: str) -> str:
+    """A crontab expression: 5 fields (minute first) or 6 (seconds first)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = v.split()
+    if len(fields) not in (5, 6):
+        raise ValueError(f"{v!r} is not a cron expression (5 fields, or 6 with seconds first)")
+    names = (["second"] if len(fields) == 6 else []) + [
+        "minute", "hour", "day", "month", "day_of_week"]
+    try:
+        CronTrigger(**dict(zip(names, fields, strict=True)), timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"{v!r}: {exc}") from None
+    return v
+
+
+class SummariesConfig(_Section):
+    """Window summaries the scheduled jobs read (``monitor.summaries``)."""
+
+    enabled: bool = True
+    bucket_s: float = Field(3600.0, gt=0)  # time bucket width (event time)
+    sample_size: int = Field(256, ge=0, le=100_000)  # sampled events per bucket and partition
+    max_categories: int = Field(50, ge=1)  # distinct values kept per categorical feature
+    retention_days: float = Field(90.0, gt=0)
+    compact_after_s: float = Field(86_400.0, ge=0)  # merge partition rows of older buckets
+
+
+class CompareJobConfig(_Section):
+    """Model-version comparison (``monitor.compare``)."""
+
+    enabled: bool = True
+    cron: str = "0 7 * * *"
+    window_h: float = Field(24.0, gt=0)
+    min_events: int = Field(200, ge=1)
+    # explicit champion/challenger pairs: [{model, champion, challenger}]; default: the
+    # two newest versions of every model live in the window
+    pairs: list[dict[str, str]] = Field(default_factory=list)
+    # released versions per model; a version seen in the logs but not listed alerts
+    released_versions: dict[str, list[str]] = Field(default_factory=dict)
+    versions_cron: str = "*/10 * * * *"  # how often to look for unannounced versions
+    latency_tolerance: float = Field(0.2, ge=0)  # relative p95 change
+    confidence_tolerance: float = Field(0.05, ge=0)  # absolute change of mean confidence
+    max_prediction_js: float = Field(0.1, ge=0, le=1)  # Jensen-Shannon distance of classes
+    min_agreement: float = Field(0.95, ge=0, le=1)  # shadow traffic, same request_id
+    error_rate_tolerance: float = Field(0.01, ge=0)  # absolute, when labels are present
+
+    @field_validator("cron", "versions_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        for pair in v:
+            if set(pair) != {"model", "champion", "challenger"}:
+                raise ValueError("each pair needs exactly model, champion and challenger")
+        return v
+
+
+class DriftReportConfig(_Section):
+    """The weekly drift report (``monitor.drift_report``)."""
+
+    enabled: bool = True
+    cron: str = "0 8 * * 1"  # Monday 08:00 in jobs.timezone
+    days: float = Field(7.0, gt=0)
+    # without a stored reference, the model's earliest stored traffic of this span is used
+    reference_span_s: float = Field(86_400.0, gt=0)
+    min_events: int = Field(200, ge=1)
+    psi_threshold: float = Field(0.1, gt=0)
+    top_features: int = Field(10, ge=1)
+    max_rows: int = Field(5000, ge=100)  # sampled rows per side given to Evidently
+    evidently: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
+
+
+class CleanupJobConfig(_Section):
+    cron: str = "30 3 * * *"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _check_cron(v)
+
+
+class JobsConfig(_Section):
+    """Scheduled jobs (``monitor.scheduler``): one runner per fleet through a lease."""
+
+    enabled: bool = True
+    timezone: str = "UTC"
+    reports_dir: str = "reports"
+    report_url: str | None = None  # base URL the reports directory is served under
+    lease_ttl_s: float = Field(60.0, ge=1)
+    misfire_grace_s: float = Field(3600.0, ge=1)  # a run late by more is skipped
+    coalesce: bool = True  # several missed runs run once
+    summaries: SummariesConfig = SummariesConfig()
+    compare: CompareJobConfig = CompareJobConfig()
+    drift_report: DriftReportConfig = DriftReportConfig()
+    cleanup: CleanupJobConfig = CleanupJobConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
 
 
 class LoggingConfig(_Section):
@@ -199,6 +330,7 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     alerts: AlertsConfig = AlertsConfig()
+    jobs: JobsConfig = JobsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def redacted(self) -> dict[str, Any]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from detectors.allow import AllowListed
 from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
 from detectors.drift import FeatureDrift
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
+from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
 from monitor.config import Config
 
@@ -27,9 +29,14 @@ def client_detectors(config: Config) -> list[Keyed]:
         b = d.probing
         protos.append(LowConfidenceShare(window_s=b.window_s, low_confidence=b.low_confidence,
                                          min_queries=b.min_queries, max_share=b.max_share))
+    if d.neighbours.enabled:
+        n = d.neighbours
+        protos.append(QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius,
+                                      min_neighbours=n.min_neighbours, min_hits=n.min_hits,
+                                      window_s=n.window_s))
     return [
-        Keyed(p, key="client", idle_s=s.client_idle_s, max_keys=s.max_clients,
-              renotify_s=s.renotify_s)
+        AllowListed(p, key="client", allow=d.allow_clients, idle_s=s.client_idle_s,
+                    max_keys=s.max_clients, renotify_s=s.renotify_s)
         for p in protos
     ]
 

@@ -1,0 +1,52 @@
+"""Allow-lists for per-client detectors: known internal clients (batch scorers,
+explainers, load tests) that security on-call has decided never to hear about."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from detectors.base import Detector, Finding
+from detectors.event import Event
+from detectors.keyed import Keyed, KeyKind
+
+
+class AllowListed(Keyed):
+    """``Keyed`` that ignores the events of allow-listed clients: they get no
+    state (no memory, no cost) and so never alert. An entry is an exact client
+    id, or a prefix followed by ``*`` (``batch-*``).
+
+    >>> from detectors.flooding import RequestRate
+    >>> k = AllowListed(RequestRate(window_s=10, max_events=3), key="client",
+    ...                 allow=["batch-*", "etl"])
+    >>> ev = lambda c, t: Event(ts=t, model="m", model_version="1", client_id=c)
+    >>> [f.subject["client_id"] for c in ("batch-7", "etl", "x")
+    ...  for t in range(5) for f in k.update(ev(c, t))]
+    ['x']
+    """
+
+    def __init__(
+        self,
+        prototype: Detector,
+        *,
+        key: KeyKind,
+        allow: Iterable[str] = (),
+        idle_s: float = 3600.0,
+        max_keys: int = 1_000_000,
+        renotify_s: float = 300.0,
+    ) -> None:
+        super().__init__(prototype, key=key, idle_s=idle_s, max_keys=max_keys,
+                         renotify_s=renotify_s)
+        entries = list(allow)
+        self.allow_exact = frozenset(e for e in entries if not e.endswith("*"))
+        self.allow_prefixes = tuple(e[:-1] for e in entries if e.endswith("*"))
+
+    def allowed(self, client_id: str | None) -> bool:
+        if client_id is None:
+            return False
+        return client_id in self.allow_exact or (
+            bool(self.allow_prefixes) and client_id.startswith(self.allow_prefixes))
+
+    def update(self, event: Event) -> list[Finding]:
+        if self.allowed(event.client_id):
+            return []
+        return super().update(event)

@@ -1,0 +1,221 @@
+"""Small-step query chains: a client whose queries keep landing right next to its
+own recent queries is running a query-based black-box attack (MITRE ATLAS
+AML.T0043.001 black-box optimisation: HopSkipJump, Boundary, Sign-OPT, GeoDA,
+ZOO, SimBA all estimate gradients or walk the boundary with tiny perturbations
+of one input), or a perturbation-based extraction (AML.T0024.002).
+
+After Blacklight (Li et al., USENIX Security 2022: fingerprints of recent
+queries, alarm on many near-matches) and the stateful detector of Chen, Carlini
+& Wagner (2020: distance to the k nearest earlier queries of the account), with
+two changes that keep benign clients quiet:
+
+- exact repeats (retries) are recognised by a hash of the raw input and never
+  count as neighbours;
+- one query with a few near copies (augmentation, test-time augmentation) is
+  not enough: a query counts as a *hit* only when at least ``min_neighbours``
+  distinct near copies sit among the last ``history`` distinct queries, i.e. a
+  cluster larger than any augmentation burst, and the client fires after
+  ``min_hits`` hits within ``window_s``.
+
+Distances are relative: L2 distance divided by the client's running mean query
+norm, so the radius means "within 2% of a typical query of this client" for
+any feature scale that is roughly uniform across features (standardise very
+unevenly scaled features in the producer, or send an ``embedding``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.base import Detector
+from detectors.event import Event
+
+_PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def query_vector(event: Event) -> np.ndarray | None:
+    """The numeric query: the embedding if any, else the numeric features (sorted by
+    name; bools as 0/1, nulls as 0; strings are left out). None: nothing numeric."""
+    if event.embedding:
+        return np.asarray(event.embedding, dtype=np.float64)
+    feats = event.features
+    if not feats:
+        return None
+    values = [
+        (0.0 if v is None else float(v))
+        for _, v in sorted(feats.items())
+        if not isinstance(v, str)
+    ]
+    return np.asarray(values, dtype=np.float64) if values else None
+
+
+def _projection(d: int, dims: int) -> np.ndarray:
+    """A fixed Gaussian projection d → dims (Johnson-Lindenstrauss), the same in
+    every process (seeded by the shape), so replays agree."""
+    key = (d, dims)
+    mat = _PROJECTIONS.get(key)
+    if mat is None:
+        rng = np.random.default_rng(d * 7919 + dims)
+        mat = rng.normal(0.0, 1.0 / np.sqrt(dims), size=(d, dims))
+        _PROJECTIONS[key] = mat
+    return mat
+
+
+class QueryNeighbours(Detector):
+    """Fires when a client's queries form a tight cluster of distinct inputs.
+
+    Parameters: ``history`` distinct recent queries are kept (as ``dims``-value
+    float16 sketches plus an 8-byte hash of the raw input, ~40 bytes each);
+    ``radius`` is the near-copy distance relative to the client's mean query
+    norm; a query with at least ``min_neighbours`` near copies in the history is a
+    hit; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
+    clears.
+
+    >>> d = QueryNeighbours()
+    >>> base = [1.0, 2.0, 3.0, 4.0]
+    >>> for i in range(12):  # a walk in tiny steps from one point
+    ...     x = [v + 0.001 * i * (j + 1) for j, v in enumerate(base)]
+    ...     d.update(Event(ts=i, model="m", model_version="1", client_id="c",
+    ...                    features=dict(zip("abcd", x))))
+    >>> d.detected, d.evidence()["first_hit_query"]
+    (True, 7)
+    """
+
+    name: ClassVar[str] = "evasion.query_neighbours"
+    kind: ClassVar[str] = "evasion"
+    atlas: ClassVar[tuple[str, ...]] = ("AML.T0043.001", "AML.T0024.002")
+    severity = "critical"
+
+    __slots__ = ("_filled", "_first_hit", "_hashes", "_hits", "_last_hit", "_max_near",
+                 "_norm_mean", "_queries", "_repeats", "_request_ids", "_ring", "_window_hits",
+                 "_window_start", "dims", "history", "min_hits", "min_neighbours", "radius",
+                 "window_s")
+
+    def __init__(
+        self,
+        *,
+        history: int = 16,
+        dims: int = 12,
+        radius: float = 0.02,
+        min_neighbours: int = 5,
+        min_hits: int = 2,
+        window_s: float = 600.0,
+    ) -> None:
+        self.history = history
+        self.dims = dims
+        self.radius = radius
+        self.min_neighbours = min_neighbours
+        self.min_hits = min_hits
+        self.window_s = window_s
+        # (history, k) float16 sketches and (history,) uint64 input hashes, kept as raw
+        # bytes (compact in memory and in checkpoints), allocated on the first query
+        self._ring: bytearray | None = None
+        self._hashes: bytearray | None = None
+        self._filled = 0  # distinct queries written so far (ring position = _filled % history)
+        self._norm_mean = 0.0
+        self._queries = 0
+        self._repeats = 0
+        self._hits = 0  # hits in the current window
+        self._window_start = float("-inf")
+        self._window_hits = 0
+        self._last_hit = float("-inf")
+        self._first_hit: int | None = None
+        self._max_near = 0
+        self._request_ids: list[str] = []
+
+    # -- state ---------------------------------------------------------------------------
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__, state, strict=True):
+            setattr(self, k, v)
+
+    def _sketch(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] > self.dims:
+            x = x @ _projection(x.shape[0], self.dims)
+        return x
+
+    def update(self, event: Event) -> None:
+        x = query_vector(event)
+        if x is None:
+            return
+        self._queries += 1
+        digest = int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little")
+        s = self._sketch(x)
+        k = s.shape[0]
+        if self._ring is None or len(self._ring) != self.history * k * 2:
+            self._ring = bytearray(self.history * k * 2)
+            self._hashes = bytearray(self.history * 8)
+            self._filled = 0
+        assert self._hashes is not None
+        ring = np.frombuffer(self._ring, dtype=np.float16).reshape(self.history, k)
+        all_hashes = np.frombuffer(self._hashes, dtype=np.uint64)
+        n = min(self._filled, self.history)
+        if n and bool((all_hashes[:n] == np.uint64(digest)).any()):
+            self._repeats += 1  # a retry: neither evidence nor history
+            return
+        norm = float(np.sqrt(x @ x))
+        # running mean of the query norm (exact mean for the first 64, then EW)
+        self._norm_mean += (norm - self._norm_mean) / min(self._queries - self._repeats, 64)
+        near = 0
+        if n:
+            diff = ring[:n].astype(np.float64) - s
+            dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            near = int((dist <= self.radius * max(self._norm_mean, 1e-12)).sum())
+        pos = self._filled % self.history
+        ring[pos] = s
+        all_hashes[pos] = digest
+        self._filled += 1
+        self._max_near = max(self._max_near, near)
+        if near >= self.min_neighbours:
+            self._hit(event)
+
+    def _hit(self, event: Event) -> None:
+        ts = event.ts
+        if ts - self._last_hit > self.window_s:
+            self._window_hits = 0
+            self._window_start = ts
+        self._window_hits += 1
+        self._hits += 1
+        self._last_hit = ts
+        if self._first_hit is None and self._window_hits >= self.min_hits:
+            self._first_hit = self._queries
+        if event.request_id is not None and len(self._request_ids) < 5:
+            self._request_ids.append(event.request_id)
+
+    def tick(self, now: float) -> None:
+        if self._window_hits and now - self._last_hit > self.window_s:
+            self._window_hits = 0
+            self._request_ids = []
+
+    @property
+    def detected(self) -> bool:
+        return self._window_hits >= self.min_hits
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "queries": self._queries,
+            "exact_repeats": self._repeats,
+            "clustered_queries_in_window": self._window_hits,
+            "clustered_queries_total": self._hits,
+            "max_near_copies": self._max_near,
+            "first_hit_query": self._first_hit,
+            "min_neighbours": self.min_neighbours,
+            "history": self.history,
+            "radius_relative": self.radius,
+            "mean_query_norm": round(self._norm_mean, 6),
+            "window_s": self.window_s,
+            "sample_request_ids": list(self._request_ids),
+        }
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        return (
+            f"Client {subject.get('client_id')} sent {self._window_hits} queries to {model} "
+            f"that each had {self.min_neighbours}+ distinct near copies among its last "
+            f"{self.history}: small-step probing (black-box evasion or extraction); "
+            f"review and rate-limit the key."
+        )

@@ -1,0 +1,123 @@
+"""QueryNeighbours as a specification: small-step query chains fire within a few
+queries; retries, augmentation bursts and ordinary clients stay quiet; the state
+is small and survives checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from detectors.allow import AllowListed
+from detectors.event import Event
+from detectors.neighbours import QueryNeighbours
+from monitor.config import build_config
+from monitor.state import client_detectors
+
+D = 30
+
+
+def _event(i: int, x: np.ndarray, client: str = "c") -> Event:
+    return Event(ts=1_700_000_000 + i * 0.5, model="m", model_version="1", client_id=client,
+                 request_id=f"r{i}", features={f"f{j:02d}": float(v) for j, v in enumerate(x)})
+
+
+def _run(det: QueryNeighbours, xs: list[np.ndarray]) -> int | None:
+    """Feed the queries; return the 1-based index of the first one it fired on."""
+    first = None
+    for i, x in enumerate(xs):
+        det.update(_event(i, x))
+        if det.detected and first is None:
+            first = i + 1
+    return first
+
+
+def _gradient_estimate(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """HopSkipJump-style: a boundary point, then many tiny random perturbations."""
+    x0 = rng.uniform(0, 1, D)
+    return [x0] + [x0 + 1e-3 * rng.normal(size=D) for _ in range(n - 1)]
+
+
+def test_fires_within_ten_queries_of_a_gradient_estimate() -> None:
+    det = QueryNeighbours()
+    assert _run(det, _gradient_estimate(np.random.default_rng(1), 50)) == 7
+    ev = det.evidence()
+    assert ev["max_near_copies"] >= 15 and ev["exact_repeats"] == 0
+    assert len(ev["sample_request_ids"]) == 5
+
+
+def test_fires_on_a_boundary_walk_in_small_steps() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, D)
+    walk = []
+    for _ in range(40):
+        x = x + 0.002 * rng.normal(size=D)
+        walk.append(x.copy())
+    assert _run(QueryNeighbours(), walk) is not None
+
+
+def test_ordinary_client_is_quiet() -> None:
+    rng = np.random.default_rng(3)
+    assert _run(QueryNeighbours(), [rng.uniform(0, 1, D) for _ in range(2000)]) is None
+
+
+def test_retries_are_not_neighbours() -> None:
+    rng = np.random.default_rng(4)
+    xs = []
+    for _ in range(500):
+        x = rng.uniform(0, 1, D)
+        xs += [x] * int(rng.integers(1, 6))  # each request retried up to 4 times
+    det = QueryNeighbours()
+    assert _run(det, xs) is None
+    assert det.evidence()["exact_repeats"] == len(xs) - 500
+
+
+def test_augmentation_bursts_of_up_to_five_copies_are_quiet() -> None:
+    rng = np.random.default_rng(5)
+    xs = []
+    for _ in range(500):
+        x = rng.uniform(0, 1, D)
+        xs += [x + 1e-3 * rng.normal(size=D) for _ in range(5)]
+    assert _run(QueryNeighbours(), xs) is None
+
+
+def test_clears_after_a_quiet_window_and_keeps_counting() -> None:
+    det = QueryNeighbours(window_s=60)
+    _run(det, _gradient_estimate(np.random.default_rng(6), 20))
+    assert det.detected
+    det.tick(1_700_000_000 + 20 * 0.5 + 61)
+    assert not det.detected
+    assert det.evidence()["clustered_queries_total"] == 15
+
+
+def test_embedding_is_used_when_present_and_projected() -> None:
+    rng = np.random.default_rng(7)
+    x0 = rng.normal(size=256)
+    det = QueryNeighbours()
+    for i in range(10):
+        det.update(Event(ts=i, model="m", model_version="1", client_id="c",
+                         embedding=[float(v) for v in x0 + 1e-4 * rng.normal(size=256)]))
+    assert det.detected
+
+
+def test_state_is_small_and_survives_pickle() -> None:
+    det = QueryNeighbours()
+    _run(det, _gradient_estimate(np.random.default_rng(8), 300))
+    blob = pickle.dumps(det)
+    assert len(blob) < 1024, len(blob)
+    twin = pickle.loads(blob)
+    assert twin.evidence() == det.evidence() and twin.detected
+
+
+def test_allow_listed_clients_get_no_state_and_no_alerts() -> None:
+    config = build_config({"detectors": {"allow_clients": ["batch-*", "explainer-1"]}}, env={})
+    keyed = client_detectors(config)
+    assert all(isinstance(k, AllowListed) for k in keyed)
+    xs = _gradient_estimate(np.random.default_rng(9), 40)
+    findings = []
+    for client in ("batch-7", "explainer-1", "attacker"):
+        for i, x in enumerate(xs):
+            for k in keyed:
+                findings += k.update(_event(i, x, client))
+    assert {f.subject["client_id"] for f in findings} == {"attacker"}
+    assert all(len(k) <= 1 for k in keyed)
