@@ -93,7 +93,7 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
-    return run_demo(Path(args.workdir), minutes=args.minutes, keep_broker=False)
+    return run_demo(Path(args.workdir), minutes=args.minutes, wall_seconds=args.wall_seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="inferwatch-demo", help="where files go")
     p.add_argument("--minutes", type=float, default=30.0,
                    help="simulated minutes of traffic (event time)")
+    p.add_argument("--wall-seconds", type=float, default=60.0,
+                   help="how long producing the traffic takes (real time)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -43,7 +43,7 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_demo(workdir: Path, *, minutes: float = 30.0, keep_broker: bool = False) -> int:
+def run_demo(workdir: Path, *, minutes: float = 30.0, wall_seconds: float = WALL_SECONDS) -> int:
 
     from monitor.daemon import Daemon
     from monitor.logs import setup_logging
@@ -75,7 +75,7 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, keep_broker: bool = False)
         thread.start()
         _say(f"daemon: consumer group {config.kafka.group_id}, metrics on "
              f"http://127.0.0.1:{config.http.port}/metrics")
-        _produce(broker.bootstrap, evs, scenario, daemon)
+        _produce(broker.bootstrap, evs, scenario, daemon, wall_seconds)
         _drain(daemon, len(evs))
     except KeyboardInterrupt:
         _say("\ninterrupted: stopping the daemon and the broker")
@@ -85,18 +85,18 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, keep_broker: bool = False)
             daemon.stopping.set()
         if thread is not None:
             thread.join(30)
-        if not keep_broker:
-            broker.stop()
+        broker.stop()
     return _summary(workdir, scenario)
 
 
-def _produce(bootstrap: str, evs: list[dict], scenario: Scenario, daemon: object) -> None:
+def _produce(bootstrap: str, evs: list[dict], scenario: Scenario, daemon: object,
+             wall_seconds: float) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=262_144,
                              acks=1)
     encode = msgspec.json.encode
-    speed = scenario.minutes * 60.0 / WALL_SECONDS
+    speed = scenario.minutes * 60.0 / wall_seconds
     start_wall = time.monotonic()
     last_report = 0.0
     for i, ev in enumerate(evs):
