@@ -1,5 +1,20 @@
-"""Feature drift: numeric input features whose distribution moved away from the
-model version's own reference, on tumbling event-time windows."""
+"""Distribution drift of a model's inputs and predictions, on the stream, with a
+stated false-alarm budget.
+
+Per window, every feature (numeric, categorical, and the prediction as the
+pseudo-feature ``@prediction``), in every slice (all traffic and the top
+segments), is tested against the reference with a two-sample chi-square test
+on the reference's cells; sparse reference cells are merged so the test stays
+valid. Each p-value becomes a z-score, and a one-sided CUSUM per (slice,
+feature) accumulates them across windows (Page 1954). The CUSUM threshold comes
+from the false-alarm budget: with ``W`` windows per ``budget_days`` and ``M``
+CUSUMs, each CUSUM needs an in-control run length of ``M * W / false_alarms``
+windows, and Siegmund's approximation of the CUSUM run length gives the
+threshold ``h``. A fast path fires on one window for sudden breaks (a feature
+gone null, a unit change): a p-value below the budget's share for one window
+*and* a large PSI. Every alert needs significance and an effect above a floor
+(PSI or mean shift in reference SDs, on the counts pooled over the CUSUM's run).
+"""
 
 from __future__ import annotations
 
@@ -7,206 +22,500 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri_exp
 from scipy.stats import chi2
 
 from detectors.base import Detector
 from detectors.event import Event
+from detectors.reference import (
+    PREDICTION,
+    SCALE,
+    Counts,
+    Layout,
+    Reference,
+    build_reference,
+)
 from detectors.windows import TumblingWindows
 
-_FOLD_ROWS = 1024
+_FOLD_ROWS = 2048
+_FAST_SHARE = 0.1  # share of the false-alarm budget spent on the one-window fast path
+_Z_MIN, _Z_MAX = -5.0, 40.0
+_MIN_EXPECTED = 5.0  # merge reference cells expected to hold fewer events per window
 
 
-class _Window:
-    """Rows of one window, folded into per-feature bin counts in numpy batches."""
+def cusum_arl(h: float, k: float) -> float:
+    """In-control average run length (in windows) of a one-sided CUSUM on N(0, 1)
+    scores with reference value ``k`` and threshold ``h`` (Siegmund 1985).
 
-    __slots__ = ("counts", "n", "rows")
+    >>> round(cusum_arl(4.0, 0.5))
+    338
+    """
+    b = 2.0 * k * (h + 1.166)
+    return (math.exp(b) - b - 1.0) / (2.0 * k * k)
+
+
+def cusum_threshold(arl: float, k: float) -> float:
+    """The threshold ``h`` whose in-control run length is ``arl`` windows.
+
+    >>> round(cusum_threshold(338.0, 0.5), 2)
+    4.0
+    """
+    lo, hi = 0.0, 500.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if cusum_arl(mid, k) < arl:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+class ReferenceSet:
+    """Configured references by (model, version); version "" serves every version.
+    Short ``repr`` (it appears in alert evidence as part of the detector config)."""
+
+    def __init__(self, references: list[Reference] | None = None) -> None:
+        self.by_key = {(r.model, r.model_version): r for r in references or []}
+
+    def get(self, model: str, version: str) -> Reference | None:
+        return self.by_key.get((model, version)) or self.by_key.get((model, ""))
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{m}@{v or '*'}" for m, v in sorted(self.by_key))
+        return f"ReferenceSet([{keys}])"
+
+
+class _Bucket:
+    __slots__ = ("cats", "counts", "end", "nums", "raw", "segs")
 
     def __init__(self) -> None:
-        self.rows: list[list[float]] = []
-        self.counts: np.ndarray | None = None
-        self.n = 0
+        self.raw: list[dict[str, Any]] = []  # before the reference exists
+        self.nums: list[list[float]] = []
+        self.cats: list[list[int]] = []
+        self.segs: list[int] = []
+        self.counts: Counts | None = None
+        self.end = 0.0
 
 
-def _as_float(value: object) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    return math.nan
+def _r(x: float, digits: int = 4) -> float | None:
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
 
 
-class FeatureDrift(Detector):
-    """Per numeric feature, a chi-square test of a window's bin counts against the
-    reference's equal-frequency bins, Bonferroni-corrected across features, with
-    the population stability index (PSI) as the effect size.
+def window_tests(layout: Layout, ref: Counts, win: Counts, merge: np.ndarray) -> dict[str, np.ndarray]:
+    """Per (slice, feature): two-sample chi-square on merged cells, its p-value and
+    z-score, and effect sizes (PSI, Jensen-Shannon distance, mean shift in
+    reference SDs, missing rates). Arrays of shape (slices, features)."""
+    off = layout.offsets
+    starts = off[:-1]
+    sizes = np.diff(off)
+    n_s, n_c = win.cells.shape
+    w = np.zeros((n_s, n_c))
+    r = np.zeros((n_s, n_c))
+    for s in range(n_s):
+        w[s] = np.bincount(merge[s], weights=win.cells[s], minlength=n_c)
+        r[s] = np.bincount(merge[s], weights=ref.cells[s], minlength=n_c)
+    n = win.n.astype(float)[:, None]
+    big_n = ref.n.astype(float)[:, None]
+    tot = w + r
+    live = tot > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(live, (big_n * w - n * r) ** 2 / (n * big_n * tot), 0.0)
+        stat = np.add.reduceat(term, starts, axis=1)
+        df = np.add.reduceat(live.astype(float), starts, axis=1) - 1.0
+        ok = (df > 0) & (n > 0) & (big_n > 0)
+        stat = np.where(ok, stat, 0.0)
+        dfs = np.where(ok, df, 1.0)
+        logp = np.where(ok, chi2.logsf(stat, dfs), 0.0)
+        p = np.where(ok, np.exp(logp), 1.0)
+        z = np.clip(-ndtri_exp(np.minimum(logp, -1e-300)), _Z_MIN, _Z_MAX)
+        z = np.where(ok, z, _Z_MIN)
+        k = np.repeat(df + 1.0, sizes, axis=1)
+        pw = np.where(live, (w + 0.5) / (n + 0.5 * k), 1.0)
+        pr = np.where(live, (r + 0.5) / (big_n + 0.5 * k), 1.0)
+        psi = np.add.reduceat((pw - pr) * np.log(pw / pr), starts, axis=1)
+        qw, qr = w / n, r / big_n
+        m = (qw + qr) / 2
+        jt = np.where(qw > 0, qw * np.log(qw / m), 0.0) + np.where(qr > 0, qr * np.log(qr / m), 0.0)
+        js = np.sqrt(np.maximum(np.add.reduceat(jt, starts, axis=1) / (2 * math.log(2)), 0.0))
+        miss_idx = off[1:] - 1
+        miss_w = win.cells[:, miss_idx] / n
+        miss_r = ref.cells[:, miss_idx] / big_n
+    fn = len(layout.numeric)
+    shift = np.full(stat.shape, np.nan)
+    if fn:
+        shift[:, :fn] = mean_shift(layout, ref, win.cells, win.m1)
+    return {"stat": stat, "df": df, "p": p, "z": z, "psi": np.where(ok, psi, 0.0),
+            "js": np.where(ok, js, 0.0), "shift": shift, "miss_w": miss_w, "miss_r": miss_r,
+            "ok": ok}
 
-    The reference is built automatically from the first ``reference_events``
-    events (whole closed windows) of the model version: per feature ``bins``
-    equal-frequency bins from its quantiles, plus a bin for missing values. A
-    window with at least ``min_events`` fires when some feature has
-    ``p < alpha / n_features`` and ``PSI >= min_psi``; it clears after a window
-    with no such feature.
+
+def mean_shift(layout: Layout, ref: Counts, cells: np.ndarray, m1: np.ndarray) -> np.ndarray:
+    """(window mean - reference mean) / reference SD per slice and numeric feature."""
+    fn = len(layout.numeric)
+    miss_idx = layout.offsets[1:fn + 1] - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nn_w = _feature_totals(layout, cells)[:, :fn] - cells[:, miss_idx]
+        nn_r = _feature_totals(layout, ref.cells)[:, :fn] - ref.cells[:, miss_idx]
+        mw = m1.astype(float) / SCALE / nn_w
+        mr = ref.m1.astype(float) / SCALE / nn_r
+        vr = ref.m2.astype(float) / (SCALE * SCALE) / nn_r - mr * mr
+        return (mw - mr) / np.sqrt(np.maximum(vr, 1e-12))
+
+
+def _feature_totals(layout: Layout, cells: np.ndarray) -> np.ndarray:
+    return np.add.reduceat(cells.astype(float), layout.offsets[:-1], axis=1)
+
+
+def merge_map(layout: Layout, ref: Counts, window_events: int) -> np.ndarray:
+    """Per slice, each cell's test cell: reference cells expected to hold fewer
+    than 5 events in a window of ``window_events`` join their feature's largest
+    cell (a cell the reference never saw, like ``unseen``, always does)."""
+    off = layout.offsets
+    maps = np.tile(np.arange(layout.n_cells), (layout.n_slices, 1))
+    for s in range(layout.n_slices):
+        big_n = max(int(ref.n[s]), 1)
+        expected = ref.cells[s] * (window_events / big_n)
+        for j in range(len(off) - 1):
+            a, b = int(off[j]), int(off[j + 1])
+            top = a + int(np.argmax(ref.cells[s, a:b]))
+            sparse = np.nonzero(expected[a:b] < _MIN_EXPECTED)[0] + a
+            maps[s, sparse] = top
+    return maps
+
+
+class DistributionDrift(Detector):
+    """Input and prediction drift against a reference, windowed, with a CUSUM
+    across windows whose threshold comes from a false-alarm budget.
+
+    Events accumulate in ``bucket_s`` buckets closed by the watermark; a test
+    window is the run of closed buckets reaching ``window_events`` events (or
+    ``max_window_s`` of event time with at least ``min_events``). The reference
+    is ``references``' entry for the model version, else the first
+    ``reference_events`` (whole buckets) of the version's own traffic. An
+    incident opens on the first window that triggers, stays open while windows
+    trigger, and closes after ``clear_windows`` quiet windows.
 
     >>> rng = np.random.default_rng(0)
-    >>> d = FeatureDrift(window_s=10, reference_events=500, min_events=50)
-    >>> for t in range(3000):
-    ...     shift = 1.0 if t >= 2000 else 0.0
-    ...     f = {"a": float(rng.normal(shift)), "b": float(rng.normal())}
-    ...     d.update(Event(ts=t / 10, model="m", model_version="1", features=f))
-    ...     d.tick(t / 10)
-    >>> d.detected, [f["feature"] for f in d.evidence()["drifted_features"]]
+    >>> d = DistributionDrift(bucket_s=10, window_events=500, reference_events=2000)
+    >>> for t in range(12000):
+    ...     f = {"a": float(rng.normal(1.0 if t >= 8000 else 0.0)), "b": float(rng.normal())}
+    ...     d.update(Event(ts=t / 50, model="m", model_version="1", features=f))
+    ...     d.tick(t / 50)
+    >>> d.detected, [f["feature"] for f in d.evidence()["drifted"]]
     (True, ['a'])
     """
 
-    name = "drift.feature_chi2"
+    name = "drift.distribution"
     kind = "drift"
 
     def __init__(
         self,
         *,
-        window_s: float = 60.0,
+        bucket_s: float = 10.0,
         lateness_s: float = 5.0,
-        reference_events: int = 2000,
+        window_events: int = 1000,
+        max_window_s: float = 600.0,
         min_events: int = 200,
+        reference_events: int = 20_000,
         bins: int = 10,
-        alpha: float = 1e-4,
-        min_psi: float = 0.1,
+        top_k: int = 20,
+        segment_by: str | None = None,
+        top_segments: int = 5,
+        false_alarms: float = 1.0,
+        budget_days: float = 30.0,
+        cusum_k: float = 0.5,
+        min_psi: float = 0.02,
+        min_mean_shift: float = 0.1,
+        fast_min_psi: float = 0.25,
+        clear_windows: int = 3,
+        predictions: bool = True,
+        references: ReferenceSet | None = None,
     ) -> None:
-        self.window_s = window_s
+        self.bucket_s = bucket_s
         self.lateness_s = lateness_s
-        self.reference_events = reference_events
+        self.window_events = window_events
+        self.max_window_s = max_window_s
         self.min_events = min_events
+        self.reference_events = reference_events
         self.bins = bins
-        self.alpha = alpha
+        self.top_k = top_k
+        self.segment_by = segment_by
+        self.top_segments = top_segments
+        self.false_alarms = false_alarms
+        self.budget_days = budget_days
+        self.cusum_k = cusum_k
         self.min_psi = min_psi
-        self._windows: TumblingWindows[_Window] = TumblingWindows(window_s, lateness_s, _Window)
-        self._names: list[str] = []
-        self._ref_rows: list[list[float]] = []
-        self._ref_columns: list[str] = []
-        self._edges: np.ndarray | None = None  # (features, bins - 1)
-        self._ref_props: np.ndarray | None = None  # (features, bins + 1); last = missing
-        self._ref_n = 0
+        self.min_mean_shift = min_mean_shift
+        self.fast_min_psi = fast_min_psi
+        self.clear_windows = clear_windows
+        self.predictions = predictions
+        self.references = references
+        self._buckets: TumblingWindows[_Bucket] = TumblingWindows(bucket_s, lateness_s, _Bucket)
+        self._looked_up = False
+        self._model = self._version = ""
+        self.reference: Reference | None = None
+        self._ref_rows: list[dict[str, Any]] = []
+        self._ref_start = math.nan
+        self.notices: list[str] = []  # for the daemon's log ("reference built ...")
+        self._merge: np.ndarray | None = None
+        self._acc: Counts | None = None
+        self._acc_start = math.nan
+        self._cusum: np.ndarray | None = None
+        self._run_cells: np.ndarray | None = None
+        self._run_m1: np.ndarray | None = None
+        self._run_since: np.ndarray | None = None
+        self._windows_tested = 0
+        self._time_tested = 0.0
+        self._quiet = 0
         self._detected = False
+        self._decided: float | None = None
         self._last: dict[str, Any] = {}
 
-    # -- collection ---------------------------------------------------------------
-    def update(self, event: Event) -> None:
+    # -- collection -----------------------------------------------------------------
+    def _values(self, event: Event) -> dict[str, Any] | None:
         feats = event.features
-        if not feats:
-            return
-        win = self._windows.add(event.ts)
-        if win is None:
-            return
-        if self._edges is None:
-            for name in feats:
-                if name not in self._ref_columns and not isinstance(feats[name], str):
-                    self._ref_columns.append(name)
-            win.rows.append([_as_float(feats.get(n)) for n in self._ref_columns])
-            return
-        win.rows.append([_as_float(feats.get(n)) for n in self._names])
-        if len(win.rows) >= _FOLD_ROWS:
-            self._fold(win)
+        if self.predictions and event.prediction is not None:
+            return {**feats, PREDICTION: event.prediction} if feats else {
+                PREDICTION: event.prediction}
+        return feats or None
 
-    def _fold(self, win: _Window) -> None:
-        if not win.rows:
+    def update(self, event: Event) -> None:
+        if not self._looked_up:
+            self._looked_up = True
+            self._model, self._version = event.model, event.model_version
+            if self.references is not None:
+                found = self.references.get(event.model, event.model_version)
+                if found is not None:
+                    self._set_reference(found)
+        values = self._values(event)
+        if values is None:
             return
-        assert self._edges is not None
-        x = np.asarray(win.rows, dtype=float)
-        counts = np.zeros((len(self._names), self.bins + 1))
-        for j in range(len(self._names)):
-            col = x[:, j]
-            missing = np.isnan(col)
-            idx = np.searchsorted(self._edges[j], col[~missing], side="right")
-            counts[j, : self.bins] += np.bincount(idx, minlength=self.bins)
-            counts[j, self.bins] += missing.sum()
-        win.counts = counts if win.counts is None else win.counts + counts
-        win.n += len(win.rows)
-        win.rows = []
+        b = self._buckets.add(event.ts)
+        if b is None:
+            return
+        if self.reference is None:
+            b.raw.append(values)
+            if math.isnan(self._ref_start) or event.ts < self._ref_start:
+                self._ref_start = event.ts
+            return
+        nums, cats, seg = self.reference.layout.encode(values)
+        b.nums.append(nums)
+        b.cats.append(cats)
+        b.segs.append(seg)
+        if len(b.segs) >= _FOLD_ROWS:
+            self._fold(b)
 
-    # -- windows ------------------------------------------------------------------
+    def _fold(self, b: _Bucket) -> None:
+        assert self.reference is not None
+        layout = self.reference.layout
+        if b.raw:
+            for values in b.raw:
+                nums, cats, seg = layout.encode(values)
+                b.nums.append(nums)
+                b.cats.append(cats)
+                b.segs.append(seg)
+            b.raw = []
+        if b.counts is None:
+            b.counts = Counts.zeros(layout)
+        if b.segs:
+            layout.fold(b.counts, b.nums, b.cats, b.segs)
+            b.nums, b.cats, b.segs = [], [], []
+
+    # -- windows --------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        for start, win in self._windows.close_until(now):
-            if self._edges is None:
-                self._grow_reference(win)
+        for start, b in self._buckets.close_until(now):
+            end = start + self.bucket_s
+            if self.reference is None:
+                self._grow_reference(b, end)
+                continue
+            self._fold(b)
+            assert b.counts is not None
+            if self._acc is None:
+                self._acc = b.counts
+                self._acc_start = start
             else:
-                self._fold(win)
-                self._test(start, win)
+                self._acc += b.counts
+            n = int(self._acc.n[0])
+            if n >= self.window_events or (end - self._acc_start >= self.max_window_s
+                                           and n >= self.min_events):
+                self._test(self._acc_start, end, self._acc)
+                self._acc = None
 
-    def _grow_reference(self, win: _Window) -> None:
-        width = len(self._ref_columns)
-        self._ref_rows.extend(r + [math.nan] * (width - len(r)) for r in win.rows)
-        if len(self._ref_rows) < self.reference_events or width == 0:
+    def _grow_reference(self, b: _Bucket, end: float) -> None:
+        self._ref_rows.extend(b.raw)
+        if len(self._ref_rows) < self.reference_events:
             return
-        x = np.asarray(self._ref_rows, dtype=float)
-        self._names = list(self._ref_columns)
-        qs = np.linspace(0, 1, self.bins + 1)[1:-1]
-        edges = []
-        for j in range(width):
-            col = x[:, j]
-            col = col[~np.isnan(col)]
-            edges.append(np.quantile(col, qs) if col.size else np.zeros(self.bins - 1))
-        self._edges = np.asarray(edges)
-        self._ref_n = len(self._ref_rows)
-        ref = _Window()
-        ref.rows = self._ref_rows
+        ref = build_reference(
+            self._ref_rows, model=self._model, model_version=self._version, source="auto",
+            start=self._ref_start, end=end,
+            bins=self.bins, top_k=self.top_k, segment_by=self.segment_by,
+            top_segments=self.top_segments)
         self._ref_rows = []
-        self._fold(ref)
-        assert ref.counts is not None
-        self._ref_props = (ref.counts + 0.5) / (ref.counts + 0.5).sum(axis=1, keepdims=True)
-        # rows of still-open windows were built before the column set was final
-        for w in self._windows.open.values():
-            w.rows = [r + [math.nan] * (width - len(r)) for r in w.rows]
+        self._set_reference(ref)
+        self.notices.append(
+            f"drift reference built from the first {ref.n} events "
+            f"({len(ref.layout.features)} features) up to event time {end}")
+        # buckets still open hold raw rows: they are encoded when they close
 
-    def _test(self, start: float, win: _Window) -> None:
-        if win.n < self.min_events or win.counts is None or self._ref_props is None:
-            return
-        obs = win.counts
-        n = obs.sum(axis=1, keepdims=True)
-        expected = self._ref_props * n
-        # finite-reference correction: both samples carry sampling noise
-        stat = (((obs - expected) ** 2) / expected).sum(axis=1) / (1 + n[:, 0] / self._ref_n)
-        p = chi2.sf(stat, df=self.bins)
-        props = (obs + 0.5) / (obs + 0.5).sum(axis=1, keepdims=True)
-        psi = ((props - self._ref_props) * np.log(props / self._ref_props)).sum(axis=1)
-        cut = self.alpha / len(self._names)
-        drifted = [
-            {"feature": self._names[j], "p_value": float(p[j]), "psi": round(float(psi[j]), 4),
-             "chi2": round(float(stat[j]), 2)}
-            for j in np.argsort(-psi)
-            if p[j] < cut and psi[j] >= self.min_psi
-        ]
-        self._detected = bool(drifted)
+    def _set_reference(self, ref: Reference) -> None:
+        self.reference = ref
+        lay = ref.layout
+        self._merge = merge_map(lay, ref.counts, self.window_events)
+        shape = (lay.n_slices, len(lay.features))
+        self._cusum = np.zeros(shape)
+        self._run_cells = np.zeros((lay.n_slices, lay.n_cells), np.int64)
+        self._run_m1 = np.zeros((lay.n_slices, len(lay.numeric)), dtype=object)
+        self._run_since = np.full(shape, np.nan)
+
+    def budget(self) -> tuple[float, float, float]:
+        """(windows per budget period, CUSUM threshold h, fast-path p threshold)."""
+        mean_s = self._time_tested / self._windows_tested if self._windows_tested else 60.0
+        windows = self.budget_days * 86400.0 / max(mean_s, self.bucket_s)
+        m = max(self._cusum.size if self._cusum is not None else 1, 1)
+        h = cusum_threshold(m * windows / ((1 - _FAST_SHARE) * self.false_alarms), self.cusum_k)
+        fast_p = _FAST_SHARE * self.false_alarms / (windows * m)
+        return windows, h, fast_p
+
+    def _test(self, start: float, end: float, win: Counts) -> None:
+        ref = self.reference
+        assert ref is not None and self._merge is not None and self._cusum is not None
+        assert self._run_cells is not None and self._run_m1 is not None
+        assert self._run_since is not None
+        lay = ref.layout
+        self._windows_tested += 1
+        self._time_tested += end - start
+        windows, h, fast_p = self.budget()
+        t = window_tests(lay, ref.counts, win, self._merge)
+        tested = t["ok"] & (win.n[:, None] >= self.min_events)
+        z = np.where(tested, t["z"], 0.0)
+        s_prev = self._cusum
+        cusum = np.clip(s_prev + z - self.cusum_k, 0.0, 1.25 * h)
+        cusum = np.where(tested, cusum, s_prev)
+        self._cusum = cusum
+        # pooled counts of each (slice, feature) since its CUSUM last left zero
+        sizes = np.diff(lay.offsets)
+        restart = np.repeat(s_prev <= 0.0, sizes, axis=1)
+        grow = np.repeat(tested, sizes, axis=1)
+        self._run_cells = np.where(grow, np.where(restart, 0, self._run_cells) + win.cells,
+                                   self._run_cells)
+        fn = len(lay.numeric)
+        if fn:
+            m_restart = (s_prev <= 0.0)[:, :fn]
+            m_grow = tested[:, :fn]
+            self._run_m1 = np.where(m_grow, np.where(m_restart, 0, self._run_m1) + win.m1,
+                                    self._run_m1)
+        self._run_since = np.where(tested & (s_prev <= 0.0), start, self._run_since)
+        run = Counts(self._run_cells, np.zeros(lay.n_slices, np.int64), self._run_m1,
+                     self._run_m1)
+        run_n = _feature_totals(lay, self._run_cells)
+        run_psi, run_shift = _run_effects(lay, ref.counts, run, run_n, self._merge)
+        big_effect = (run_psi >= self.min_psi) | (np.abs(np.nan_to_num(run_shift)) >=
+                                                  self.min_mean_shift)
+        sequential = tested & (cusum >= h) & big_effect
+        sudden = tested & (t["p"] < fast_p) & (t["psi"] >= self.fast_min_psi)
+        fired = sequential | sudden
+        if fired.any():
+            self._detected = True
+            self._quiet = 0
+        elif self._detected:
+            self._quiet += 1
+            if self._quiet >= self.clear_windows:
+                self._detected = False
+        self._decided = end
+        drifted = []
+        for s, j in zip(*np.nonzero(fired), strict=True):
+            feat = lay.features[j]
+            drifted.append({
+                "feature": feat,
+                "segment": None if s == 0 else f"{lay.segment_by}={lay.segments[s - 1]}",
+                "rule": "sudden" if sudden[s, j] else "cusum",
+                "chi2": _r(t["stat"][s, j]), "df": int(t["df"][s, j]),
+                "p_value": _r(t["p"][s, j], 3), "z": _r(t["z"][s, j]),
+                "cusum": _r(cusum[s, j]), "psi": _r(t["psi"][s, j]),
+                "psi_since_onset": _r(run_psi[s, j]), "js": _r(t["js"][s, j]),
+                "mean_shift_sd": _r(t["shift"][s, j]) if j < fn else None,
+                "mean_shift_sd_since_onset": _r(run_shift[s, j]) if j < fn else None,
+                "missing_rate": _r(t["miss_w"][s, j]),
+                "reference_missing_rate": _r(t["miss_r"][s, j]),
+                "since": _r(self._run_since[s, j], 12),
+            })
+        drifted.sort(key=lambda d: (-(d["psi_since_onset"] or 0.0), d["feature"],
+                                    d["segment"] or ""))
         self._last = {
-            "window_start": start,
-            "window_end": start + self.window_s,
-            "window_events": int(win.n),
-            "reference_events": self._ref_n,
-            "features_tested": len(self._names),
-            "p_value_threshold": cut,
-            "min_psi": self.min_psi,
-            "drifted_features": drifted[:10],
+            "window_start": start, "window_end": end, "window_events": int(win.n[0]),
+            "reference": ref.describe(),
+            "features_tested": len(lay.features), "segments_tested": lay.n_slices - 1,
+            "budget": f"{self.false_alarms:g} false alarm(s) per {self.budget_days:g} days",
+            "windows_per_budget": _r(windows), "cusum_threshold": _r(h),
+            "cusum_k": self.cusum_k, "fast_p_threshold": _r(fast_p, 3),
+            "min_psi": self.min_psi, "min_mean_shift_sd": self.min_mean_shift,
+            "fast_min_psi": self.fast_min_psi, "drifted_count": len(drifted),
+            "prediction_drift": any(d["feature"] == PREDICTION for d in drifted),
+            "drifted": drifted[:10],
         }
+        if not self._detected:
+            self._last["drifted"] = []
 
+    # -- state ----------------------------------------------------------------------
     @property
     def detected(self) -> bool:
         return self._detected
 
     def next_decision(self) -> float | None:
-        return self._windows.next_close()
+        return self._buckets.next_close()
 
     @property
     def decided_at(self) -> float | None:
-        return self._last.get("window_end")
+        return self._decided
 
     def evidence(self) -> dict[str, Any]:
         return dict(self._last)
 
     def summary(self, subject: dict[str, str], model: str) -> str:
-        feats = [f["feature"] for f in self._last.get("drifted_features", [])]
-        if not feats:
-            return f"Input features of {model} are back to their reference distribution."
-        top = ", ".join(feats[:3])
-        return (
-            f"{len(feats)} input feature(s) of {model} drifted from the reference "
-            f"(top: {top}): check the upstream data before trusting predictions."
-        )
+        drifted = self._last.get("drifted", [])
+        if not drifted:
+            return f"Inputs and predictions of {model} are back to their reference distribution."
+        names = []
+        for d in drifted[:3]:
+            name = "the prediction mix" if d["feature"] == PREDICTION else d["feature"]
+            if d["segment"]:
+                name += f" ({d['segment']})"
+            names.append(f"{name} PSI {d['psi_since_onset']:.2f}")
+        more = self._last["drifted_count"] - len(names)
+        tail = f" and {more} more" if more > 0 else ""
+        return (f"{model} drifted from its reference: {', '.join(names)}{tail}; "
+                f"check the upstream data before trusting predictions.")
+
+
+def _run_effects(layout: Layout, ref: Counts, run: Counts, run_n: np.ndarray,
+                 merge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSI and mean shift of each (slice, feature)'s pooled counts since onset."""
+    off = layout.offsets
+    starts = off[:-1]
+    sizes = np.diff(off)
+    n_s, n_c = run.cells.shape
+    w = np.zeros((n_s, n_c))
+    r = np.zeros((n_s, n_c))
+    for s in range(n_s):
+        w[s] = np.bincount(merge[s], weights=run.cells[s], minlength=n_c)
+        r[s] = np.bincount(merge[s], weights=ref.cells[s], minlength=n_c)
+    live = (w + r) > 0
+    k = np.repeat(np.add.reduceat(live.astype(float), starts, axis=1), sizes, axis=1)
+    n = np.repeat(run_n, sizes, axis=1)
+    big_n = ref.n.astype(float)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pw = np.where(live, (w + 0.5) / (n + 0.5 * k), 1.0)
+        pr = np.where(live, (r + 0.5) / (big_n + 0.5 * k), 1.0)
+        psi = np.add.reduceat((pw - pr) * np.log(pw / pr), starts, axis=1)
+    psi = np.where(run_n > 0, psi, 0.0)
+    fn = len(layout.numeric)
+    shift = np.full(psi.shape, np.nan)
+    if fn:
+        shift[:, :fn] = mean_shift(layout, ref, run.cells, run.m1)
+    return psi, shift

@@ -161,14 +161,33 @@ class ConfidenceConfig(_Section):
     min_effect: float = Field(0.05, ge=0)
 
 
+class DriftBudget(_Section):
+    """At most ``false_alarms`` false drift alerts per model version per ``days``."""
+
+    false_alarms: float = Field(1.0, gt=0)
+    days: float = Field(30.0, gt=0)
+
+
 class DriftConfig(_Section):
+    """Input/prediction drift (detectors.drift.DistributionDrift); see README "Drift"."""
+
     enabled: bool = True
-    window_s: float = Field(60.0, gt=0)
-    reference_events: int = Field(2000, ge=50)
+    bucket_s: float = Field(10.0, gt=0)
+    window_events: int = Field(1000, ge=10)
+    max_window_s: float = Field(600.0, gt=0)
     min_events: int = Field(200, ge=10)
+    reference_events: int = Field(20_000, ge=50)
     bins: int = Field(10, ge=2, le=100)
-    alpha: float = Field(1e-4, gt=0, lt=1)
-    min_psi: float = Field(0.1, ge=0)
+    top_k: int = Field(20, ge=1, le=1000)
+    segment_by: str | None = None
+    top_segments: int = Field(5, ge=1, le=50)
+    budget: DriftBudget = DriftBudget()
+    cusum_k: float = Field(0.5, gt=0)
+    min_psi: float = Field(0.02, ge=0)
+    min_mean_shift: float = Field(0.1, ge=0)
+    fast_min_psi: float = Field(0.25, ge=0)
+    clear_windows: int = Field(3, ge=1)
+    predictions: bool = True
 
 
 class DetectorsConfig(_Section):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from detectors.allow import AllowListed
 from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
-from detectors.drift import FeatureDrift
+from detectors.drift import DistributionDrift, ReferenceSet
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
 from detectors.neighbours import QueryNeighbours
@@ -41,8 +41,9 @@ def client_detectors(config: Config) -> list[Keyed]:
     ]
 
 
-def model_detectors(config: Config) -> list[Keyed]:
-    """Model-wide detectors, keyed by (model, version), closed on the watermark."""
+def model_detectors(config: Config, references: ReferenceSet | None = None) -> list[Keyed]:
+    """Model-wide detectors, keyed by (model, version), closed on the watermark;
+    ``references`` are the stored drift references (monitor.reference)."""
     d, s = config.detectors, config.state
     protos: list[Detector] = []
     if d.confidence.enabled:
@@ -53,9 +54,14 @@ def model_detectors(config: Config) -> list[Keyed]:
         ))
     if d.drift.enabled:
         f = d.drift
-        protos.append(FeatureDrift(
-            window_s=f.window_s, lateness_s=d.lateness_s, reference_events=f.reference_events,
-            min_events=f.min_events, bins=f.bins, alpha=f.alpha, min_psi=f.min_psi,
+        protos.append(DistributionDrift(
+            bucket_s=f.bucket_s, lateness_s=d.lateness_s, window_events=f.window_events,
+            max_window_s=f.max_window_s, min_events=f.min_events,
+            reference_events=f.reference_events, bins=f.bins, top_k=f.top_k,
+            segment_by=f.segment_by, top_segments=f.top_segments,
+            false_alarms=f.budget.false_alarms, budget_days=f.budget.days, cusum_k=f.cusum_k,
+            min_psi=f.min_psi, min_mean_shift=f.min_mean_shift, fast_min_psi=f.fast_min_psi,
+            clear_windows=f.clear_windows, predictions=f.predictions, references=references,
         ))
     return [Keyed(p, key="model", idle_s=30 * 86400, max_keys=10_000, renotify_s=s.renotify_s)
             for p in protos]

@@ -56,7 +56,8 @@ def small_detectors() -> dict[str, Any]:
         "flooding": {"window_s": 60, "max_events": 300},
         "probing": {"min_queries": 30},
         "confidence": {"window_s": 30, "reference_events": 1000, "min_events": 50},
-        "drift": {"window_s": 30, "reference_events": 1000, "min_events": 100},
+        "drift": {"bucket_s": 10, "window_events": 150, "max_window_s": 30,
+                  "reference_events": 1000, "min_events": 100},
     }
 
 

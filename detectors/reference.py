@@ -1,0 +1,404 @@
+"""A model's drift reference: what its inputs, predictions and confidence looked
+like when it was built (or in a pinned production period, or in its first
+stretch of traffic), kept as additive counts.
+
+A :class:`Layout` fixes the cells once: per numeric feature equal-frequency bin
+edges from the reference's quantiles plus a below-min, an above-max and a
+missing cell; per categorical feature the top categories plus ``other`` (seen in
+the reference, not in its top), ``unseen`` and ``missing``. The prediction is
+the pseudo-feature ``@prediction`` and the confidence ``@confidence`` (fixed
+edges on [0, 1]). An optional segment column splits the counts into slices:
+slice 0 is all traffic, slice ``i`` the ``i``-th top segment value.
+
+:class:`Counts` on a layout are integers only (cell counts, and per numeric
+feature the sum and sum of squares of the value quantised to 2^-16 reference
+standard deviations), so windows and replicas merge by addition and the result
+never depends on the order events arrived in.
+
+>>> rows = [{"x": float(i % 10), "colour": "red" if i % 3 else "blue"} for i in range(100)]
+>>> ref = build_reference(rows, bins=5, model="m")
+>>> ref.layout.numeric, ref.layout.categorical, ref.layout.categories
+(('x',), ('colour',), (('red', 'blue'),))
+>>> a, b = ref.layout.count(rows[:40]), ref.layout.count(rows[40:])
+>>> (a + b) == ref.counts
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PREDICTION = "@prediction"
+CONFIDENCE = "@confidence"
+CONFIDENCE_EDGES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SCALE = 1 << 16  # moments are sums of round(z * SCALE), z in reference SDs
+_QMAX = 1 << 24  # clip at 256 SDs: q^2 * _CHUNK stays inside int64
+_CHUNK = 16_384
+_NUMERIC_EXTRA = 3  # below-min, above-max, missing
+_CATEGORICAL_EXTRA = 3  # other, unseen, missing
+
+
+def as_number(value: object) -> float:
+    """A numeric feature value as float; None, strings and the like are missing (NaN)."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, bool | int):
+        return float(value)
+    return math.nan
+
+
+@dataclass(frozen=True, eq=True)
+class Layout:
+    """The cells counts are kept in; frozen once the reference is built."""
+
+    numeric: tuple[str, ...] = ()
+    edges: tuple[tuple[float, ...], ...] = ()  # per numeric feature: min, inner edges, max
+    center: tuple[float, ...] = ()  # reference mean per numeric feature
+    scale: tuple[float, ...] = ()  # reference standard deviation (1 when constant)
+    categorical: tuple[str, ...] = ()
+    categories: tuple[tuple[str, ...], ...] = ()  # top categories per categorical feature
+    known: tuple[frozenset[str], ...] = ()  # every category the reference saw (capped)
+    segment_by: str | None = None
+    segments: tuple[str, ...] = ()
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        sizes = [len(e) - 1 + _NUMERIC_EXTRA for e in self.edges]
+        sizes += [len(c) + _CATEGORICAL_EXTRA for c in self.categories]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        d = self._derived
+        d["sizes"] = np.asarray(sizes, dtype=np.int64)
+        d["offsets"] = offsets
+        d["inner"] = [np.asarray(e[1:-1], dtype=float) for e in self.edges]
+        d["lookup"] = [{c: i for i, c in enumerate(cats)} for cats in self.categories]
+        d["segment_lookup"] = {s: i + 1 for i, s in enumerate(self.segments)}
+        d["center"] = np.asarray(self.center, dtype=float)
+        d["scale"] = np.asarray(self.scale, dtype=float)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "_derived"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "_derived", {})
+        self.__post_init__()
+
+    # -- shape ----------------------------------------------------------------------
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    @property
+    def n_cells(self) -> int:
+        return int(self._derived["offsets"][-1])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._derived["offsets"]
+
+    @property
+    def n_slices(self) -> int:
+        return 1 + len(self.segments)
+
+    def cell_names(self, j: int) -> list[str]:
+        """Human names of feature ``j``'s cells (for evidence and reports)."""
+        if j < len(self.numeric):
+            e = self.edges[j]
+            bins = [f"[{e[i]:.4g}, {e[i + 1]:.4g}{']' if i == len(e) - 2 else ')'}"
+                    for i in range(len(e) - 1)]
+            return ["below_min", *bins, "above_max", "missing"]
+        return [*self.categories[j - len(self.numeric)], "other", "unseen", "missing"]
+
+    # -- encoding -------------------------------------------------------------------
+    def encode(self, values: Mapping[str, Any]) -> tuple[list[float], list[int], int]:
+        """One row: numeric values (NaN = missing), categorical cell indices, slice."""
+        get = values.get
+        nums = [as_number(get(n)) for n in self.numeric]
+        cats = []
+        for j, name in enumerate(self.categorical):
+            v = get(name)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cats.append(len(self.categories[j]) + 2)
+                continue
+            s = v if isinstance(v, str) else str(v)
+            i = self._derived["lookup"][j].get(s)
+            if i is None:
+                i = len(self.categories[j]) + (0 if s in self.known[j] else 1)
+            cats.append(i)
+        seg = 0
+        if self.segment_by is not None:
+            v = get(self.segment_by)
+            if v is not None:
+                seg = self._derived["segment_lookup"].get(v if isinstance(v, str) else str(v), 0)
+        return nums, cats, seg
+
+    def count(self, rows: Iterable[Mapping[str, Any]]) -> Counts:
+        """Counts of plain rows (name → value mappings)."""
+        counts = Counts.zeros(self)
+        enc = [self.encode(r) for r in rows]
+        if enc:
+            nums, cats, segs = zip(*enc, strict=True)
+            self.fold(counts, nums, cats, segs)
+        return counts
+
+    def fold(self, counts: Counts, nums: Sequence[Sequence[float]],
+             cats: Sequence[Sequence[int]], segs: Sequence[int]) -> None:
+        """Add encoded rows to ``counts`` (vectorised, in chunks)."""
+        for lo in range(0, len(segs), _CHUNK):
+            hi = lo + _CHUNK
+            s = np.asarray(segs[lo:hi], dtype=np.int64)
+            x = np.asarray(nums[lo:hi], dtype=float).reshape(len(s), len(self.numeric))
+            c = np.asarray(cats[lo:hi], dtype=np.int64).reshape(len(s), len(self.categorical))
+            self._fold_arrays(counts, x, c, s)
+
+    def _fold_arrays(self, counts: Counts, x: np.ndarray, c: np.ndarray, s: np.ndarray) -> None:
+        r = len(s)
+        fn = len(self.numeric)
+        off = self.offsets
+        cell = np.empty((r, fn + len(self.categorical)), dtype=np.int64)
+        miss = np.isnan(x)
+        for j in range(fn):
+            col = x[:, j]
+            e = self.edges[j]
+            nb = len(e) - 1
+            idx = np.searchsorted(self._derived["inner"][j], col, side="right") + 1
+            idx[col < e[0]] = 0
+            idx[col > e[-1]] = nb + 1
+            idx[miss[:, j]] = nb + 2
+            cell[:, j] = idx + off[j]
+        if self.categorical:
+            cell[:, fn:] = c + off[fn:-1]
+        n_cells = self.n_cells
+        keys = [cell.ravel()]
+        seg_rows = s > 0
+        if seg_rows.any():
+            keys.append((cell[seg_rows] + (s[seg_rows, None] * n_cells)).ravel())
+        binned = np.bincount(np.concatenate(keys), minlength=self.n_slices * n_cells)
+        counts.cells += binned.reshape(self.n_slices, n_cells)
+        counts.n += np.bincount(np.concatenate([np.zeros(r, np.int64), s[seg_rows]]),
+                                minlength=self.n_slices)
+        if fn:
+            z = (x - self._derived["center"]) / self._derived["scale"]
+            q = np.clip(np.rint(np.where(miss, 0.0, z) * SCALE), -_QMAX, _QMAX).astype(np.int64)
+            q2 = q * q
+            for sl in [0, *np.unique(s[seg_rows]).tolist()]:
+                rows = slice(None) if sl == 0 else (s == sl)
+                counts.m1[sl] += _ints(q[rows].sum(axis=0))
+                counts.m2[sl] += _ints(q2[rows].sum(axis=0))
+
+
+def _ints(a: np.ndarray) -> np.ndarray:
+    return np.array([int(v) for v in a], dtype=object)
+
+
+class Counts:
+    """Additive counts on a layout: ``cells`` (slices x cells), ``n`` events per
+    slice, ``m1``/``m2`` exact integer moments per slice and numeric feature."""
+
+    __slots__ = ("cells", "m1", "m2", "n")
+
+    def __init__(self, cells: np.ndarray, n: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> None:
+        self.cells = cells
+        self.n = n
+        self.m1 = m1
+        self.m2 = m2
+
+    @classmethod
+    def zeros(cls, layout: Layout) -> Counts:
+        s, fn = layout.n_slices, len(layout.numeric)
+        m1 = np.empty((s, fn), dtype=object)
+        m1.fill(0)
+        m2 = np.empty((s, fn), dtype=object)
+        m2.fill(0)
+        return cls(np.zeros((s, layout.n_cells), np.int64), np.zeros(s, np.int64), m1, m2)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.cells + other.cells, self.n + other.n, self.m1 + other.m1,
+                      self.m2 + other.m2)
+
+    def __iadd__(self, other: Counts) -> Counts:
+        self.cells += other.cells
+        self.n += other.n
+        self.m1 = self.m1 + other.m1
+        self.m2 = self.m2 + other.m2
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Counts) and bool(
+            np.array_equal(self.cells, other.cells) and np.array_equal(self.n, other.n)
+            and (self.m1 == other.m1).all() and (self.m2 == other.m2).all())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.cells, self.n, self.m1, self.m2)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.cells, self.n, self.m1, self.m2 = state
+
+    def moments(self, slice_: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation per numeric feature, in reference SDs
+        around the reference mean (NaN where a feature has no values)."""
+        m1 = self.m1[slice_].astype(float) / SCALE
+        m2 = self.m2[slice_].astype(float) / (SCALE * SCALE)
+        return m1, m2  # callers divide by the non-missing counts they know
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cells": self.cells.tolist(), "n": self.n.tolist(),
+                "m1": self.m1.tolist(), "m2": self.m2.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], layout: Layout) -> Counts:
+        z = cls.zeros(layout)
+        z.cells[:] = np.asarray(d["cells"], dtype=np.int64)
+        z.n[:] = np.asarray(d["n"], dtype=np.int64)
+        for dst, src in ((z.m1, d["m1"]), (z.m2, d["m2"])):
+            for i, row in enumerate(src):
+                for j, v in enumerate(row):
+                    dst[i, j] = int(v)
+        return z
+
+
+@dataclass
+class Reference:
+    """A layout, the reference's counts on it, and where they came from."""
+
+    layout: Layout
+    counts: Counts
+    model: str = ""
+    model_version: str = ""  # "" = any version of the model
+    source: str = "auto"  # "auto", "file:<name>", "pinned:<from>..<to>"
+    start: float | None = None  # event time span it covers, when known
+    end: float | None = None
+    sample: list[dict[str, Any]] = field(default_factory=list)  # bounded, for reports
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.n[0])
+
+    def __repr__(self) -> str:
+        return (f"Reference(model={self.model!r}, model_version={self.model_version!r}, "
+                f"source={self.source!r}, n={self.n})")
+
+    def describe(self) -> dict[str, Any]:
+        """Short JSON-able identification for alert evidence."""
+        return {"source": self.source, "events": self.n, "model_version": self.model_version,
+                "start": self.start, "end": self.end}
+
+    def to_dict(self) -> dict[str, Any]:
+        lay = self.layout
+        return {
+            "layout": {"numeric": list(lay.numeric), "edges": [list(e) for e in lay.edges],
+                       "center": list(lay.center), "scale": list(lay.scale),
+                       "categorical": list(lay.categorical),
+                       "categories": [list(c) for c in lay.categories],
+                       "known": [sorted(k) for k in lay.known], "segment_by": lay.segment_by,
+                       "segments": list(lay.segments)},
+            "counts": self.counts.to_dict(), "model": self.model,
+            "model_version": self.model_version, "source": self.source, "start": self.start,
+            "end": self.end, "sample": self.sample,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reference:
+        ly = d["layout"]
+        layout = Layout(
+            numeric=tuple(ly["numeric"]), edges=tuple(tuple(e) for e in ly["edges"]),
+            center=tuple(ly["center"]), scale=tuple(ly["scale"]),
+            categorical=tuple(ly["categorical"]),
+            categories=tuple(tuple(c) for c in ly["categories"]),
+            known=tuple(frozenset(k) for k in ly["known"]), segment_by=ly["segment_by"],
+            segments=tuple(ly["segments"]))
+        return cls(layout, Counts.from_dict(d["counts"], layout), model=d.get("model", ""),
+                   model_version=d.get("model_version", ""), source=d.get("source", "auto"),
+                   start=d.get("start"), end=d.get("end"), sample=list(d.get("sample", [])))
+
+
+def build_layout(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    bins: int = 10,
+    top_k: int = 20,
+    segment_by: str | None = None,
+    top_segments: int = 5,
+    fixed_edges: Mapping[str, Sequence[float]] | None = None,
+    max_known: int = 1000,
+) -> Layout:
+    """Cells for ``rows``: a column is categorical when any of its values is a
+    string; numeric columns get ``bins`` equal-frequency bins (fewer when values
+    repeat); columns in ``fixed_edges`` get those edges. Deterministic: column
+    order is sorted, ties in category counts break by name."""
+    fixed = dict(fixed_edges or {})
+    kinds: dict[str, bool] = {}  # name -> categorical?
+    for r in rows:
+        for k, v in r.items():
+            if v is None:
+                kinds.setdefault(k, False)
+            elif isinstance(v, str):
+                kinds[k] = True
+            else:
+                kinds.setdefault(k, False)
+    names = sorted(kinds)
+    numeric = tuple(n for n in names if not kinds[n])
+    categorical = tuple(n for n in names if kinds[n])
+    edges, center, scale = [], [], []
+    qs = np.linspace(0.0, 1.0, bins + 1)
+    for name in numeric:
+        col = np.asarray([as_number(r.get(name)) for r in rows], dtype=float)
+        col = col[~np.isnan(col)]
+        if name in fixed:
+            e = np.asarray(fixed[name], dtype=float)
+        elif col.size:
+            e = np.unique(np.quantile(col, qs))
+            if e.size == 1:
+                e = np.asarray([e[0], e[0]])
+        else:
+            e = np.zeros(2)
+        edges.append(tuple(float(v) for v in e))
+        mu = float(col.mean()) if col.size else 0.0
+        sd = float(col.std()) if col.size else 0.0
+        center.append(mu)
+        scale.append(sd if sd > 0 and math.isfinite(sd) else 1.0)
+    categories, known = [], []
+    for name in categorical:
+        seen = Counter(str(v) if not isinstance(v, str) else v
+                       for r in rows if (v := r.get(name)) is not None)
+        ranked = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
+        categories.append(tuple(k for k, _ in ranked[:top_k]))
+        known.append(frozenset(k for k, _ in ranked[:max_known]))
+    segments: tuple[str, ...] = ()
+    if segment_by is not None:
+        seen = Counter(str(v) if not isinstance(v, str) else v
+                       for r in rows if (v := r.get(segment_by)) is not None)
+        segments = tuple(k for k, _ in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
+                         [:top_segments])
+    return Layout(numeric=numeric, edges=tuple(edges), center=tuple(center), scale=tuple(scale),
+                  categorical=categorical, categories=tuple(categories), known=tuple(known),
+                  segment_by=segment_by, segments=segments)
+
+
+def build_reference(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    model: str = "",
+    model_version: str = "",
+    source: str = "auto",
+    start: float | None = None,
+    end: float | None = None,
+    sample_size: int = 500,
+    **layout_options: Any,
+) -> Reference:
+    """A reference from plain rows (name → value, with ``@prediction`` and
+    ``@confidence`` when known). See :func:`build_layout` for the options."""
+    layout = build_layout(rows, **layout_options)
+    step = max(1, len(rows) // sample_size) if sample_size else 0
+    sample = [dict(r) for r in rows[::step]][:sample_size] if step else []
+    return Reference(layout, layout.count(rows), model=model, model_version=model_version,
+                     source=source, start=start, end=end, sample=sample)

@@ -1,0 +1,243 @@
+"""Distribution drift on seeded streams: null windows pass, shifted windows fail at
+the window they start in, sudden breaks fire at once, counts merge by addition,
+state survives a pickle round trip, and the budget sets the threshold."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors.drift import (
+    DistributionDrift,
+    ReferenceSet,
+    cusum_arl,
+    cusum_threshold,
+    merge_map,
+    window_tests,
+)
+from detectors.event import Event
+from detectors.keyed import Keyed
+from detectors.reference import PREDICTION, Reference, build_reference
+
+RATE = 100.0  # events per second of event time
+WINDOW = 500
+REF = 4000
+
+
+def _row(rng: np.random.Generator, i: int, shift: float = 0.0,
+         **over: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {f"x{j}": float(rng.normal()) for j in range(6)}
+    row["x0"] += shift
+    row["colour"] = ["red", "green", "blue"][int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
+    row["region"] = "eu" if rng.random() < 0.5 else "us"
+    row.update(over)
+    return row
+
+
+def _event(i: int, row: dict[str, Any], prediction: str | None = "no") -> Event:
+    return Event(ts=1_700_000_000 + i / RATE, model="m", model_version="1",
+                 features=row, prediction=prediction)
+
+
+def _run(det: DistributionDrift, n: int, make: Callable[[int], Event],
+         ) -> list[tuple[float, bool]]:
+    """Feed n events, ticking as a watermark would; return (window end, detected)
+    for every test window."""
+    seen: list[tuple[float, bool]] = []
+    for i in range(n):
+        ev = make(i)
+        det.update(ev)
+        if i % 50 == 0:
+            det.tick(ev.ts)
+            if det.decided_at is not None and (not seen or seen[-1][0] != det.decided_at):
+                seen.append((det.decided_at, det.detected))
+    return seen
+
+
+def _detector(**kw: Any) -> DistributionDrift:
+    params: dict[str, Any] = {"bucket_s": 1.0, "lateness_s": 0.0, "window_events": WINDOW,
+                              "reference_events": REF, "min_events": 100}
+    return DistributionDrift(**(params | kw))
+
+
+def test_null_window_z_scores_are_standard_normal() -> None:
+    rng = np.random.default_rng(12)
+    ref = build_reference([_row(rng, i) for i in range(20_000)])
+    merge = merge_map(ref.layout, ref.counts, WINDOW)
+    z = np.concatenate([
+        window_tests(ref.layout, ref.counts, ref.layout.count([_row(rng, i) for i in range(WINDOW)]),
+                     merge)["z"].ravel()
+        for _ in range(60)])
+    assert abs(z.mean()) < 0.15 and 0.85 < z.std() < 1.15
+
+
+def test_stationary_windows_pass() -> None:
+    rng = np.random.default_rng(1)
+    det = _detector()
+    seen = _run(det, REF + 60 * WINDOW, lambda i: _event(i, _row(rng, i)))
+    assert len(seen) >= 55
+    assert not any(d for _, d in seen)
+    assert det.reference is not None and det.reference.source == "auto"
+    assert det.notices and "reference built" in det.notices[0]
+
+
+def test_a_shift_fails_in_the_window_it_starts_in_and_names_the_feature() -> None:
+    rng = np.random.default_rng(2)
+    start = REF + 10 * WINDOW  # a window boundary: windows are WINDOW events of 1 s buckets
+    det = _detector()
+    seen = _run(det, start + 5 * WINDOW,
+                lambda i: _event(i, _row(rng, i, shift=0.7 if i >= start else 0.0)))
+    first = next(end for end, d in seen if d)
+    assert first == pytest.approx(1_700_000_000 + (start + WINDOW) / RATE)
+    drifted = det.evidence()["drifted"]
+    assert drifted[0]["feature"] == "x0"
+    assert drifted[0]["mean_shift_sd"] == pytest.approx(0.7, abs=0.15)
+    assert {d["feature"] for d in drifted} == {"x0"}
+
+
+def test_small_shift_accumulates_through_the_cusum_and_resolves_with_hysteresis() -> None:
+    rng = np.random.default_rng(3)
+    on, off = REF + 10 * WINDOW, REF + 40 * WINDOW
+    det = _detector()
+    seen = _run(det, REF + 80 * WINDOW,
+                lambda i: _event(i, _row(rng, i, shift=0.25 if on <= i < off else 0.0)))
+    fired = [end for end, d in seen if d]
+    onset = 1_700_000_000 + on / RATE
+    assert fired and onset < fired[0] <= onset + 12 * WINDOW / RATE
+    assert det.evidence().get("drifted", []) == []  # cleared after the drift ended
+    assert not det.detected
+    first_quiet = next(end for end, d in seen if end > fired[0] and not d)
+    assert first_quiet >= 1_700_000_000 + off / RATE + 3 * WINDOW / RATE
+
+
+def test_a_feature_gone_null_fires_on_its_first_window() -> None:
+    rng = np.random.default_rng(4)
+    start = REF + 4 * WINDOW
+    det = _detector()
+    seen = _run(det, start + WINDOW + 10, lambda i: _event(
+        i, _row(rng, i, **({"x3": None} if i >= start else {}))))
+    assert seen[-1] == (pytest.approx(1_700_000_000 + (start + WINDOW) / RATE), True)
+    d = det.evidence()["drifted"][0]
+    assert (d["feature"], d["rule"], d["missing_rate"]) == ("x3", "sudden", 1.0)
+
+
+def test_a_unit_change_fires_on_its_first_window() -> None:
+    rng = np.random.default_rng(5)
+    start = REF + 4 * WINDOW
+    det = _detector()
+
+    def make(i: int) -> Event:
+        row = _row(rng, i)
+        if i >= start:
+            row["x2"] *= 1000.0
+        return _event(i, row)
+
+    seen = _run(det, start + WINDOW + 10, make)
+    assert seen[-1][1]
+    assert det.evidence()["drifted"][0]["feature"] == "x2"
+
+
+def test_prediction_mix_and_category_reweighting_are_drift() -> None:
+    rng = np.random.default_rng(6)
+    start = REF + 4 * WINDOW
+
+    def make(i: int) -> Event:
+        after = i >= start
+        pred = "yes" if rng.random() < (0.45 if after else 0.3) else "no"
+        colour = ["red", "green", "blue"][int(rng.choice(3, p=[0.3, 0.3, 0.4] if after
+                                                          else [0.5, 0.3, 0.2]))]
+        return _event(i, _row(rng, i, colour=colour), prediction=pred)
+
+    det = _detector()
+    _run(det, start + 6 * WINDOW, make)
+    ev = det.evidence()
+    assert det.detected and ev["prediction_drift"]
+    assert {d["feature"] for d in ev["drifted"]} == {PREDICTION, "colour"}
+    assert "prediction mix" in det.summary({}, "m")
+
+
+def test_drift_in_one_segment_is_reported_with_its_segment() -> None:
+    rng = np.random.default_rng(7)
+    start = REF + 4 * WINDOW
+
+    def make(i: int) -> Event:
+        row = _row(rng, i)
+        if i >= start and row["region"] == "eu":
+            row["x1"] += 0.8
+        return _event(i, row)
+
+    det = _detector(segment_by="region", window_events=2 * WINDOW)
+    _run(det, start + 8 * WINDOW, make)
+    segments = {(d["feature"], d["segment"]) for d in det.evidence()["drifted"]}
+    assert ("x1", "region=eu") in segments
+    assert not any(seg == "region=us" for _, seg in segments)
+
+
+def test_counts_merge_by_addition_to_the_single_stream_result() -> None:
+    rng = np.random.default_rng(8)
+    rows = [_row(rng, i) for i in range(6000)]
+    ref = build_reference(rows[:3000], segment_by="region")
+    lay = ref.layout
+    whole = lay.count(rows[3000:])
+    replica_a = lay.count(rows[3000:4500:1])
+    replica_b = lay.count(rows[4500:])
+    merged = replica_a + replica_b
+    assert merged == whole
+    shuffled = list(rows[3000:])
+    rng.shuffle(shuffled)
+    assert lay.count(shuffled) == whole  # order inside a window never matters
+    merge = merge_map(lay, ref.counts, 3000)
+    a, b = window_tests(lay, ref.counts, whole, merge), window_tests(lay, ref.counts, merged, merge)
+    for key in ("stat", "p", "psi", "shift"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_state_and_reference_survive_pickle_and_storage_round_trips() -> None:
+    rng = np.random.default_rng(9)
+    events = [_event(i, _row(rng, i, shift=0.5 if i > REF + 3 * WINDOW else 0.0))
+              for i in range(REF + 8 * WINDOW)]
+    det = _detector()
+    _run(det, REF + 2 * WINDOW, lambda i: events[i])
+    twin = pickle.loads(pickle.dumps(det))
+    rest = events[REF + 2 * WINDOW:]
+    assert _run(twin, len(rest), lambda i: rest[i]) == _run(det, len(rest), lambda i: rest[i])
+    assert twin.evidence() == det.evidence() and det.detected
+    ref = det.reference
+    assert ref is not None
+    again = Reference.from_dict(ref.to_dict())
+    assert again.layout == ref.layout and again.counts == ref.counts
+
+
+def test_a_configured_reference_is_used_from_the_first_window() -> None:
+    rng = np.random.default_rng(10)
+    ref = build_reference([_row(rng, i) | {PREDICTION: "no"} for i in range(3000)],
+                          model="m", source="file:train.csv")
+    det = _detector(references=ReferenceSet([ref]))
+    seen = _run(det, 3 * WINDOW, lambda i: _event(i, _row(rng, i, shift=1.0)))
+    assert seen[0][1], "drift against the configured reference from the first window"
+    assert det.evidence()["reference"]["source"] == "file:train.csv"
+    assert "ReferenceSet([m@*])" in repr(det)
+
+
+def test_the_budget_sets_the_threshold() -> None:
+    assert cusum_arl(cusum_threshold(1e6, 0.5), 0.5) == pytest.approx(1e6, rel=1e-6)
+    strict, loose = _detector(false_alarms=0.1), _detector(false_alarms=10.0)
+    assert strict.budget()[1] > loose.budget()[1]
+    assert strict.budget()[2] < loose.budget()[2]
+
+
+def test_keyed_fires_once_per_incident_and_resolves() -> None:
+    rng = np.random.default_rng(11)
+    on, off = REF + 6 * WINDOW, REF + 14 * WINDOW
+    keyed = Keyed(_detector(), key="model", renotify_s=1e9)
+    statuses = []
+    for i in range(REF + 30 * WINDOW):
+        ev = _event(i, _row(rng, i, shift=1.0 if on <= i < off else 0.0))
+        statuses += [f.status for f in keyed.update(ev)]
+        if i % 100 == 0:
+            statuses += [f.status for f in keyed.tick(ev.ts)]
+    assert statuses == ["firing", "resolved"]
