@@ -9,10 +9,13 @@ import logging
 import pickle
 from collections.abc import Iterable
 
+from sqlalchemy.engine import Connection
+
 from alerts.model import Alert
 from monitor.pipeline import Pipeline
 from monitor.state import ModelState, PartitionId, PartitionState
 from monitor.store import Checkpoint, Store, StoredAlert
+from monitor.summaries import write_deltas
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,9 @@ class Checkpointer:
 
     def partition_scope(self, pid: PartitionId) -> str:
         return f"partition:{self.group}:{pid[0]}:{pid[1]}"
+
+    def summary_scope(self, pid: PartitionId) -> str:
+        return f"{self.group}:{pid[0]}:{pid[1]}"
 
     def model_scope(self, pids: Iterable[PartitionId]) -> str:
         key = ",".join(f"{t}:{p}" for t, p in sorted(pids))
@@ -53,14 +59,27 @@ class Checkpointer:
                   for a in changed]
         meta = {a.fingerprint: _meta(a) for a in changed}
         pending = list(p.pending)
-        self.store.save_checkpoint(self.producer, states, pending, stored, meta)
+        summaries = p.summaries.take(pids)
+        scopes = {pid: self.summary_scope(pid) for pid in summaries}
+        sc = p.config.jobs.summaries
+
+        def write_summaries(conn: Connection) -> None:
+            write_deltas(conn, scopes, summaries, sc.bucket_s, sc.sample_size)
+
+        self.store.save_checkpoint(self.producer, states, pending, stored, meta,
+                                   extra=write_summaries if summaries else None)
+        p.summaries.committed(summaries)
         del p.pending[: len(pending)]
         for a in changed:
             if p.alerts.changed.get(a.fingerprint) is a:
                 del p.alerts.changed[a.fingerprint]
         p.events_since_checkpoint = 0
-        return {pid: p.partitions[pid].offset for pid in pids
-                if pid in p.partitions and p.partitions[pid].offset is not None}  # type: ignore[misc]
+        offsets: dict[PartitionId, int] = {}
+        for pid in pids:
+            state = p.partitions.get(pid)
+            if state is not None and state.offset is not None:
+                offsets[pid] = state.offset
+        return offsets
 
     def restore(self, pids: Iterable[PartitionId]) -> dict[PartitionId, int | None]:
         """Adopt ``pids`` with their stored state; return where to resume each."""

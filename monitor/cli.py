@@ -120,13 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no alert lines on the console")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("alerts", help="list stored alerts")
+    p = sub.add_parser("alerts", help="list, acknowledge and silence stored alerts")
     alerts_sub = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     q = alerts_sub.add_parser("list", help="list alerts, newest first")
     q.add_argument("--config", required=True)
     q.add_argument("--status", choices=["firing", "resolved"])
     q.add_argument("--limit", type=int, default=50)
     q.set_defaults(func=cmd_alerts_list)
+    from alerts.cli import add_commands as add_alert_commands
+
+    add_alert_commands(alerts_sub, _config_or_exit)
 
     p = sub.add_parser("demo", help="the whole loop on this machine, no set-up needed")
     p.add_argument("--workdir", default="inferwatch-demo", help="where files go")
@@ -135,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wall-seconds", type=float, default=60.0,
                    help="how long producing the traffic takes (real time)")
     p.set_defaults(func=cmd_demo)
+
+    from monitor.jobs_cli import add_job_commands
+
+    add_job_commands(sub)  # compare, report drift, jobs status
     return parser
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
 from monitor.checkpoint import Checkpointer
@@ -22,6 +23,7 @@ from monitor.http import HealthServer
 from monitor.kafka_source import KafkaSource
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
+from monitor.scheduler import JobService
 from monitor.state import PartitionId
 from monitor.store import Store
 
@@ -49,6 +51,8 @@ class Daemon:
         self.checkpointer = Checkpointer(self.store, self.pipeline, group=config.kafka.group_id,
                                          producer=config.instance_id)
         self.sinks = list(build_sinks(config) if sinks is None else sinks)
+        if sinks is None:
+            self.sinks.extend(build_notifiers(config, self.store, self.metrics))
         self.dispatcher = Dispatcher(self.store, self.sinks, config.instance_id,
                                      on_result=self._delivery_result)
         self.stopping = threading.Event()
@@ -60,6 +64,7 @@ class Daemon:
         self.last_checkpoint = time.monotonic()
         self.last_records: dict[PartitionId, float] = {}
         self.assigned_at: dict[PartitionId, float] = {}
+        self.jobs: JobService | None = None  # scheduled jobs (monitor.scheduler)
         self._checkpoint_backoff = 0.0
 
     # -- probes ---------------------------------------------------------------------
@@ -111,6 +116,9 @@ class Daemon:
         self._migrate()
         if self.stopping.is_set():
             return
+        if self.config.jobs.enabled:
+            self.jobs = JobService(self.config, self.store, registry=self.metrics.registry)
+            self.jobs.start()
         self.source = KafkaSource(self.config.kafka, on_assign=self._on_assign,
                                   on_revoke=self._on_revoke)
         try:
@@ -227,6 +235,8 @@ class Daemon:
                 self.source.close()
                 log.info("left the consumer group")
         finally:
+            if self.jobs is not None:
+                self.jobs.stop()
             if self.http is not None:
                 self.http.stop()
             self.store.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
 # imports them so every table exists before the daemon or a job touches it.
-TABLE_MODULES: list[str] = []
+TABLE_MODULES: list[str] = ["monitor.scheduler", "alerts.db"]
 
 
 def _now() -> datetime:
@@ -91,22 +91,31 @@ window_summaries = sa.Table(
     sa.Column("model_version", sa.String(1024), nullable=False),
     sa.Column("bucket_start", sa.Float, nullable=False),
     sa.Column("bucket_s", sa.Float, nullable=False),
-    sa.Column("producer", sa.String(200), nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # who wrote the row: a partition ("group:topic:partition") or "*" once compacted
+    sa.Column("scope", sa.String(1024), nullable=False),
+    sa.Column("n", sa.BigInteger, nullable=False),
+    sa.Column("rev", sa.Integer, nullable=False),  # optimistic concurrency (monitor.summaries)
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # zlib(pickle(monitor.summaries.Summary))
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
-sa.Index("ix_window_summaries_model_bucket", window_summaries.c.model, window_summaries.c.bucket_start)
+sa.Index("ix_window_summaries_key", window_summaries.c.model, window_summaries.c.model_version,
+         window_summaries.c.bucket_start, window_summaries.c.scope, unique=True)
+sa.Index("ix_window_summaries_bucket", window_summaries.c.bucket_start)
 
 reports = sa.Table(
     "reports", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
               autoincrement=True),
-    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),  # "comparison" or "drift"
     sa.Column("model", sa.String(1024), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("path", sa.Text, nullable=True),
-    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON (monitor.compare / monitor.drift_report)
+    sa.Column("verdict", sa.String(40), nullable=True),
+    sa.Column("period_start", sa.Float, nullable=True),
+    sa.Column("period_end", sa.Float, nullable=True),
 )
+sa.Index("ix_reports_kind_model", reports.c.kind, reports.c.model, reports.c.created_at)
 
 
 @dataclass(frozen=True)
@@ -211,11 +220,16 @@ class Store:
         outbox: Iterable[tuple[str, str]],
         changed_alerts: Iterable[StoredAlert],
         alert_meta: dict[str, dict[str, Any]],
+        *,
+        extra: Callable[[Connection], None] | None = None,
     ) -> None:
         """One transaction: detector states with their offsets, the alert records
-        they produced (into the outbox) and the alerts' current state."""
+        they produced (into the outbox) and the alerts' current state; ``extra``
+        writes more in the same transaction (window summaries)."""
         now = _now()
         with self.engine.begin() as conn:
+            if extra is not None:
+                extra(conn)
             self._upsert(conn, checkpoints, [
                 {"scope": scope, "state": cp.state, "next_offset": cp.next_offset,
                  "updated_at": now}

@@ -1,0 +1,434 @@
+"""Scheduled jobs: APScheduler 3 inside the daemon, one runner per fleet.
+
+Every replica runs a ``JobService``. It competes for one lease row in the store
+(``scheduler_leases``); the holder renews it every third of ``jobs.lease_ttl_s``
+and is the only replica whose APScheduler runs. A replica that dies stops
+renewing and loses the lease after ``lease_ttl_s``; the next replica to find it
+expired takes it over. Each run re-checks the lease first, so a replica that
+lost it (a long pause, a partition from the store) does not run a job the new
+holder also runs.
+
+APScheduler keeps its jobs in the same database (``SQLAlchemyJobStore``, table
+``inferwatch_scheduler_jobs``), so the next run time survives restarts and
+fail-overs. Misfires: a run missed (no leader, daemon down) by less than
+``jobs.misfire_grace_s`` still runs when a leader comes up; older missed runs
+are skipped. With ``jobs.coalesce`` (the default) several missed runs of a job
+run once. At most one instance of a job runs at a time.
+
+A failing job alerts once (on its first failure after a success) and resolves
+when it next succeeds; its last message, duration and failures are in the
+``job_status`` table and in the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy.dialects import postgresql, sqlite
+
+from alerts.model import Alert, canonical_json, fingerprint
+from monitor.config import Config
+from monitor.store import Store, StoredAlert, alerts, metadata
+
+log = logging.getLogger(__name__)
+
+JOB_TABLE = "inferwatch_scheduler_jobs"
+LEASE = "scheduler"
+
+scheduler_leases = sa.Table(
+    "scheduler_leases", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # Unix seconds, holder's clock
+    sa.Column("acquired_at", sa.Float, nullable=False),
+)
+
+job_status = sa.Table(
+    "job_status", metadata,
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("runs", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("last_run_at", sa.Float, nullable=True),
+    sa.Column("last_success_at", sa.Float, nullable=True),
+    sa.Column("last_failure_at", sa.Float, nullable=True),
+    sa.Column("last_duration_s", sa.Float, nullable=True),
+    sa.Column("last_message", sa.Text, nullable=True),
+    sa.Column("last_runner", sa.String(200), nullable=True),
+)
+
+
+def cron_trigger(expr: str, timezone: str) -> Any:
+    """An APScheduler CronTrigger from 5 fields (minute first) or 6 (seconds first)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expr.split()
+    names = (["second"] if len(fields) == 6 else []) + [
+        "minute", "hour", "day", "month", "day_of_week"]
+    return CronTrigger(**dict(zip(names, fields, strict=True)), timezone=timezone)
+
+
+class Lease:
+    """A row that one holder owns until ``expires_at``; others may take it after."""
+
+    def __init__(self, engine: sa.Engine, holder: str, *, ttl_s: float, name: str = LEASE,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.name = name
+        self.clock = clock
+        self.valid_until = 0.0
+
+    def acquire(self) -> bool:
+        """Take or renew the lease; True when this holder has it now."""
+        t = scheduler_leases
+        now = self.clock()
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.name == self.name,
+                       sa.or_(t.c.holder == self.holder, t.c.expires_at < now))
+                .values(holder=self.holder, expires_at=now + self.ttl_s,
+                        acquired_at=sa.case((t.c.holder == self.holder, t.c.acquired_at),
+                                            else_=now))
+            ).rowcount
+            if not done:
+                dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+                done = conn.execute(
+                    dialect.insert(t).values(name=self.name, holder=self.holder,
+                                             expires_at=now + self.ttl_s, acquired_at=now)
+                    .on_conflict_do_nothing(index_elements=["name"])
+                ).rowcount
+        self.valid_until = now + self.ttl_s if done else 0.0
+        return bool(done)
+
+    def release(self) -> None:
+        t = scheduler_leases
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.name == self.name, t.c.holder == self.holder)
+                         .values(expires_at=0.0))
+        self.valid_until = 0.0
+
+    def holder_now(self) -> str | None:
+        t = scheduler_leases
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.holder, t.c.expires_at)
+                               .where(t.c.name == self.name)).first()
+        return row.holder if row is not None and row.expires_at >= self.clock() else None
+
+
+class JobMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.last_success = Gauge(
+            "inferwatch_job_last_success_timestamp_seconds",
+            "When each scheduled job last succeeded (Unix time).", ["job"], registry=r)
+        self.duration = Histogram(
+            "inferwatch_job_duration_seconds", "Run time of scheduled jobs.", ["job"],
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800), registry=r)
+        self.runs = Counter(
+            "inferwatch_job_runs_total", "Scheduled job runs, by result (ok, failed).",
+            ["job", "result"], registry=r)
+        self.failures = Counter(
+            "inferwatch_job_failures_total", "Scheduled job runs that failed.", ["job"],
+            registry=r)
+        self.leader = Gauge(
+            "inferwatch_scheduler_leader", "1 when this replica holds the scheduler lease.",
+            registry=r)
+
+
+@dataclass
+class JobContext:
+    """What a job gets: the config, the store, the clock and a way to alert."""
+
+    config: Config
+    store: Store
+    instance_id: str
+    clock: Callable[[], float] = time.time
+
+    def emit(self, *, detector: str, kind: str, severity: str, model: str, model_version: str,
+             subject: dict[str, str], summary: str, evidence: dict[str, Any],
+             status: str = "firing", keep: bool = False) -> dict[str, Any]:
+        """Send an alert record through the normal path (the outbox, delivered by the
+        daemon's dispatcher to every sink). ``keep`` also stores it in ``alerts``
+        (a condition that holds until resolved), otherwise it is a one-off notice."""
+        now = self.clock()
+        fp = fingerprint(detector, model, subject)
+        previous = self.firing_alert(fp)
+        alert = Alert(fingerprint=fp, detector=detector, kind=kind, severity=severity,
+                      status=status, model=model, model_version=model_version,
+                      subject=dict(subject), summary=summary,
+                      first_seen=previous.first_seen if previous else now, last_seen=now,
+                      count=previous.count + 1 if previous else 1, evidence=evidence)
+        record = alert.record()
+        raw = canonical_json(record).decode()
+        stored = []
+        meta: dict[str, dict[str, Any]] = {}
+        if keep or previous is not None:
+            stored = [StoredAlert(fp, alert.status, raw, pickle.dumps(alert))]
+            meta[fp] = {"alert_id": alert.id, "detector": detector, "kind": kind,
+                        "severity": severity, "model": model, "first_seen": alert.first_seen,
+                        "last_seen": now}
+        self.store.save_checkpoint(self.instance_id, {}, [(fp, raw)], stored, meta)
+        return record
+
+    def firing_alert(self, fp: str) -> Alert | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(sa.select(alerts.c.state).where(
+                alerts.c.fingerprint == fp, alerts.c.status == "firing")).first()
+        return None if row is None else pickle.loads(row.state)
+
+
+JobFunc = Callable[[JobContext, float], str]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    cron: str
+    func: JobFunc
+
+
+def default_jobs(config: Config) -> dict[str, Job]:
+    from monitor import compare, drift_report
+
+    j = config.jobs
+    jobs = [Job("cleanup", j.cleanup.cron, cleanup_job)]
+    if j.compare.enabled:
+        jobs.append(Job("compare", j.compare.cron, compare.compare_job))
+        if j.compare.released_versions:
+            jobs.append(Job("versions", j.compare.versions_cron, compare.versions_job))
+    if j.drift_report.enabled:
+        jobs.append(Job("drift_report", j.drift_report.cron, drift_report.report_job))
+    return {job.name: job for job in jobs}
+
+
+def cleanup_job(ctx: JobContext, now: float) -> str:
+    from monitor import summaries
+
+    s = ctx.config.jobs.summaries
+    deleted = summaries.delete_before(ctx.store.engine, now - s.retention_days * 86400)
+    merged = summaries.compact(ctx.store.engine, now - s.compact_after_s, s.sample_size)
+    if not deleted and not merged:
+        return "cleanup: nothing to remove"
+    return (f"cleanup: removed {deleted} summary row(s) older than {s.retention_days:g} days, "
+            f"merged {merged} partition row(s) into their buckets")
+
+
+_SERVICES: dict[str, JobService] = {}
+
+
+def _run_scheduled(key: str, name: str) -> None:
+    """What APScheduler calls (a module-level function: its job store pickles a reference)."""
+    service = _SERVICES.get(key)
+    if service is None:
+        log.warning("job %s: its scheduler is gone; skipped", name)
+        return
+    service.run_scheduled(name)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: str
+    ok: bool
+    message: str
+    duration_s: float
+
+
+class JobService:
+    """The lease loop and, while this replica holds the lease, the APScheduler."""
+
+    def __init__(self, config: Config, store: Store, *, registry: CollectorRegistry | None = None,
+                 instance_id: str | None = None, jobs: dict[str, Job] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.instance_id = instance_id or config.instance_id
+        self.jobs = default_jobs(config) if jobs is None else jobs
+        self.clock = clock
+        self.metrics = JobMetrics(registry)
+        self.lease = Lease(store.engine, self.instance_id, ttl_s=config.jobs.lease_ttl_s,
+                           clock=clock)
+        self.ctx = JobContext(config, store, self.instance_id, clock)
+        self.key = uuid.uuid4().hex
+        self.scheduler: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        _SERVICES[self.key] = self
+        self._thread = threading.Thread(target=self._loop, name="jobs-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._stop_scheduler()
+        if self.lease.valid_until:
+            try:
+                self.lease.release()
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("could not release the scheduler lease: %s", exc)
+        _SERVICES.pop(self.key, None)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.config.jobs.lease_ttl_s / 3)
+
+    def tick(self) -> bool:
+        """Take or renew the lease; start or stop the scheduler to match."""
+        try:
+            held = self.lease.acquire()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("scheduler lease: store unreachable (%s)", str(exc).splitlines()[0])
+            held = self.clock() < self.lease.valid_until - self.config.jobs.lease_ttl_s / 3
+        self.metrics.leader.set(1 if held else 0)
+        if held and self.scheduler is None and not self._stop.is_set():
+            log.info("%s holds the scheduler lease: running %s", self.instance_id,
+                     ", ".join(sorted(self.jobs)) or "no jobs")
+            self._start_scheduler()
+        elif not held and self.scheduler is not None:
+            log.info("%s lost the scheduler lease: jobs stop here", self.instance_id)
+            self._stop_scheduler()
+        return held
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        j = self.config.jobs
+        with self._lock:
+            sched = BackgroundScheduler(
+                jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine,
+                                                         tablename=JOB_TABLE)},
+                executors={"default": ThreadPoolExecutor(1)},
+                job_defaults={"coalesce": j.coalesce, "misfire_grace_time": int(j.misfire_grace_s),
+                              "max_instances": 1},
+                timezone=j.timezone,
+            )
+            sched.start(paused=True)
+            stored = {job.id: job for job in sched.get_jobs()}
+            for name, job in self.jobs.items():
+                trigger = cron_trigger(job.cron, j.timezone)
+                old = stored.pop(name, None)
+                extra: dict[str, Any] = {}
+                if old is not None and str(old.trigger) == str(trigger) and old.next_run_time:
+                    extra["next_run_time"] = old.next_run_time  # keep a missed run's time
+                sched.add_job(_run_scheduled, trigger, id=name, name=name, args=[self.key, name],
+                              replace_existing=True, **extra)
+            for name in stored:
+                sched.remove_job(name)
+            sched.resume()
+            self.scheduler = sched
+
+    def _stop_scheduler(self) -> None:
+        with self._lock:
+            sched, self.scheduler = self.scheduler, None
+        if sched is not None:
+            sched.shutdown(wait=False)
+
+    # -- running ----------------------------------------------------------------------
+    def run_scheduled(self, name: str) -> JobResult | None:
+        """A scheduled run: only while this replica still holds the lease."""
+        try:
+            held = self.lease.acquire()
+        except sa.exc.SQLAlchemyError:
+            held = False
+        if not held:
+            log.warning("job %s skipped: %s no longer holds the scheduler lease", name,
+                        self.instance_id)
+            threading.Thread(target=self._stop_scheduler, daemon=True).start()
+            return None
+        return self.run_job(name)
+
+    def run_job(self, name: str, now: float | None = None) -> JobResult:
+        """Run one job now (scheduled or by hand), record the outcome, alert on the
+        first failure and resolve on the next success."""
+        job = self.jobs[name]
+        started = time.monotonic()
+        at = self.clock() if now is None else now
+        try:
+            message = job.func(self.ctx, at)
+            ok = True
+        except Exception as exc:  # a failing job must not stop the daemon
+            log.exception("job %s failed", name)
+            message = f"{type(exc).__name__}: {exc}"
+            ok = False
+        duration = time.monotonic() - started
+        self.metrics.duration.labels(name).observe(duration)
+        self.metrics.runs.labels(name, "ok" if ok else "failed").inc()
+        if ok:
+            self.metrics.last_success.labels(name).set(self.clock())
+            log.info("job %s: %s (%.1fs)", name, message, duration)
+        else:
+            self.metrics.failures.labels(name).inc()
+        before = self._record(name, ok, message, duration)
+        try:
+            self._alert_on_change(name, ok, before, message)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("job %s: could not store its failure alert (%s)", name, exc)
+        return JobResult(name, ok, message, duration)
+
+    def _record(self, name: str, ok: bool, message: str, duration: float) -> int:
+        """Update ``job_status``; returns the consecutive failures before this run."""
+        t = job_status
+        now = self.clock()
+        with self.store.engine.begin() as conn:
+            row = conn.execute(sa.select(t).where(t.c.job == name)).first()
+            before = row.consecutive_failures if row is not None else 0
+            values = {
+                "runs": (row.runs if row else 0) + 1,
+                "failures": (row.failures if row else 0) + (0 if ok else 1),
+                "consecutive_failures": 0 if ok else before + 1,
+                "last_run_at": now, "last_duration_s": duration, "last_message": message[:4000],
+                "last_runner": self.instance_id,
+                ("last_success_at" if ok else "last_failure_at"): now,
+            }
+            if row is None:
+                conn.execute(t.insert().values(job=name, **values))
+            else:
+                conn.execute(t.update().where(t.c.job == name).values(**values))
+        return before
+
+    def _alert_on_change(self, name: str, ok: bool, failures_before: int, message: str) -> None:
+        subject = {"job": name}
+        if not ok and failures_before == 0:
+            self.ctx.emit(detector="jobs.failed", kind="version_regression"
+                          if name in ("compare", "versions") else "drift", severity="warning",
+                          model="inferwatch", model_version="", subject=subject,
+                          summary=f"Scheduled job {name} failed: {message[:300]}",
+                          evidence={"job": name, "error": message[:1000]}, keep=True)
+        elif ok and failures_before > 0:
+            self.ctx.emit(detector="jobs.failed", kind="version_regression"
+                          if name in ("compare", "versions") else "drift", severity="info",
+                          model="inferwatch", model_version="", subject=subject,
+                          summary=f"Scheduled job {name} works again after "
+                                  f"{failures_before} failed run(s).",
+                          evidence={"job": name, "failed_runs": failures_before},
+                          status="resolved", keep=True)
+
+
+def status_rows(store: Store) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(job_status)
+                                                       .order_by(job_status.c.job))]
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")

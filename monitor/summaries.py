@@ -1,0 +1,474 @@
+"""Window summaries: what the scheduled jobs read instead of re-reading Kafka.
+
+Per (model, version, time bucket) a ``Summary`` holds the event count, a
+log-bucketed quantile sketch per numeric feature (DDSketch-style, ~2 % relative
+accuracy), value counts per categorical feature, predicted-class counts (or a
+sketch for numeric predictions), a confidence histogram, a latency sketch,
+label agreement when labels are present, and a bounded uniform sample of
+events: the ``sample_size`` events with the smallest hash of their
+``request_id`` (a bottom-k sample). Every part merges by addition (the sample:
+union, keep the k smallest hashes), so replicas' and partitions' contributions
+combine in any order, and a bottom-k sample of two versions keyed by the same
+``request_id`` shows the requests both scored (shadow traffic).
+
+The pipeline folds each polled batch into a per-partition *delta*; the
+checkpoint merges the deltas into the partition's rows of ``window_summaries``
+in the same transaction as the partition's offsets (see
+``monitor.checkpoint``). After ``kill -9`` the un-checkpointed delta is lost
+together with the offsets, the events are read again, and the stored counts
+equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import pickle
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from detectors.event import Event
+from monitor.store import window_summaries
+
+GAMMA = 1.04  # sketch bucket ratio: values within ~2 % of each other share a bucket
+_LOG_GAMMA = math.log(GAMMA)
+_MIN_ABS = 1e-9
+_OFFSET = 1000  # keeps bucket keys of |x| >= 1e-9 positive; the sign is the key's sign
+CONF_BINS = 100
+OTHER = "__other__"
+
+
+class Sketch:
+    """A mergeable quantile sketch of one numeric quantity (bucket key -> count),
+    plus the exact count, missing count, sum, sum of squares, min and max.
+
+    >>> s = Sketch(); s.add(np.arange(1.0, 101.0))
+    >>> round(s.quantile(0.5)), s.n, round(s.mean, 1)
+    (50, 100, 50.5)
+    """
+
+    __slots__ = ("buckets", "max", "min", "missing", "n", "sum", "sumsq")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.n = 0
+        self.missing = 0
+        self.sum = 0.0
+        self.sumsq = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def __getstate__(self) -> tuple:
+        return (self.buckets, self.n, self.missing, self.sum, self.sumsq, self.min, self.max)
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.buckets, self.n, self.missing, self.sum, self.sumsq, self.min, self.max) = state
+
+    def add(self, values: np.ndarray) -> None:
+        missing = np.isnan(values)
+        self.missing += int(missing.sum())
+        x = values[~missing]
+        if not x.size:
+            return
+        self.n += int(x.size)
+        self.sum += float(x.sum())
+        self.sumsq += float((x * x).sum())
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+        keys = _keys(x)
+        uniq, counts = np.unique(keys, return_counts=True)
+        b = self.buckets
+        for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+            b[k] = b.get(k, 0) + c
+
+    def merge(self, other: Sketch) -> None:
+        b = self.buckets
+        for k, c in other.buckets.items():
+            b[k] = b.get(k, 0) + c
+        self.n += other.n
+        self.missing += other.missing
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.n if self.n else math.nan
+
+    @property
+    def std(self) -> float:
+        if self.n < 2:
+            return math.nan
+        var = (self.sumsq - self.sum * self.sum / self.n) / (self.n - 1)
+        return math.sqrt(max(var, 0.0))
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket values (ascending) and their counts."""
+        if not self.buckets:
+            return np.zeros(0), np.zeros(0)
+        keys = np.fromiter(self.buckets, dtype=np.int64, count=len(self.buckets))
+        counts = np.fromiter(self.buckets.values(), dtype=float, count=len(self.buckets))
+        values = _values(keys)
+        order = np.argsort(values, kind="stable")
+        return values[order], counts[order]
+
+    def quantile(self, q: float) -> float:
+        values, counts = self.points()
+        if not counts.size:
+            return math.nan
+        cum = np.cumsum(counts)
+        i = int(np.searchsorted(cum, q * cum[-1], side="left"))
+        return float(np.clip(values[min(i, len(values) - 1)], self.min, self.max))
+
+
+def _keys(x: np.ndarray) -> np.ndarray:
+    a = np.abs(x)
+    small = a < _MIN_ABS
+    with np.errstate(divide="ignore"):
+        idx = np.ceil(np.log(np.where(small, 1.0, a)) / _LOG_GAMMA).astype(np.int64) + _OFFSET
+    return np.where(small, 0, np.where(x < 0, -idx, idx))
+
+
+def _values(keys: np.ndarray) -> np.ndarray:
+    mag = 2.0 * GAMMA ** (np.abs(keys) - _OFFSET) / (GAMMA + 1.0)
+    return np.where(keys == 0, 0.0, np.sign(keys) * mag)
+
+
+def _count_into(target: dict[str, int], values: Iterable[Any], cap: int) -> None:
+    for v, c in Counter(values).items():
+        key = str(v)
+        if key not in target and len(target) >= cap:
+            key = OTHER
+        target[key] = target.get(key, 0) + c
+
+
+class Summary:
+    """Everything the jobs need about one (model, version, bucket); merges by addition."""
+
+    __slots__ = ("categories", "classes", "confidence", "correct", "features", "first_ts",
+                 "labelled", "last_ts", "latency", "n", "prediction", "sample")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.features: dict[str, Sketch] = {}
+        self.categories: dict[str, dict[str, int]] = {}
+        self.classes: dict[str, int] = {}
+        self.prediction = Sketch()  # numeric predictions (regression)
+        self.confidence = np.zeros(CONF_BINS, dtype=np.int64)
+        self.latency = Sketch()
+        self.labelled = 0
+        self.correct = 0
+        self.first_ts = math.inf
+        self.last_ts = -math.inf
+        # bottom-k: (hash, request_id, ts, features, prediction, confidence, latency_ms)
+        self.sample: list[tuple] = []
+
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state: dict) -> None:
+        for k in self.__slots__:
+            setattr(self, k, state[k])
+
+    # -- collection -----------------------------------------------------------------
+    def add_events(self, events: Sequence[Event], *, sample_size: int,
+                   max_categories: int) -> None:
+        """Fold a batch of one (model, version, bucket)'s events in, mostly in numpy."""
+        if not events:
+            return
+        self.n += len(events)
+        ts = [e.ts for e in events]
+        self.first_ts = min(self.first_ts, *ts)
+        self.last_ts = max(self.last_ts, *ts)
+        feats = [e.features or {} for e in events]
+        names: dict[str, None] = {}
+        for f in feats:
+            names.update(dict.fromkeys(f))
+        for name in names:
+            col = [f.get(name) for f in feats]
+            if name in self.categories:
+                numeric = None
+            else:
+                try:
+                    numeric = np.array(col, dtype=float)
+                except (TypeError, ValueError):
+                    numeric = None
+            if numeric is not None:
+                sketch = self.features.get(name)
+                if sketch is None:
+                    sketch = self.features[name] = Sketch()
+                sketch.add(numeric)
+            else:
+                cats = self.categories.setdefault(name, {})
+                _count_into(cats, (v for v in col if v is not None), max_categories)
+        preds = [e.prediction for e in events if e.prediction is not None]
+        num_preds = [p for p in preds if isinstance(p, int | float) and not isinstance(p, bool)]
+        if num_preds:
+            self.prediction.add(np.asarray(num_preds, dtype=float))
+        if len(num_preds) < len(preds):
+            _count_into(self.classes, (p for p in preds if isinstance(p, str | bool)),
+                        max_categories)
+        conf = np.array([e.confidence for e in events], dtype=float)
+        conf = conf[~np.isnan(conf)]
+        if conf.size:
+            idx = np.clip((conf * CONF_BINS).astype(np.int64), 0, CONF_BINS - 1)
+            self.confidence += np.bincount(idx, minlength=CONF_BINS)
+        self.latency.add(np.array([e.latency_ms for e in events], dtype=float))
+        for e in events:
+            if e.label is not None and e.prediction is not None:
+                self.labelled += 1
+                self.correct += str(e.label) == str(e.prediction)
+        self._sample(events, sample_size)
+
+    def _sample(self, events: Sequence[Event], k: int) -> None:
+        if k <= 0:
+            return
+        # max-heap on the hash; the sequence number keeps ties from comparing dicts
+        heap = [(-s[0], i, s[1:]) for i, s in enumerate(self.sample)]
+        heapq.heapify(heap)
+        seq = len(heap)
+        limit = -heap[0][0] if len(heap) >= k else 1 << 32
+        for e in events:
+            rid = e.request_id
+            h = zlib.crc32(rid.encode() if rid is not None else msgspec.json.encode(e))
+            if h >= limit:
+                continue
+            seq += 1
+            entry = (-h, seq, (rid, e.ts, e.features, e.prediction, e.confidence, e.latency_ms))
+            if len(heap) < k:
+                heapq.heappush(heap, entry)
+            else:
+                heapq.heapreplace(heap, entry)
+            if len(heap) >= k:
+                limit = -heap[0][0]
+        self.sample = sorted(((-nh, *item) for nh, _, item in heap), key=_sample_key)
+
+    # -- merging --------------------------------------------------------------------
+    def merge(self, other: Summary, *, sample_size: int | None = None) -> Summary:
+        """Add ``other`` into this summary (in place) and return it."""
+        self.n += other.n
+        for name, sk in other.features.items():
+            mine = self.features.get(name)
+            if mine is None:
+                mine = self.features[name] = Sketch()
+            mine.merge(sk)
+        for name, cats in other.categories.items():
+            mine_c = self.categories.setdefault(name, {})
+            for v, c in cats.items():
+                mine_c[v] = mine_c.get(v, 0) + c
+        for v, c in other.classes.items():
+            self.classes[v] = self.classes.get(v, 0) + c
+        self.prediction.merge(other.prediction)
+        self.confidence = self.confidence + other.confidence
+        self.latency.merge(other.latency)
+        self.labelled += other.labelled
+        self.correct += other.correct
+        self.first_ts = min(self.first_ts, other.first_ts)
+        self.last_ts = max(self.last_ts, other.last_ts)
+        merged = heapq.merge(self.sample, other.sample, key=_sample_key)
+        self.sample = list(merged)
+        if sample_size is not None:
+            self.sample = self.sample[:sample_size]
+        return self
+
+    # -- storage --------------------------------------------------------------------
+    def encode(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 3)
+
+    @staticmethod
+    def decode(payload: bytes) -> Summary:
+        obj = pickle.loads(zlib.decompress(payload))
+        assert isinstance(obj, Summary)
+        return obj
+
+
+def _sample_key(item: tuple) -> tuple:
+    return (item[0], item[1] or "", item[2])
+
+
+def merge_all(summaries: Iterable[Summary], *, sample_size: int | None = None) -> Summary:
+    out = Summary()
+    for s in summaries:
+        out.merge(s, sample_size=sample_size)
+    return out
+
+
+Key = tuple[str, str, float]  # (model, version, bucket_start)
+
+
+class SummaryCollector:
+    """Per-partition deltas since the last checkpoint, folded once per batch."""
+
+    def __init__(self, *, bucket_s: float, sample_size: int, max_categories: int,
+                 enabled: bool = True) -> None:
+        self.bucket_s = bucket_s
+        self.sample_size = sample_size
+        self.max_categories = max_categories
+        self.enabled = enabled
+        self.deltas: dict[Any, dict[Key, Summary]] = {}
+
+    def add(self, pid: Any, events: Sequence[Event]) -> None:
+        if not self.enabled or not events:
+            return
+        width = self.bucket_s
+        groups: dict[Key, list[Event]] = defaultdict(list)
+        for e in events:
+            groups[(e.model, e.model_version, math.floor(e.ts / width) * width)].append(e)
+        deltas = self.deltas.setdefault(pid, {})
+        for key, evs in groups.items():
+            s = deltas.get(key)
+            if s is None:
+                s = deltas[key] = Summary()
+            s.add_events(evs, sample_size=self.sample_size, max_categories=self.max_categories)
+
+    def take(self, pids: Iterable[Any]) -> dict[Any, dict[Key, Summary]]:
+        """The deltas of ``pids``, to be written by a checkpoint (then ``committed``)."""
+        return {pid: self.deltas[pid] for pid in pids if self.deltas.get(pid)}
+
+    def committed(self, taken: dict[Any, dict[Key, Summary]]) -> None:
+        for pid, deltas in taken.items():
+            if self.deltas.get(pid) is deltas:
+                del self.deltas[pid]
+
+    def release(self, pid: Any) -> None:
+        """Forget a partition's unsaved delta (its next owner re-reads those events)."""
+        self.deltas.pop(pid, None)
+
+
+def write_deltas(conn: Connection, scopes: dict[Any, str],
+                 taken: dict[Any, dict[Key, Summary]], bucket_s: float,
+                 sample_size: int) -> None:
+    """Merge deltas into their partition rows, inside the checkpoint's transaction.
+
+    A row is updated only at the revision read (optimistic concurrency with the
+    compaction in ``cleanup``): when the row vanished meanwhile, the delta is
+    inserted on its own, so nothing is counted twice."""
+    t = window_summaries
+    now = datetime.now(UTC)
+    for pid, deltas in taken.items():
+        scope = scopes[pid]
+        for (model, version, bucket), delta in deltas.items():
+            row = conn.execute(
+                sa.select(t.c.id, t.c.rev, t.c.payload).where(
+                    t.c.model == model, t.c.model_version == version,
+                    t.c.bucket_start == bucket, t.c.scope == scope)
+            ).first()
+            if row is not None:
+                merged = Summary.decode(row.payload).merge(delta, sample_size=sample_size)
+                done = conn.execute(
+                    t.update().where(t.c.id == row.id, t.c.rev == row.rev).values(
+                        payload=merged.encode(), n=merged.n, rev=row.rev + 1, updated_at=now)
+                ).rowcount
+                if done:
+                    continue
+            conn.execute(t.insert().values(
+                model=model, model_version=version, bucket_start=bucket, bucket_s=bucket_s,
+                scope=scope, n=delta.n, rev=0, payload=delta.encode(), updated_at=now))
+
+
+# -- reading --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bucket:
+    model: str
+    version: str
+    start: float
+    summary: Summary
+
+
+def load_buckets(engine: sa.Engine, model: str | None, since: float, until: float,
+                 *, version: str | None = None, sample_size: int | None = None) -> list[Bucket]:
+    """Merged summaries per (model, version, bucket) with since <= bucket start < until."""
+    t = window_summaries
+    q = sa.select(t.c.model, t.c.model_version, t.c.bucket_start, t.c.payload).where(
+        t.c.bucket_start >= since, t.c.bucket_start < until)
+    if model is not None:
+        q = q.where(t.c.model == model)
+    if version is not None:
+        q = q.where(t.c.model_version == version)
+    merged: dict[tuple[str, str, float], Summary] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            key = (r.model, r.model_version, r.bucket_start)
+            s = Summary.decode(r.payload)
+            if key in merged:
+                merged[key].merge(s, sample_size=sample_size)
+            else:
+                merged[key] = s
+    return [Bucket(m, v, b, s) for (m, v, b), s in sorted(merged.items())]
+
+
+def version_traffic(engine: sa.Engine, since: float, until: float) -> dict[str, dict[str, dict]]:
+    """Per model, per version: events, first and last bucket start, in a time range."""
+    t = window_summaries
+    q = (sa.select(t.c.model, t.c.model_version, sa.func.sum(t.c.n).label("n"),
+                   sa.func.min(t.c.bucket_start).label("first"),
+                   sa.func.max(t.c.bucket_start).label("last"))
+         .where(t.c.bucket_start >= since, t.c.bucket_start < until)
+         .group_by(t.c.model, t.c.model_version))
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            out[r.model][r.model_version] = {"n": int(r.n or 0), "first": float(r.first),
+                                             "last": float(r.last)}
+    return dict(out)
+
+
+def first_bucket(engine: sa.Engine, model: str) -> float | None:
+    t = window_summaries
+    with engine.connect() as conn:
+        v = conn.execute(sa.select(sa.func.min(t.c.bucket_start)).where(t.c.model == model)).scalar()
+    return None if v is None else float(v)
+
+
+def delete_before(engine: sa.Engine, cutoff: float) -> int:
+    t = window_summaries
+    with engine.begin() as conn:
+        return int(conn.execute(t.delete().where(t.c.bucket_start < cutoff)).rowcount or 0)
+
+
+def compact(engine: sa.Engine, before: float, sample_size: int) -> int:
+    """Merge the partition rows of each closed bucket (start < ``before``) into one row
+    (scope ``*``). Rows changed meanwhile by a checkpoint abort that bucket's merge;
+    the next run retries it. Returns the number of rows removed."""
+    t = window_summaries
+    with engine.connect() as conn:
+        keys = conn.execute(
+            sa.select(t.c.model, t.c.model_version, t.c.bucket_start, t.c.bucket_s)
+            .where(t.c.bucket_start < before)
+            .group_by(t.c.model, t.c.model_version, t.c.bucket_start, t.c.bucket_s)
+            .having(sa.func.count() > 1)
+        ).all()
+    removed = 0
+    for model, version, bucket, bucket_s in keys:
+        try:
+            with engine.begin() as conn:
+                rows = conn.execute(sa.select(t.c.id, t.c.rev, t.c.payload).where(
+                    t.c.model == model, t.c.model_version == version,
+                    t.c.bucket_start == bucket)).all()
+                merged = merge_all((Summary.decode(r.payload) for r in rows),
+                                   sample_size=sample_size)
+                for r in rows:
+                    if not conn.execute(t.delete().where(t.c.id == r.id, t.c.rev == r.rev)).rowcount:
+                        raise _ChangedError
+                conn.execute(t.insert().values(
+                    model=model, model_version=version, bucket_start=bucket, bucket_s=bucket_s,
+                    scope="*", n=merged.n, rev=0, payload=merged.encode(),
+                    updated_at=datetime.now(UTC)))
+                removed += len(rows) - 1
+        except _ChangedError:
+            continue
+    return removed
+
+
+class _ChangedError(Exception):
+    pass

@@ -1,0 +1,125 @@
+"""Model-version comparison on stored summaries of seeded version pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from monitor.cli import main
+from monitor.compare import list_comparisons, run_comparisons
+from monitor.scheduler import JobContext, JobService
+from monitor.store import Store
+from tests.jobs.seeded import DAY, MONDAY, config, ingest, stream
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Three models: "same" (2.0 scores the same requests as 1.0, shadow traffic),
+    "slow" (2.0 is slower and less confident), "tiny" (2.0 has a handful of events)."""
+    tmp = tmp_path_factory.mktemp("compare")
+    url = f"sqlite:///{tmp / 'store.db'}"
+    cfg = config(url, str(tmp))
+    t0 = MONDAY + 2 * DAY
+    events = []
+    for model in ("same", "slow", "tiny"):
+        events += stream(model=model, version="1.0", start=t0, hours=24, per_hour=60, seed=5)
+    events += stream(model="same", version="2.0", start=t0, hours=24, per_hour=60,
+                     seed=5)  # the same requests, scored alike (shadow traffic)
+    events += stream(model="slow", version="2.0", start=t0 + 3600, hours=20, per_hour=60,
+                     seed=6, latency_scale=6.0, confidence_bias=-0.1, rid_prefix="s")
+    events += stream(model="tiny", version="2.0", start=t0 + 3600, hours=1, per_hour=20, seed=7)
+    ingest(cfg, events)
+    return url, str(tmp)
+
+
+def _ctx(url: str, tmp: str, **jobs: object) -> JobContext:
+    cfg = config(url, tmp, **jobs)
+    store = Store(url)
+    store.migrate()
+    return JobContext(cfg, store, "test")
+
+
+def test_comparison_verdicts_on_seeded_version_pairs(seeded: tuple[str, str]) -> None:
+    ctx = _ctx(*seeded)
+    now = MONDAY + 3 * DAY + 3600
+    results = {r["model"]: r for r in run_comparisons(ctx, now, post=False)}
+    assert set(results) == {"same", "slow", "tiny"}
+
+    same = results["same"]
+    assert (same["baseline"], same["candidate"], same["verdict"]) == ("1.0", "2.0",
+                                                                       "no_difference")
+    assert same["numbers"]["shadow"]["agreement"] == 1.0
+    assert same["numbers"]["shadow"]["shared_requests"] >= 100
+
+    slow = results["slow"]
+    assert slow["verdict"] == "worse"
+    assert any("latency p95" in r for r in slow["reasons"])
+    assert any("mean confidence" in r for r in slow["reasons"])
+    lat = slow["numbers"]["latency_ms"]
+    assert lat["2.0"]["p95"] > 1.5 * lat["1.0"]["p95"]
+
+    tiny = results["tiny"]
+    assert tiny["verdict"] == "unknown"
+    assert "fewer than 200" in tiny["reasons"][0]
+
+    stored = list_comparisons(ctx.store)
+    assert {(r["model"], r["verdict"]) for r in stored} == {
+        ("same", "no_difference"), ("slow", "worse"), ("tiny", "unknown")}
+
+
+def test_worse_verdict_is_posted_once_as_a_version_regression_alert(
+        seeded: tuple[str, str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    Path(tmp_path / "copy.db").write_bytes(Path(seeded[0].removeprefix("sqlite:///"))
+                                           .read_bytes())
+    ctx = _ctx(url, str(tmp_path))
+    now = MONDAY + 3 * DAY + 3600
+    run_comparisons(ctx, now, model="slow")
+    run_comparisons(ctx, now + 60, model="slow")
+    rows = [msgspec.json.decode(r.record) for r in ctx.store.outbox_after("x", limit=100)]
+    assert [(r["kind"], r["status"], r["count"]) for r in rows] == [
+        ("version_regression", "firing", 1), ("version_regression", "firing", 2)]
+    assert rows[0]["fingerprint"] == rows[1]["fingerprint"]  # one alert, updated
+    assert "WORSE" in rows[0]["summary"] and rows[0]["model_version"] == "2.0"
+    assert rows[0]["evidence"]["numbers"]["latency_ms"]["2.0"]["p95"] > 0
+
+
+def test_unannounced_version_alerts_once(seeded: tuple[str, str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    Path(tmp_path / "copy.db").write_bytes(Path(seeded[0].removeprefix("sqlite:///"))
+                                           .read_bytes())
+    ctx = _ctx(url, str(tmp_path), compare={"released_versions": {"same": ["1.0"],
+                                                                  "slow": ["1.0", "2.0"]}})
+    service = JobService(ctx.config, ctx.store, instance_id="test",
+                         clock=lambda: MONDAY + 3 * DAY)
+    assert "versions" in service.jobs
+    first = service.run_job("versions")
+    again = service.run_job("versions")
+    assert first.ok and first.message == "versions: unannounced same 2.0"
+    assert again.message == "versions: no unannounced model version"
+    rows = [msgspec.json.decode(r.record) for r in ctx.store.outbox_after("x", limit=100)]
+    assert len(rows) == 1
+    assert rows[0]["kind"] == "version_regression" and rows[0]["subject"] == {
+        "model_version": "2.0"}
+    assert "Unannounced version 2.0 of same" in rows[0]["summary"]
+
+
+def test_compare_command_prints_and_lists_verdicts(seeded: tuple[str, str], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    Path(tmp_path / "copy.db").write_bytes(Path(seeded[0].removeprefix("sqlite:///"))
+                                           .read_bytes())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"store": {"url": url}}))
+    assert main(["compare", "--config", str(cfg), "--model", "slow", "--baseline", "1.0",
+                 "--candidate", "2.0", "--since", "2026-01-07", "--until", "2026-01-08T01:00"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("worse") and "slow 2.0 looks WORSE than 1.0" in out
+    assert main(["compare", "--config", str(cfg), "--since", "2026-01-01",
+                 "--until", "2026-01-02"]) == 0
+    assert "no model had two versions live" in capsys.readouterr().out
+    assert main(["compare", "--config", str(cfg), "--list"]) == 0
+    assert "worse" in capsys.readouterr().out
