@@ -52,6 +52,10 @@ class Dispatcher:
             if self._retry_at.get(sink.name, 0.0) > now:
                 continue
             delivered += self._deliver_to(sink, now)
+        for sink in self.sinks:
+            tick = getattr(sink, "tick", None)  # the notifier: group timers, its send queue
+            if tick is not None:
+                tick()
         return delivered
 
     def _deliver_to(self, sink: Sink, now: float) -> int:
@@ -84,7 +88,10 @@ class Dispatcher:
 
     def _failed(self, sink: Sink, exc: DeliveryError, now: float) -> None:
         self._report(sink.name, exc.reason, 1)
-        if not exc.retryable:
+        if exc.reason == "standby":  # another replica holds the notifier lease
+            log.debug("%s: %s", sink.name, exc)
+            wait = exc.retry_after_s or 5.0
+        elif not exc.retryable:
             log.error("delivery to %s failed permanently (%s): %s; fix the sink's settings, "
                       "pending alerts stay in the outbox", sink.name, exc.reason, exc)
             wait = self.max_backoff_s

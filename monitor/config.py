@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from alerts.config import NotifyConfig
+
 ENV_PREFIX = "INFERWATCH_"
 SECRET_KEYS = {"sasl_password", "url", "token", "webhook_url", "ssl_password"}
 
@@ -209,7 +211,9 @@ class JsonlSinkConfig(_Section):
     path: str | None = None
 
 
-class AlertsConfig(_Section):
+class AlertsConfig(NotifyConfig):
+    """Sinks, plus receivers, routing and inhibition (``alerts.config.NotifyConfig``)."""
+
     console: ConsoleSinkConfig = ConsoleSinkConfig()
     jsonl: JsonlSinkConfig = JsonlSinkConfig()
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from alerts.notify import build_notifiers
+from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
 from monitor.checkpoint import Checkpointer
@@ -51,6 +52,8 @@ class Daemon:
         self.checkpointer = Checkpointer(self.store, self.pipeline, group=config.kafka.group_id,
                                          producer=config.instance_id)
         self.sinks = list(build_sinks(config) if sinks is None else sinks)
+        if sinks is None:
+            self.sinks.extend(build_notifiers(config, self.store, self.metrics))
         if sinks is None:
             self.sinks.extend(build_notifiers(config, self.store, self.metrics))
         self.dispatcher = Dispatcher(self.store, self.sinks, config.instance_id,

@@ -47,6 +47,27 @@ class Metrics:
             "inferwatch_notifications_total", "Alert records delivered by sink, by result.",
             ["sink", "result"], registry=r,
         )
+        # alert receivers (alerts/notify.py): Slack channels, webhooks
+        self.receiver_notifications = Counter(
+            "inferwatch_receiver_notifications_total",
+            "Notifications (Slack messages, webhook posts) by receiver and result: sent or the "
+            "failure reason (rate_limited, server_error, connection_error, invalid_auth, …).",
+            ["receiver", "result"], registry=r,
+        )
+        self.receiver_queue_depth = Gauge(
+            "inferwatch_receiver_queue_depth", "Notifications stored but not yet sent, by receiver.",
+            ["receiver"], registry=r,
+        )
+        self.receiver_delivery_seconds = Histogram(
+            "inferwatch_receiver_delivery_seconds",
+            "From queueing a notification (its group was due) to the receiver accepting it.",
+            ["receiver"], buckets=(0.1, 0.5, 1, 2.5, 10, 30, 60, 300, 900, 3600), registry=r,
+        )
+        self.receiver_blocked = Gauge(
+            "inferwatch_receiver_blocked",
+            "1 while a receiver is stopped by a permanent error (bad token, unknown channel).",
+            ["receiver"], registry=r,
+        )
         self.outbox_depth = Gauge(
             "inferwatch_outbox_depth", "Alert records stored but not yet delivered, by sink.",
             ["sink"], registry=r,

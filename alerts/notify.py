@@ -1,0 +1,489 @@
+"""The notifier: alert records → grouped, routed, silenced, rendered notifications
+→ receivers (Slack, webhooks), never losing one.
+
+It is a ``Sink`` of the outbox ``Dispatcher`` (one fleet-wide cursor). Each step
+is a store transaction, so a crash or a restart anywhere repeats at most the last
+step:
+
+1. ``send(records)`` (*ingest*): every record is routed (``alerts.routing``) and
+   stored per receiver in its group. Idempotent: the same record twice is a no-op.
+2. ``flush(now)``: for every group whose timer is due (``group_wait`` after its
+   first alert, then every ``group_interval``), decide what to tell — new alerts
+   (one message each, or one digest for more than ``digest_threshold``), repeats
+   past ``repeat_interval`` (thread replies), resolutions (the original message
+   edited, and a thread reply) and acknowledgements — skipping silenced and
+   inhibited alerts; the rendered notifications go into ``notify_queue``.
+3. ``deliver(now)``: each receiver's queue is sent in order; a retryable failure
+   (429 with Retry-After, 5xx, connection) waits with backoff and blocks only that
+   receiver; a permanent one (bad token, unknown channel) stops it with an error
+   line and ``inferwatch_receiver_blocked``; the queue stays.
+
+The last hop is at-least-once: if the process dies after Slack accepted a message
+and before the store recorded it, that one message is sent again on restart.
+
+The clock is injectable (``clock``: Unix seconds), so grouping, repeats and
+backoff are tested without waiting. One replica of the fleet sends: the holder
+of the ``notify_lease`` row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from alerts import db
+from alerts.config import NotifyConfig
+from alerts.matchers import labels_of, match_all, parse_all
+from alerts.receivers import (
+    Item,
+    JsonWebhookReceiver,
+    MessageRejectedError,
+    Receiver,
+    SlackReceiver,
+    SlackWebhookReceiver,
+)
+from alerts.routing import RouteTree
+from alerts.sinks import DeliveryError
+from alerts.slack import Renderer
+
+log = logging.getLogger(__name__)
+
+LEASE = "notifier"
+KEEP_SENT_S = 7 * 86400.0
+
+
+def _gid(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Notifier:
+    """Routes, groups and sends alert records to the configured receivers."""
+
+    local: ClassVar[bool] = False
+
+    def __init__(self, store: Any, config: NotifyConfig, receivers: Mapping[str, Receiver], *,
+                 instance: str = "local", metrics: Any = None,
+                 clock: Callable[[], float] = time.time, lease_ttl_s: float = 30.0) -> None:
+        self.name = "notifier"
+        self.engine = store.engine
+        self.config = config
+        self.tree = RouteTree(config.route)
+        self.inhibit = [(parse_all(r.source), parse_all(r.target), tuple(r.equal))
+                        for r in config.inhibit]
+        self.receivers = dict(receivers)
+        self.renderers = {
+            name: Renderer(mention=rc.mention, mention_severities=rc.mention_severities,
+                           post_feature_values=config.post_feature_values,
+                           raw_value_keys=config.raw_value_keys,
+                           cli_config_path=config.cli_config_path)
+            for name, rc in config.receivers.items()
+        }
+        self.instance = instance
+        self.metrics = metrics
+        self.clock = clock
+        self.lease_ttl_s = lease_ttl_s
+        self._next_tick = float("-inf")
+        self._next_cleanup = float("-inf")
+        self._retry_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._blocked: set[str] = set()
+
+    # -- Sink protocol (the outbox Dispatcher calls these) --------------------------
+    def send(self, records: Sequence[str]) -> None:
+        now = self.clock()
+        try:
+            if not self.has_lease(now):
+                raise DeliveryError("another replica sends the notifications", retryable=True,
+                                    retry_after_s=5 * self.config.tick_s, reason="standby")
+            self.ingest(records, now)
+        except sa.exc.SQLAlchemyError as exc:
+            raise DeliveryError(f"store: {type(exc).__name__}", retryable=True,
+                                reason="store_error") from exc
+
+    def delivered_prefix(self, records: Sequence[str]) -> int:
+        return 0  # ingest is idempotent
+
+    def tick(self) -> None:
+        """Flush due groups and send queued notifications (at most every ``tick_s``)."""
+        now = self.clock()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + self.config.tick_s
+        try:
+            if self.has_lease(now):
+                self.flush(now)
+                self.deliver(now)
+                if now >= self._next_cleanup:
+                    self._next_cleanup = now + 3600.0
+                    self.cleanup(now)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("notifier: store unavailable (%s); retrying", type(exc).__name__)
+
+    # -- lease ------------------------------------------------------------------------
+    def has_lease(self, now: float) -> bool:
+        lease = db.notify_lease
+        with self.engine.begin() as conn:
+            took = conn.execute(lease.update().where(
+                lease.c.name == LEASE,
+                sa.or_(lease.c.holder == self.instance, lease.c.expires_at < now),
+            ).values(holder=self.instance, expires_at=now + self.lease_ttl_s)).rowcount
+            if took:
+                return True
+            if conn.execute(sa.select(lease.c.name).where(lease.c.name == LEASE)).first():
+                return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(lease.insert().values(name=LEASE, holder=self.instance,
+                                                   expires_at=now + self.lease_ttl_s))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    # -- 1. ingest ----------------------------------------------------------------------
+    def ingest(self, records: Iterable[str], now: float) -> None:
+        na, ng = db.notify_alerts, db.notify_groups
+        with self.engine.begin() as conn:
+            for raw in records:
+                rec = json.loads(raw)
+                labels = labels_of(rec)
+                have = {r.receiver: r.record for r in conn.execute(
+                    sa.select(na.c.receiver, na.c.record).where(na.c.alert_id == rec["id"]))}
+                for route in self.tree.match(labels):
+                    rcv = route.receiver
+                    if rcv not in self.receivers or rcv in have or rec["status"] != "firing":
+                        continue
+                    gid = _gid(route.group_key(labels))
+                    conn.execute(na.insert().values(
+                        receiver=rcv, alert_id=rec["id"], fingerprint=rec["fingerprint"],
+                        group_id=gid, status=rec["status"], record=raw, ingested_at=now))
+                    have[rcv] = raw
+                    exists = conn.execute(sa.select(ng.c.group_id).where(
+                        ng.c.receiver == rcv, ng.c.group_id == gid)).first()
+                    if exists is None:
+                        conn.execute(ng.insert().values(
+                            receiver=rcv, group_id=gid, route_id=route.id,
+                            labels=json.dumps(route.group_labels(labels)), first_at=now,
+                            last_flush_at=None, open_digest=None, digest_n=0))
+                for rcv, old in have.items():
+                    if old != raw:
+                        conn.execute(na.update().where(na.c.receiver == rcv,
+                                                       na.c.alert_id == rec["id"])
+                                     .values(record=raw, status=rec["status"]))
+
+    # -- 2. flush -----------------------------------------------------------------------
+    def flush(self, now: float) -> int:
+        """Queue the notifications of every due group; how many were queued."""
+        active = [s for s in db.silences(self.engine, now) if s.active(now)]
+        acks = db.acks(self.engine)
+        queued = 0
+        with self.engine.begin() as conn:
+            firing = {}
+            for raw in conn.execute(sa.select(db.notify_alerts.c.record)
+                                    .where(db.notify_alerts.c.status == "firing")).scalars():
+                rec = json.loads(raw)
+                firing[rec["id"]] = labels_of(rec)
+            sources = [(target, equal, [lab for lab in firing.values() if match_all(src, lab)])
+                       for src, target, equal in self.inhibit]
+
+            def suppressed(rec: dict) -> bool:
+                if db.silenced_by(active, rec) is not None:
+                    return True
+                labels = labels_of(rec)
+                for target, equal, srcs in sources:
+                    if match_all(target, labels) and any(
+                            all(s.get(e, "") == labels.get(e, "") for e in equal)
+                            and s.get("id") != labels.get("id") for s in srcs):
+                        return True
+                return False
+
+            for g in conn.execute(sa.select(db.notify_groups)).all():
+                if g.receiver in self.receivers:
+                    queued += self._flush_group(conn, now, g, suppressed, acks)
+        return queued
+
+    def _flush_group(self, conn: Connection, now: float, g: Any,
+                     suppressed: Callable[[dict], bool], acks: Mapping[str, db.Ack]) -> int:
+        na, ng = db.notify_alerts, db.notify_groups
+        rcv, gid = g.receiver, g.group_id
+        route = self.tree.route(g.route_id)
+        render = self.renderers.get(rcv) or Renderer()
+        threads = self.receivers[rcv].threads
+        group = json.loads(g.labels)
+        rows = conn.execute(sa.select(na).where(na.c.receiver == rcv, na.c.group_id == gid)
+                            .order_by(na.c.ingested_at, na.c.alert_id)).all()
+        recs = {r.alert_id: json.loads(r.record) for r in rows}
+        queue: list[dict[str, Any]] = []
+
+        def enqueue(action: str, reason: str, message: dict, alerts: list[dict], *,
+                    key: str | None = None, parent: str | None = None) -> None:
+            queue.append({"receiver": rcv, "action": action, "reason": reason,
+                          "message_key": key, "parent_key": parent, "created_at": now,
+                          "payload": json.dumps({"message": message, "alerts": alerts,
+                                                 "group": group})})
+
+        def ack_of(alert_id: str) -> dict | None:
+            a = acks.get(alert_id)
+            return None if a is None else {"acked_by": a.acked_by, "comment": a.comment}
+
+        # acknowledgements are told at once, whatever the group timers say
+        for r in rows:
+            a = acks.get(r.alert_id)
+            if a is not None and a.announced_at is None and r.notified_status == "firing":
+                msg = render.reply("ack", [recs[r.alert_id]], ack_of(r.alert_id))
+                enqueue("reply", "ack", msg, [recs[r.alert_id]], parent=r.parent_key)
+                conn.execute(db.alert_acks.update().where(db.alert_acks.c.alert_id == r.alert_id)
+                             .values(announced_at=now))
+
+        due = (g.first_at + route.group_wait_s if g.last_flush_at is None
+               else g.last_flush_at + route.group_interval_s)
+        if now >= due:
+            new = [r for r in rows if r.status == "firing" and r.notified_status is None
+                   and not suppressed(recs[r.alert_id])]
+            repeats = [r for r in rows if r.status == "firing" and r.notified_status == "firing"
+                       and r.alert_id not in acks and not suppressed(recs[r.alert_id])
+                       and now - (r.last_notified_at or now) >= route.repeat_interval_s]
+            resolved = [r for r in rows if r.status == "resolved"
+                        and r.notified_status == "firing"]
+            parents: dict[str, str | None] = {r.alert_id: r.parent_key for r in rows}
+            status = {r.alert_id: r.notified_status for r in rows}
+            open_digest, digest_n = g.open_digest, g.digest_n
+            touched: set[str] = set()
+
+            if new:
+                reason = "first" if g.last_flush_at is None else "new"
+                if open_digest is None and len(new) > self.config.digest_threshold:
+                    digest_n += 1
+                    open_digest = f"digest:{rcv}:{gid}:{digest_n}"
+                    for r in new:
+                        parents[r.alert_id] = open_digest
+                    members = [recs[a] for a, p in parents.items() if p == open_digest]
+                    enqueue("post", reason, render.digest(group, members), members,
+                            key=open_digest)
+                elif open_digest is not None:
+                    for r in new:
+                        parents[r.alert_id] = open_digest
+                    added = [recs[r.alert_id] for r in new]
+                    enqueue("reply", "new", render.reply("new", added), added, parent=open_digest)
+                    touched.add(open_digest)
+                else:
+                    for r in new:
+                        key = f"alert:{rcv}:{r.alert_id}"
+                        parents[r.alert_id] = key
+                        enqueue("post", reason, render.alert(recs[r.alert_id],
+                                                             ack=ack_of(r.alert_id)),
+                                [recs[r.alert_id]], key=key)
+                for r in new:
+                    status[r.alert_id] = "firing"
+                    conn.execute(na.update().where(na.c.receiver == rcv,
+                                                   na.c.alert_id == r.alert_id)
+                                 .values(notified_status="firing", last_notified_at=now,
+                                         parent_key=parents[r.alert_id]))
+
+            for parent, batch in _by_parent(repeats).items():
+                items = [recs[r.alert_id] for r in batch]
+                enqueue("reply", "repeat", render.reply("repeat", items), items, parent=parent)
+                conn.execute(na.update().where(na.c.receiver == rcv, na.c.alert_id.in_(
+                    [r.alert_id for r in batch])).values(last_notified_at=now))
+
+            for parent, batch in _by_parent(resolved).items():
+                items = [recs[r.alert_id] for r in batch]
+                if parent is not None and parent.startswith("alert:"):
+                    rec = items[0]
+                    if threads:
+                        enqueue("update", "resolved", render.alert(rec, ack=ack_of(rec["id"])),
+                                items, parent=parent)
+                        enqueue("reply", "resolved", render.reply("resolved", items), items,
+                                parent=parent)
+                    else:
+                        enqueue("post", "resolved", render.alert(rec), items)
+                else:
+                    enqueue("reply", "resolved", render.reply("resolved", items), items,
+                            parent=parent)
+                    if parent is not None:
+                        touched.add(parent)
+                for r in batch:
+                    status[r.alert_id] = "resolved"
+                conn.execute(na.update().where(na.c.receiver == rcv, na.c.alert_id.in_(
+                    [r.alert_id for r in batch])).values(notified_status="resolved"))
+
+            for digest in sorted(touched):
+                members = [recs[a] for a, p in parents.items()
+                           if p == digest and status.get(a) is not None]
+                if threads:
+                    enqueue("update", "digest", render.digest(group, members), members,
+                            parent=digest)
+                if digest == open_digest and all(m["status"] == "resolved" for m in members):
+                    open_digest = None
+
+            # resolved before anyone was told (a flap inside group_wait, or silenced)
+            conn.execute(na.delete().where(na.c.receiver == rcv, na.c.group_id == gid,
+                                           na.c.status == "resolved",
+                                           na.c.notified_status.is_(None)))
+            values: dict[str, Any] = {"open_digest": open_digest, "digest_n": digest_n}
+            if queue:
+                values["last_flush_at"] = now
+            conn.execute(ng.update().where(ng.c.receiver == rcv, ng.c.group_id == gid)
+                         .values(**values))
+            still = conn.execute(sa.select(sa.func.count()).select_from(na).where(
+                na.c.receiver == rcv, na.c.group_id == gid, na.c.status == "firing")).scalar()
+            if not still:
+                # the episode of this group is over: the next alert starts a fresh group
+                conn.execute(na.delete().where(na.c.receiver == rcv, na.c.group_id == gid))
+                conn.execute(ng.delete().where(ng.c.receiver == rcv, ng.c.group_id == gid))
+        if queue:
+            conn.execute(db.notify_queue.insert(), queue)
+        return len(queue)
+
+    # -- 3. deliver ---------------------------------------------------------------------
+    def deliver(self, now: float | None = None) -> int:
+        """Send queued notifications in order, per receiver; how many were sent."""
+        now = self.clock() if now is None else now
+        sent = 0
+        for name, receiver in self.receivers.items():
+            if self._retry_at.get(name, float("-inf")) <= now:
+                sent += self._deliver_to(name, receiver, now)
+            if self.metrics is not None:
+                self.metrics.receiver_queue_depth.labels(name).set(self.queue_depth(name))
+        return sent
+
+    def queue_depth(self, receiver: str) -> int:
+        q = db.notify_queue
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(q).where(
+                q.c.receiver == receiver, q.c.sent_at.is_(None))).scalar() or 0)
+
+    def _deliver_to(self, name: str, receiver: Receiver, now: float) -> int:
+        q, msgs = db.notify_queue, db.notify_messages
+        sent = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(q).where(q.c.receiver == name, q.c.sent_at.is_(None))
+                                    .order_by(q.c.seq).limit(50)).all()
+            if not rows:
+                return sent
+            for row in rows:
+                payload = json.loads(row.payload)
+                item = Item(action=row.action, reason=row.reason, message=payload["message"],
+                            alerts=payload.get("alerts", []), group=payload.get("group", {}))
+                outcome = "sent"
+                if row.action in ("reply", "update"):
+                    with self.engine.connect() as conn:
+                        parent = conn.execute(sa.select(msgs.c.channel, msgs.c.ts)
+                                              .where(msgs.c.key == row.parent_key)).first()
+                    if parent is not None and parent.ts:
+                        item.channel, item.ts = parent.channel, parent.ts
+                    elif row.action == "update" or not receiver.threads:
+                        outcome = "skipped" if row.action == "update" else "sent"
+                    else:
+                        item.action = "post"  # the thread is gone: say it in the channel
+                try:
+                    channel, ts = (None, None) if outcome == "skipped" else receiver.send(item)
+                except MessageRejectedError as exc:
+                    log.error("receiver %s refused notification %d (%s): %s; skipping it",
+                              name, row.seq, exc.reason, exc)
+                    self._count(name, exc.reason)
+                    self._mark(row.seq, now, f"rejected:{exc.reason}"[:80])
+                    continue
+                except DeliveryError as exc:
+                    self._failed(name, exc, now, len(rows))
+                    return sent
+                self._mark(row.seq, now, outcome, key=row.message_key, receiver=name,
+                           channel=channel, ts=ts)
+                if outcome == "sent":
+                    sent += 1
+                    self._count(name, "sent")
+                    if self.metrics is not None:
+                        self.metrics.receiver_delivery_seconds.labels(name).observe(
+                            max(0.0, now - row.created_at))
+                self._backoff.pop(name, None)
+                if name in self._blocked:
+                    self._blocked.discard(name)
+                    log.info("receiver %s delivers again", name)
+                    if self.metrics is not None:
+                        self.metrics.receiver_blocked.labels(name).set(0)
+
+    def _mark(self, seq: int, now: float, outcome: str, *, key: str | None = None,
+              receiver: str = "", channel: str | None = None, ts: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.notify_queue.update().where(db.notify_queue.c.seq == seq)
+                         .values(sent_at=now, outcome=outcome))
+            if key is not None and outcome == "sent":
+                conn.execute(db.notify_messages.delete().where(db.notify_messages.c.key == key))
+                conn.execute(db.notify_messages.insert().values(
+                    key=key, receiver=receiver, channel=channel, ts=ts, created_at=now))
+
+    def _failed(self, name: str, exc: DeliveryError, now: float, pending: int) -> None:
+        self._count(name, exc.reason)
+        if not exc.retryable:
+            wait = self.config.permanent_retry_s
+            if name not in self._blocked:
+                log.error("receiver %s stopped: %s. Notifications wait in the queue (%d+); "
+                          "fix the setting — they are sent once it works (next try in %.0fs)",
+                          name, exc, pending, wait)
+            self._blocked.add(name)
+            if self.metrics is not None:
+                self.metrics.receiver_blocked.labels(name).set(1)
+        else:
+            wait = exc.retry_after_s if exc.retry_after_s is not None else min(
+                self._backoff.get(name, 0.5) * 2, self.config.max_backoff_s)
+            log.warning("receiver %s: delivery failed (%s), retrying in %.1fs: %s",
+                        name, exc.reason, wait, exc)
+        self._backoff[name] = wait
+        self._retry_at[name] = now + wait
+
+    def _count(self, receiver: str, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.receiver_notifications.labels(receiver, result).inc()
+
+    def cleanup(self, now: float) -> None:
+        """Forget notifications sent more than a week ago (their messages stay
+        addressable for as long as their alerts are stored)."""
+        with self.engine.begin() as conn:
+            conn.execute(db.notify_queue.delete().where(
+                db.notify_queue.c.sent_at < now - KEEP_SENT_S))
+
+
+def _by_parent(rows: Sequence[Any]) -> dict[str | None, list[Any]]:
+    out: dict[str | None, list[Any]] = defaultdict(list)
+    for r in rows:
+        out[r.parent_key].append(r)
+    return out
+
+
+def build_receivers(config: NotifyConfig) -> dict[str, Receiver]:
+    """The receivers that can deliver: a channel needs ``alerts.slack.token``."""
+    token = config.slack.token.get_secret_value() if config.slack.token else None
+    out: dict[str, Receiver] = {}
+    for name, rc in config.receivers.items():
+        if rc.webhook_url is not None:
+            out[name] = SlackWebhookReceiver(name, rc.webhook_url.get_secret_value(),
+                                             timeout_s=config.slack.timeout_s)
+        elif rc.url is not None:
+            out[name] = JsonWebhookReceiver(name, rc.url.get_secret_value(),
+                                            timeout_s=config.slack.timeout_s)
+        elif rc.channel is not None and token:
+            out[name] = SlackReceiver(name, rc.channel, token, base_url=config.slack.base_url,
+                                      timeout_s=config.slack.timeout_s)
+    return out
+
+
+def build_notifiers(config: Any, store: Any, metrics: Any = None) -> list[Notifier]:
+    """The daemon's notifier (empty when no receiver can deliver, e.g. no token)."""
+    receivers = build_receivers(config.alerts)
+    idle = sorted(set(config.alerts.receivers) - set(receivers))
+    if not receivers:
+        log.info("alert notifications: no receiver configured (set alerts.slack.token or a "
+                 "receiver's webhook_url); alerts go to the console/JSONL sinks only")
+        return []
+    if idle:
+        log.info("alert receivers without a transport (skipped): %s", ", ".join(idle))
+    return [Notifier(store, config.alerts, receivers, instance=config.instance_id,
+                     metrics=metrics)]
