@@ -4,6 +4,7 @@ denial of ML service, AML.T0034 cost harvesting)."""
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
 
 from detectors.base import Detector
@@ -35,11 +36,11 @@ class RequestRate(Detector):
         self.max_events = max_events
         self.buckets = buckets
         self._width = window_s / buckets
-        self._ring = [0] * buckets
+        self._ring = array("I", bytes(4 * buckets))  # compact: 4 bytes a sub-window
         self._head = -1  # absolute index of the newest sub-window
         self._detected = False
         self._peak = 0
-        self._request_ids: list[str] = []
+        self._request_ids: tuple[str, ...] = ()
 
     def _advance(self, ts: float) -> None:
         idx = math.floor(ts / self._width)
@@ -61,7 +62,7 @@ class RequestRate(Detector):
             self._ring[math.floor(event.ts / self._width) % self.buckets] += 1
         self._evaluate()
         if event.request_id is not None and self._detected and len(self._request_ids) < 5:
-            self._request_ids.append(event.request_id)
+            self._request_ids += (event.request_id,)
 
     def tick(self, now: float) -> None:
         self._advance(now)
@@ -74,7 +75,7 @@ class RequestRate(Detector):
         if not self._detected and count > self.max_events:
             self._detected = True
             self._peak = count
-            self._request_ids = []
+            self._request_ids = ()
         elif self._detected and count <= self.max_events // 2:
             self._detected = False
 

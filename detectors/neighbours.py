@@ -68,7 +68,7 @@ class QueryNeighbours(Detector):
     """Fires when a client's queries form a tight cluster of distinct inputs.
 
     Parameters: ``history`` distinct recent queries are kept (as ``dims``-value
-    float16 sketches plus an 8-byte hash of the raw input, ~40 bytes each);
+    float16 sketches plus a 4-byte hash of the raw input, 20 bytes each by default);
     ``radius`` is the near-copy distance relative to the client's mean query
     norm; a query with at least ``min_neighbours`` near copies in the history is a
     hit; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
@@ -89,16 +89,15 @@ class QueryNeighbours(Detector):
     atlas: ClassVar[tuple[str, ...]] = ("AML.T0043.001", "AML.T0024.002")
     severity = "critical"
 
-    __slots__ = ("_filled", "_first_hit", "_hashes", "_hits", "_last_hit", "_max_near",
-                 "_norm_mean", "_queries", "_repeats", "_request_ids", "_ring", "_window_hits",
-                 "_window_start", "dims", "history", "min_hits", "min_neighbours", "radius",
-                 "window_s")
+    __slots__ = ("_buf", "_filled", "_first_hit", "_hits", "_last_hit", "_max_near",
+                 "_norm_mean", "_queries", "_repeats", "_request_ids", "_window_hits",
+                 "dims", "history", "min_hits", "min_neighbours", "radius", "window_s")
 
     def __init__(
         self,
         *,
         history: int = 16,
-        dims: int = 12,
+        dims: int = 8,
         radius: float = 0.02,
         min_neighbours: int = 5,
         min_hits: int = 2,
@@ -110,21 +109,19 @@ class QueryNeighbours(Detector):
         self.min_neighbours = min_neighbours
         self.min_hits = min_hits
         self.window_s = window_s
-        # (history, k) float16 sketches and (history,) uint64 input hashes, kept as raw
-        # bytes (compact in memory and in checkpoints), allocated on the first query
-        self._ring: bytearray | None = None
-        self._hashes: bytearray | None = None
+        # (history,) uint32 input hashes then (history, k) float16 sketches, in one raw
+        # buffer (compact in memory and in checkpoints), allocated on the first query
+        self._buf: bytearray | None = None
         self._filled = 0  # distinct queries written so far (ring position = _filled % history)
         self._norm_mean = 0.0
         self._queries = 0
         self._repeats = 0
         self._hits = 0  # hits in the current window
-        self._window_start = float("-inf")
         self._window_hits = 0
         self._last_hit = float("-inf")
         self._first_hit: int | None = None
         self._max_near = 0
-        self._request_ids: list[str] = []
+        self._request_ids: tuple[str, ...] = ()
 
     # -- state ---------------------------------------------------------------------------
     def __getstate__(self) -> tuple[Any, ...]:
@@ -140,22 +137,22 @@ class QueryNeighbours(Detector):
         return x
 
     def update(self, event: Event) -> None:
+        self.tick(event.ts)
         x = query_vector(event)
         if x is None:
             return
         self._queries += 1
-        digest = int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little")
+        digest = int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=4).digest(), "little")
         s = self._sketch(x)
         k = s.shape[0]
-        if self._ring is None or len(self._ring) != self.history * k * 2:
-            self._ring = bytearray(self.history * k * 2)
-            self._hashes = bytearray(self.history * 8)
+        h = self.history
+        if self._buf is None or len(self._buf) != h * (4 + 2 * k):
+            self._buf = bytearray(h * (4 + 2 * k))
             self._filled = 0
-        assert self._hashes is not None
-        ring = np.frombuffer(self._ring, dtype=np.float16).reshape(self.history, k)
-        all_hashes = np.frombuffer(self._hashes, dtype=np.uint64)
-        n = min(self._filled, self.history)
-        if n and bool((all_hashes[:n] == np.uint64(digest)).any()):
+        all_hashes = np.frombuffer(self._buf, dtype=np.uint32, count=h)
+        ring = np.frombuffer(self._buf, dtype=np.float16, offset=4 * h).reshape(h, k)
+        n = min(self._filled, h)
+        if n and bool((all_hashes[:n] == digest).any()):
             self._repeats += 1  # a retry: neither evidence nor history
             return
         norm = float(np.sqrt(x @ x))
@@ -166,7 +163,7 @@ class QueryNeighbours(Detector):
             diff = ring[:n].astype(np.float64) - s
             dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
             near = int((dist <= self.radius * max(self._norm_mean, 1e-12)).sum())
-        pos = self._filled % self.history
+        pos = self._filled % h
         ring[pos] = s
         all_hashes[pos] = digest
         self._filled += 1
@@ -178,19 +175,18 @@ class QueryNeighbours(Detector):
         ts = event.ts
         if ts - self._last_hit > self.window_s:
             self._window_hits = 0
-            self._window_start = ts
         self._window_hits += 1
         self._hits += 1
         self._last_hit = ts
         if self._first_hit is None and self._window_hits >= self.min_hits:
             self._first_hit = self._queries
         if event.request_id is not None and len(self._request_ids) < 5:
-            self._request_ids.append(event.request_id)
+            self._request_ids += (event.request_id,)
 
     def tick(self, now: float) -> None:
         if self._window_hits and now - self._last_hit > self.window_s:
             self._window_hits = 0
-            self._request_ids = []
+            self._request_ids = ()
 
     @property
     def detected(self) -> bool:

@@ -5,6 +5,7 @@ near the decision boundary, as model-extraction and black-box evasion attacks do
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any
 
 from detectors.base import Detector
@@ -47,11 +48,11 @@ class LowConfidenceShare(Detector):
         self.max_share = max_share
         self.buckets = buckets
         self._width = window_s / buckets
-        self._total = [0] * buckets
-        self._low = [0] * buckets
+        self._total = array("I", bytes(4 * buckets))  # compact: 4 bytes a sub-window
+        self._low = array("I", bytes(4 * buckets))
         self._head = -1
         self._detected = False
-        self._request_ids: list[str] = []
+        self._request_ids: tuple[str, ...] = ()
 
     def _advance(self, ts: float) -> int:
         idx = math.floor(ts / self._width)
@@ -75,7 +76,7 @@ class LowConfidenceShare(Detector):
         if event.confidence < self.low_confidence:
             self._low[slot] += 1
             if event.request_id is not None and len(self._request_ids) < 5:
-                self._request_ids.append(event.request_id)
+                self._request_ids += (event.request_id,)
         self._evaluate()
 
     def tick(self, now: float) -> None:
@@ -92,7 +93,7 @@ class LowConfidenceShare(Detector):
             self._detected = True
         elif self._detected and share < self.max_share / 2:
             self._detected = False
-            self._request_ids = []
+            self._request_ids = ()
 
     @property
     def detected(self) -> bool:

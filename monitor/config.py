@@ -147,7 +147,7 @@ class NeighboursConfig(_Section):
 
     enabled: bool = True
     history: int = Field(16, ge=2, le=256)
-    dims: int = Field(12, ge=2, le=256)
+    dims: int = Field(8, ge=2, le=256)
     radius: float = Field(0.02, gt=0, le=1)
     min_neighbours: int = Field(5, ge=1)
     min_hits: int = Field(2, ge=1)

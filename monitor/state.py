@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detectors.allow import AllowListed
+from detectors.attack import ClientAttack
 from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
 from detectors.drift import DistributionDrift, ReferenceSet
@@ -22,23 +23,24 @@ def client_detectors(config: Config) -> list[Keyed]:
     """Per-client detectors. Clients are keyed to partitions, so this state lives
     with its partition and moves with it on a rebalance."""
     d, s = config.detectors, config.state
-    protos: list[Detector] = []
-    if d.flooding.enabled:
-        protos.append(RequestRate(window_s=d.flooding.window_s, max_events=d.flooding.max_events))
-    if d.probing.enabled:
-        b = d.probing
-        protos.append(LowConfidenceShare(window_s=b.window_s, low_confidence=b.low_confidence,
-                                         min_queries=b.min_queries, max_share=b.max_share))
+    protos: list[Detector] = []  # in verdict priority: the first to fire names the alert
     if d.neighbours.enabled:
         n = d.neighbours
         protos.append(QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius,
                                       min_neighbours=n.min_neighbours, min_hits=n.min_hits,
                                       window_s=n.window_s))
-    return [
-        AllowListed(p, key="client", allow=d.allow_clients, idle_s=s.client_idle_s,
-                    max_keys=s.max_clients, renotify_s=s.renotify_s)
-        for p in protos
-    ]
+    if d.probing.enabled:
+        b = d.probing
+        protos.append(LowConfidenceShare(window_s=b.window_s, low_confidence=b.low_confidence,
+                                         min_queries=b.min_queries, max_share=b.max_share))
+    if d.flooding.enabled:
+        protos.append(RequestRate(window_s=d.flooding.window_s, max_events=d.flooding.max_events))
+    if not protos:
+        return []
+    # one slot per client for all signals (detectors/attack.py): ~1.8 KB per tracked client
+    return [AllowListed(ClientAttack(signals=tuple(protos)), key="client",
+                        allow=d.allow_clients, idle_s=s.client_idle_s,
+                        max_keys=s.max_clients, renotify_s=s.renotify_s)]
 
 
 def model_detectors(config: Config, references: ReferenceSet | None = None) -> list[Keyed]:

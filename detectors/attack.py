@@ -1,0 +1,106 @@
+"""The per-client attack verdict: every per-client signal in one keyed slot.
+
+One ``ClientAttack`` per (model, client) holds the signal detectors (flooding,
+boundary probing, small-step query chains, ...) and turns them into one verdict:
+the first signal to fire names the alert (its detector name, kind, severity and
+MITRE ATLAS technique) until that signal clears; the evidence carries the
+figures of every signal, and which others fire too. One slot per client instead
+of one per signal keeps an idle client's state near 1 KB, and on-call gets one
+incident per client, not one message per signal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.base import Detector
+from detectors.event import Event
+from detectors.flooding import RequestRate
+from detectors.neighbours import QueryNeighbours
+from detectors.probing import LowConfidenceShare
+
+
+class ClientAttack(Detector):
+    """Fires when any of ``signals`` fires; named after the one that fired first.
+
+    ``signals`` are detector prototypes (cloned here, so one prototype serves every
+    client); ``None`` means the default three: ``QueryNeighbours`` (evasion),
+    ``LowConfidenceShare`` (extraction) and ``RequestRate`` (flooding). When several
+    fire on the same event, the earlier in ``signals`` names the verdict.
+
+    >>> d = ClientAttack(signals=(RequestRate(window_s=10, max_events=3),))
+    >>> for t in range(5):
+    ...     d.update(Event(ts=t, model="m", model_version="1", client_id="c"))
+    >>> d.detected, d.name, d.kind, d.evidence()["firing_signals"]
+    (True, 'flooding.request_rate', 'flooding', ['flooding.request_rate'])
+    """
+
+    def __init__(self, *, signals: tuple[Detector, ...] | None = None) -> None:
+        protos = signals if signals is not None else (
+            QueryNeighbours(), LowConfidenceShare(), RequestRate())
+        self.signals = tuple(p.clone() for p in protos)
+        self._lead_index = 0  # the signal that names the alert (kept after it clears)
+        self._active = False  # whether that signal's incident is open
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.signals, self._lead_index, self._active)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.signals, self._lead_index, self._active = state
+
+    def _lead(self) -> Detector:
+        return self.signals[self._lead_index]
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self._lead().name if self.signals else "attack.client"
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self._lead().kind if self.signals else "extraction"
+
+    @property
+    def atlas(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self._lead().atlas if self.signals else ()
+
+    @property
+    def severity(self) -> str:  # type: ignore[override]
+        return self._lead().severity if self.signals else "warning"
+
+    def _decide(self) -> None:
+        if self._active:
+            # the incident ends with its own signal (resolved under its own name); another
+            # signal still firing opens the next incident on the following event or tick
+            self._active = self.signals[self._lead_index].detected
+            return
+        lead = next((i for i, s in enumerate(self.signals) if s.detected), None)
+        if lead is not None:
+            self._lead_index, self._active = lead, True
+
+    def update(self, event: Event) -> None:
+        for s in self.signals:
+            s.update(event)
+        self._decide()
+
+    def tick(self, now: float) -> None:
+        for s in self.signals:
+            s.tick(now)
+        self._decide()
+
+    @property
+    def detected(self) -> bool:
+        return self._active
+
+    def evidence(self) -> dict[str, Any]:
+        lead = self._lead() if self.signals else None
+        out = dict(lead.evidence()) if lead is not None else {}
+        out["firing_signals"] = [s.name for s in self.signals if s.detected]
+        out["other_signals"] = {s.name: s.evidence() for s in self.signals
+                                if s is not lead and s.detected}
+        return out
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        text = self._lead().summary(subject, model) if self.signals else super().summary(
+            subject, model)
+        others = [s.name for s in self.signals if s.detected and s is not self._lead()]
+        return text + (f" Also firing: {', '.join(others)}." if others else "")
