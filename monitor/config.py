@@ -149,6 +149,8 @@ class NeighboursConfig(_Section):
     history: int = Field(16, ge=2, le=256)
     dims: int = Field(8, ge=2, le=256)
     radius: float = Field(0.02, gt=0, le=1)
+    groups: int = Field(8, ge=1, le=64)
+    sparse_groups: int = Field(2, ge=0, le=64)
     min_neighbours: int = Field(5, ge=1)
     min_hits: int = Field(2, ge=1)
     window_s: float = Field(600.0, gt=0)
@@ -218,17 +220,60 @@ class AlertsConfig(NotifyConfig):
     jsonl: JsonlSinkConfig = JsonlSinkConfig()
 
 
-def _check_cron(v: str) -> str:
-    """A crontab expression: 5 fields (minute first) or 6 (seconds first)."""
-    from apscheduler.triggers.cron import CronTrigger
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
-    fields = v.split()
+
+def _crontab_days(field: str) -> str:
+    """Crontab day-of-week numbers (0 or 7 = Sunday) as names: APScheduler 3 counts
+    0 as Monday, so "1" would otherwise mean Tuesday.
+
+    >>> _crontab_days("1"), _crontab_days("1-5"), _crontab_days("*/2"), _crontab_days("sat,0")
+    ('mon', 'mon,tue,wed,thu,fri', 'sun,tue,thu,sat', 'sat,sun')
+    """
+    if not any(ch.isdigit() for ch in field):
+        return field
+    out: list[str] = []
+    for token in field.split(","):
+        part, _, step = token.partition("/")
+        if part == "*":
+            lo, hi = 0, 6
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            lo, hi = int(a), int(b)
+        elif part.isdigit():
+            lo = hi = int(part)
+            if step:
+                hi = 6
+        else:
+            out.append(token)
+            continue
+        if not (0 <= lo <= 7 and 0 <= hi <= 7):
+            raise ValueError(f"day of week {token!r} is not within 0-7")
+        for d in range(lo, hi + 1, int(step) if step else 1):
+            name = _DAYS[d % 7]
+            if name not in out:
+                out.append(name)
+    return ",".join(out)
+
+
+def crontab_fields(expr: str) -> dict[str, str]:
+    """A crontab expression, 5 fields (minute first) or 6 (seconds first), as
+    APScheduler 3 ``CronTrigger`` arguments with standard crontab weekdays."""
+    fields = expr.split()
     if len(fields) not in (5, 6):
-        raise ValueError(f"{v!r} is not a cron expression (5 fields, or 6 with seconds first)")
+        raise ValueError(f"{expr!r} is not a cron expression (5 fields, or 6 with seconds first)")
     names = (["second"] if len(fields) == 6 else []) + [
         "minute", "hour", "day", "month", "day_of_week"]
+    out = dict(zip(names, fields, strict=True))
+    out["day_of_week"] = _crontab_days(out["day_of_week"])
+    return out
+
+
+def _check_cron(v: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
     try:
-        CronTrigger(**dict(zip(names, fields, strict=True)), timezone="UTC")
+        CronTrigger(**crontab_fields(v), timezone="UTC")
     except ValueError as exc:
         raise ValueError(f"{v!r}: {exc}") from None
     return v

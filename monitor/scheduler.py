@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.model import Alert, canonical_json, fingerprint
-from monitor.config import Config
+from monitor.config import Config, crontab_fields
 from monitor.store import Store, StoredAlert, alerts, metadata
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,11 @@ job_status = sa.Table(
 
 
 def cron_trigger(expr: str, timezone: str) -> Any:
-    """An APScheduler CronTrigger from 5 fields (minute first) or 6 (seconds first)."""
+    """An APScheduler CronTrigger from 5 fields (minute first) or 6 (seconds first);
+    weekdays count as in crontab (1 = Monday, 0 or 7 = Sunday)."""
     from apscheduler.triggers.cron import CronTrigger
 
-    fields = expr.split()
-    names = (["second"] if len(fields) == 6 else []) + [
-        "minute", "hour", "day", "month", "day_of_week"]
-    return CronTrigger(**dict(zip(names, fields, strict=True)), timezone=timezone)
+    return CronTrigger(**crontab_fields(expr), timezone=timezone)
 
 
 class Lease:
@@ -95,6 +93,7 @@ class Lease:
         t = scheduler_leases
         now = self.clock()
         with self.engine.begin() as conn:
+            # RETURNING, not rowcount: psycopg counts an ON CONFLICT DO NOTHING as a row
             done = conn.execute(
                 t.update()
                 .where(t.c.name == self.name,
@@ -102,14 +101,16 @@ class Lease:
                 .values(holder=self.holder, expires_at=now + self.ttl_s,
                         acquired_at=sa.case((t.c.holder == self.holder, t.c.acquired_at),
                                             else_=now))
-            ).rowcount
+                .returning(t.c.name)
+            ).first() is not None
             if not done:
                 dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
                 done = conn.execute(
                     dialect.insert(t).values(name=self.name, holder=self.holder,
                                              expires_at=now + self.ttl_s, acquired_at=now)
                     .on_conflict_do_nothing(index_elements=["name"])
-                ).rowcount
+                    .returning(t.c.name)
+                ).first() is not None
         self.valid_until = now + self.ttl_s if done else 0.0
         return bool(done)
 

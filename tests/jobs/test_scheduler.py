@@ -1,0 +1,119 @@
+"""The scheduler: one runner per fleet through a lease row, cron in a time zone,
+failures alerted once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.scheduler import Job, JobContext, JobService, cron_trigger, status_rows
+from monitor.store import Store
+from tests.jobs.seeded import config
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_weekly_report_cron_is_monday_0800_in_the_configured_time_zone() -> None:
+    trigger = cron_trigger(config("sqlite://", "r").jobs.drift_report.cron, "Europe/Berlin")
+    winter = trigger.get_next_fire_time(None, datetime(2026, 1, 7, 12, tzinfo=UTC))
+    summer = trigger.get_next_fire_time(None, datetime(2026, 7, 1, 12, tzinfo=UTC))
+    assert winter.astimezone(UTC) == datetime(2026, 1, 12, 7, 0, tzinfo=UTC)
+    assert summer.astimezone(UTC) == datetime(2026, 7, 6, 6, 0, tzinfo=UTC)
+
+
+@pytest.mark.integration
+def test_the_lease_is_held_by_one_replica_and_lost_by_a_dead_one(pg_url: str,
+                                                                 tmp_path: Path) -> None:
+    cfg = config(pg_url, str(tmp_path), lease_ttl_s=30)
+    store = Store(pg_url)
+    store.migrate()
+    clock = Clock(1000.0)
+    a = JobService(cfg, store, instance_id="a", jobs={}, clock=clock)
+    b = JobService(cfg, store, instance_id="b", jobs={}, clock=clock)
+    assert a.lease.acquire() and not b.lease.acquire()
+    clock.t += 20
+    assert a.lease.acquire()  # renewed until 1050
+    clock.t += 20
+    assert not b.lease.acquire()
+    clock.t += 11  # a died: no renewal for longer than the TTL
+    assert b.lease.acquire() and not a.lease.acquire()
+    assert a.lease.holder_now() == "b"
+    b.lease.release()  # a clean shutdown hands over at once
+    assert a.lease.acquire()
+    store.close()
+
+
+@pytest.mark.integration
+def test_two_schedulers_on_postgresql_run_a_due_job_once(pg_url: str, tmp_path: Path) -> None:
+    cfg = config(pg_url, str(tmp_path), lease_ttl_s=2)
+    runs: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def job(ctx: JobContext, now: float) -> str:
+        with lock:
+            runs.append((ctx.instance_id, now))
+        return "ran"
+
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    cron = f"{at.second} {at.minute} {at.hour} {at.day} {at.month} *"
+    services = []
+    for name in ("a", "b"):
+        store = Store(pg_url)
+        store.migrate()
+        services.append(JobService(cfg, store, instance_id=name, registry=CollectorRegistry(),
+                                   jobs={"once": Job("once", cron, job)}))
+    for s in services:
+        s.start()
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and not runs:
+        time.sleep(0.1)
+    time.sleep(1.5)  # a second runner would have fired by now
+    leaders = [s.instance_id for s in services if s.scheduler is not None]
+    for s in services:
+        s.stop()
+        s.store.close()
+    assert len(runs) == 1
+    assert leaders == [runs[0][0]]
+
+
+def test_a_failing_job_alerts_once_and_resolves_when_it_works_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    store.migrate()
+    broken = {"yes": True}
+
+    def flaky(ctx: JobContext, now: float) -> str:
+        if broken["yes"]:
+            raise RuntimeError("the reports volume is read-only")
+        return "flaky: done"
+
+    registry = CollectorRegistry()
+    service = JobService(config(url, str(tmp_path)), store, instance_id="x", registry=registry,
+                         jobs={"flaky": Job("flaky", "0 8 * * 1", flaky)}, clock=Clock(5000.0))
+    results = [service.run_job("flaky") for _ in range(3)]
+    assert [r.ok for r in results] == [False, False, False]
+    broken["yes"] = False
+    assert service.run_job("flaky").ok
+
+    rows = [msgspec.json.decode(r.record) for r in store.outbox_after("x", limit=100)]
+    assert [(r["status"], r["subject"]) for r in rows] == [
+        ("firing", {"job": "flaky"}), ("resolved", {"job": "flaky"})]
+    assert "read-only" in rows[0]["summary"]
+    assert registry.get_sample_value("inferwatch_job_failures_total", {"job": "flaky"}) == 3
+    assert registry.get_sample_value("inferwatch_job_last_success_timestamp_seconds",
+                                     {"job": "flaky"}) == 5000.0
+    (status,) = status_rows(store)
+    assert (status["runs"], status["failures"], status["consecutive_failures"]) == (4, 3, 0)
+    store.close()
