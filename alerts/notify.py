@@ -280,6 +280,10 @@ class Notifier:
                         enqueue("post", reason, render.alert(recs[r.alert_id],
                                                              ack=ack_of(r.alert_id)),
                                 [recs[r.alert_id]], key=key)
+                told = [r.alert_id for r in new if r.alert_id in acks]
+                if told:  # the new message already says who acknowledged it
+                    conn.execute(db.alert_acks.update().where(
+                        db.alert_acks.c.alert_id.in_(told)).values(announced_at=now))
                 for r in new:
                     status[r.alert_id] = "firing"
                     conn.execute(na.update().where(na.c.receiver == rcv,

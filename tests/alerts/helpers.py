@@ -57,17 +57,17 @@ class Alerts:
         return self.fire(client, status="resolved", **kw)
 
 
-def notify_config(slack: FakeSlack, **alerts: Any) -> AlertsConfig:
-    base: dict[str, Any] = {"slack": {"token": "xoxb-test-token", "base_url": slack.base_url},
-                            "console": {"enabled": False}}
+def notify_config(slack: FakeSlack, *, token: bool = True, **alerts: Any) -> AlertsConfig:
+    base: dict[str, Any] = {"slack": {"token": "xoxb-test-token", "base_url": slack.base_url}
+                            if token else {}, "console": {"enabled": False}}
     return AlertsConfig.model_validate({**base, **alerts})
 
 
 def make_notifier(url: str, slack: FakeSlack, clock: Clock, *, instance: str = "test",
-                  metrics: Metrics | None = None, **alerts: Any) -> Notifier:
+                  metrics: Metrics | None = None, token: bool = True, **alerts: Any) -> Notifier:
     store = Store(url)
     store.migrate()
-    config = notify_config(slack, **alerts)
+    config = notify_config(slack, token=token, **alerts)
     return Notifier(store, config, build_receivers(config), instance=instance,
                     metrics=metrics or Metrics(), clock=clock)
 

@@ -45,7 +45,7 @@ def test_group_wait_then_one_message_per_alert_and_repeats_as_thread_replies(
     assert len(top) == 2
     assert all(p["channel"] == "security-oncall" for p in top)
     assert ["key-1" in top[0]["text"], "key-2" in top[1]["text"]] == [True, True]
-    assert [r.method for r in slack.calls()][0] == "auth.test"
+    assert slack.calls()[0].method == "auth.test"
 
     # the detector repeats every few minutes: nothing new in the channel before
     # repeat_interval (4 h), then one thread reply per alert under its own message
