@@ -9,6 +9,7 @@ names, so ``repr()`` and ``clone()`` show and reproduce the configuration.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
@@ -79,12 +80,7 @@ class Detector:
 
     # -- parameters, river style -------------------------------------------------
     def _params(self) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {
-            name: getattr(self, name)
-            for name, p in sig.parameters.items()
-            if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        return {name: getattr(self, name) for name in _param_names(type(self))}
 
     def clone(self) -> Self:
         """A fresh detector with the same parameters and no state."""
@@ -93,3 +89,13 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({args})"
+
+
+@functools.cache
+def _param_names(cls: type) -> tuple[str, ...]:
+    """Keyword-only constructor parameters of ``cls``, read once per class:
+    ``clone()`` runs for every new client, and ``inspect.signature`` took 40% of
+    the hot path (see BENCHMARKS.md, "Where the time goes")."""
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    return tuple(name for name, p in sig.parameters.items()
+                 if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY)

@@ -130,6 +130,16 @@ class Decoder:
             reason = "not_utf8" if "utf-8" in text.lower() else "not_json"
         return BadRecord(reason, text[:200])
 
+    def _check_features(self, features: dict[str, FeatureValue]) -> BadRecord | None:
+        """The exact per-feature checks, for the rare record the fast path doubts."""
+        limit = self.config.max_string_length
+        for key, v in features.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                return BadRecord("not_finite", f"feature {key[:80]!r}")
+            if isinstance(v, str) and len(v) > limit:
+                return BadRecord("too_large", f"feature {key[:80]!r} value too long")
+        return None
+
     def _validate(self, w: _Wire) -> Event | BadRecord:
         cfg = self.config
         ts = _timestamp(w.ts)
@@ -137,36 +147,40 @@ class Decoder:
             return BadRecord("bad_timestamp", f"ts {str(w.ts)[:40]!r} is not RFC 3339 or Unix seconds")
         if self._allowed and w.model not in self._allowed:
             return BadRecord("unknown_model", f"model {w.model[:80]!r} is not allow-listed")
-        for name in ("model", "model_version", "client_id", "request_id", "source_ip"):
-            text = getattr(w, name)
-            if text is not None and len(text) > cfg.max_string_length:
-                return BadRecord("too_large", f"{name} longer than {cfg.max_string_length}")
+        limit = cfg.max_string_length
+        if (len(w.model) > limit or len(w.model_version) > limit
+                or (w.client_id is not None and len(w.client_id) > limit)
+                or (w.request_id is not None and len(w.request_id) > limit)
+                or (w.source_ip is not None and len(w.source_ip) > limit)):
+            for name in ("model", "model_version", "client_id", "request_id", "source_ip"):
+                text = getattr(w, name)
+                if text is not None and len(text) > limit:
+                    return BadRecord("too_large", f"{name} longer than {limit}")
         if w.features is not None:
             if len(w.features) > cfg.max_features:
                 return BadRecord("too_large", f"{len(w.features)} features > {cfg.max_features}")
-            for key, v in w.features.items():
-                if isinstance(v, float) and not math.isfinite(v):
-                    return BadRecord("not_finite", f"feature {key[:80]!r}")
-                if isinstance(v, str) and len(v) > cfg.max_string_length:
-                    return BadRecord("too_large", f"feature {key[:80]!r} value too long")
+            if not _all_finite_numbers(w.features.values()):
+                bad = self._check_features(w.features)
+                if bad is not None:
+                    return bad
         if w.embedding is not None:
             if len(w.embedding) > cfg.max_embedding:
                 return BadRecord("too_large", f"embedding of {len(w.embedding)} > {cfg.max_embedding}")
-            if not all(map(math.isfinite, w.embedding)):
+            if not _all_finite_numbers(w.embedding) and not all(map(math.isfinite, w.embedding)):
                 return BadRecord("not_finite", "embedding")
         confidence = w.confidence
         if w.probabilities is not None:
             probs = list(w.probabilities.values()) if isinstance(w.probabilities, dict) else w.probabilities
             if len(probs) > cfg.max_features:
                 return BadRecord("too_large", f"{len(probs)} probabilities")
-            if not all(0.0 <= p <= 1.0 for p in probs):
+            if probs and not (_all_finite_numbers(probs) and min(probs) >= 0.0 and max(probs) <= 1.0):
                 return BadRecord("out_of_range", "probabilities outside [0, 1]")
             if confidence is None and probs:
                 confidence = max(probs)
         if confidence is not None and not 0.0 <= confidence <= 1.0:
             return BadRecord("out_of_range", f"confidence {confidence!r} outside [0, 1]")
-        for name in ("prediction", "latency_ms", "label"):
-            v = getattr(w, name)
+        for name, v in (("prediction", w.prediction), ("latency_ms", w.latency_ms),
+                        ("label", w.label)):
             if isinstance(v, float) and not math.isfinite(v):
                 return BadRecord("not_finite", name)
         if w.latency_ms is not None and w.latency_ms < 0:
@@ -186,6 +200,17 @@ class Decoder:
             latency_ms=w.latency_ms,
             label=w.label,
         )
+
+
+def _all_finite_numbers(values: Any) -> bool:
+    """True when every value is a finite int, float or bool: one C-level sum
+    (a str or None raises TypeError; NaN or an infinity makes the sum non-finite;
+    a finite sum that overflows only sends the caller to the exact slow path)."""
+    try:
+        total = sum(values, 0.0)
+    except TypeError:
+        return False
+    return total - total == 0.0
 
 
 def _timestamp(value: str | float) -> float | None:

@@ -1,23 +1,32 @@
-"""kill -9 mid-stream and restart: exactly the alerts of an uninterrupted run."""
+"""kill -9 at random points mid-stream and restart each time: exactly the alerts
+of an uninterrupted run, and the same per-client detector state."""
 
 from __future__ import annotations
 
 import os
+import pickle
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import OrderedDict, deque
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 import yaml
+from kafka import KafkaConsumer, TopicPartition
 
 from alerts.sinks import JsonlSink
 from monitor.broker import EmbeddedBroker
 from monitor.config import build_config
+from monitor.pipeline import Pipeline, Record
 from monitor.replay import replay
+from monitor.state import PartitionState
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
     canonical,
@@ -31,20 +40,27 @@ from tests.kafka_helpers import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+KILLS = 3
 
-def _stored_offsets(db: Path, group: str) -> dict[int, int]:
-    """Offsets the daemon has durably checkpointed, per partition."""
+
+def _stored(db: Path, group: str) -> dict[int, tuple[int, bytes]]:
+    """Per partition: the offset and the state the daemon has durably checkpointed."""
     if not db.exists():
         return {}
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             rows = conn.execute(
-                "SELECT scope, next_offset FROM checkpoints WHERE scope LIKE ?",
+                "SELECT scope, next_offset, state FROM checkpoints WHERE scope LIKE ?",
                 (f"partition:{group}:%",),
             ).fetchall()
     except sqlite3.OperationalError:
         return {}
-    return {int(scope.rsplit(":", 1)[1]): off for scope, off in rows if off is not None}
+    return {int(scope.rsplit(":", 1)[1]): (off, state) for scope, off, state in rows
+            if off is not None}
+
+
+def _stored_offsets(db: Path, group: str) -> dict[int, int]:
+    return {p: off for p, (off, _) in _stored(db, group).items()}
 
 
 def _start(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -54,9 +70,64 @@ def _start(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def test_sigkill_mid_stream_then_restart_raises_exactly_the_uninterrupted_alerts(
+def plain(obj: Any, depth: int = 0) -> Any:
+    """A detector state as plain, order-stable data, for equality across processes
+    (sets iterate in a per-process hash order; pickles of them differ)."""
+    if depth > 40:
+        raise AssertionError("state nested too deep to compare")
+    if isinstance(obj, str | bytes | int | float | bool | type(None)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return ("ndarray", obj.dtype.str, obj.shape, obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, set | frozenset):
+        return ("set", sorted((plain(x, depth + 1) for x in obj), key=repr))
+    if isinstance(obj, OrderedDict | dict):
+        return (type(obj).__name__, [(plain(k, depth + 1), plain(v, depth + 1))
+                                     for k, v in obj.items()])
+    if isinstance(obj, list | tuple | deque):
+        return (type(obj).__name__, [plain(x, depth + 1) for x in obj])
+    attrs: dict[str, Any] = {}
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if hasattr(obj, name):
+                attrs[name] = getattr(obj, name)
+    attrs.update(getattr(obj, "__dict__", {}))
+    return (type(obj).__qualname__, sorted((k, plain(v, depth + 1)) for k, v in attrs.items()))
+
+
+def _uninterrupted_states(cfg: dict, bootstrap: str, topic: str,
+                          ends: dict[int, int]) -> dict[int, Any]:
+    """Each partition read once, start to end, by a pipeline of its own."""
+    config = build_config(cfg, env={})
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    out = {}
+    try:
+        for part, end in ends.items():
+            tp = TopicPartition(topic, part)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            records: list[Record] = []
+            while len(records) < end:
+                for msgs in consumer.poll(timeout_ms=1000).values():
+                    records += [Record(m.offset, m.value, m.key) for m in msgs]
+            pipeline = Pipeline(config)
+            pid = (topic, part)
+            for i in range(0, len(records), 97):  # batching must not matter
+                pipeline.process(pid, records[i:i + 97])
+            out[part] = plain(pipeline.partitions[pid])
+    finally:
+        consumer.close()
+    return out
+
+
+def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_alerts(
     broker: EmbeddedBroker, topic: str, tmp_path: Path
 ) -> None:
+    seed = int(os.environ.get("INFERWATCH_CRASH_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    why = f"(reproduce with INFERWATCH_CRASH_SEED={seed})"
     events = good_events()
     ends = produce(broker.bootstrap, topic, encode_events(events))
     total = sum(ends.values())
@@ -69,20 +140,23 @@ def test_sigkill_mid_stream_then_restart_raises_exactly_the_uninterrupted_alerts
     config_file.write_text(yaml.safe_dump(cfg))
     log = tmp_path / "daemon.log"
 
-    # two kills at different points of the stream, then a run to the end
-    for fraction in (0.25, 0.6):
+    # KILLS kills at random points of the stream (between or inside checkpoints),
+    # then a run to the end
+    fractions = sorted(rng.uniform(0.1, 0.85) for _ in range(KILLS))
+    for fraction in fractions:
         proc = _start(config_file, log)
         try:
             wait_until(lambda f=fraction: sum(_stored_offsets(db, "crash").values()) >= f * total,
-                       120, f"{fraction:.0%} of the stream checkpointed")
+                       120, f"{fraction:.0%} of the stream checkpointed {why}")
+            time.sleep(rng.uniform(0.0, 0.15))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-        assert sum(_stored_offsets(db, "crash").values()) < total, "killed too late to matter"
+        assert sum(_stored_offsets(db, "crash").values()) < total, f"killed too late {why}"
 
     proc = _start(config_file, log)
     try:
-        wait_until(lambda: _stored_offsets(db, "crash") == ends, 120, "the end of the topic")
+        wait_until(lambda: _stored_offsets(db, "crash") == ends, 120, f"the end of the topic {why}")
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -95,4 +169,13 @@ def test_sigkill_mid_stream_then_restart_raises_exactly_the_uninterrupted_alerts
 
     expected = read_alerts(uninterrupted)
     assert len(expected) >= 4, "the stream must raise alerts for the comparison to mean much"
-    assert canonical(read_alerts(jsonl)) == canonical(expected)
+    assert canonical(read_alerts(jsonl)) == canonical(expected), f"kills at {fractions} {why}"
+
+    # the per-client detector state the restarts left equals an uninterrupted read's
+    stored = {p: plain(pickle.loads(state)) for p, (_, state) in _stored(db, "crash").items()}
+    assert all(isinstance(pickle.loads(s), PartitionState)
+               for _, s in _stored(db, "crash").values())
+    reference = _uninterrupted_states(cfg, broker.bootstrap, topic, ends)
+    assert set(stored) == set(reference)
+    for part in reference:
+        assert stored[part] == reference[part], f"partition {part} state differs {why}"
