@@ -15,6 +15,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import textwrap
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -518,14 +519,10 @@ CHECK_CONFIG_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CHECK_CONFIG_CASES))
-def test_rendered_configmap_and_env_pass_inferwatch_check_config(
-        chart: helm.Chart, case: str, tmp_path: Path) -> None:
-    """The pod's view: the ConfigMap's file, the Deployment's environment, the secret
-    files under their mount path (moved into tmp_path) - through the real CLI."""
-    if case == "slack" and not _slack_in_config():
-        pytest.skip("the Slack sink (alerts.slack) is not in monitor/config.py yet")
-    objs = render(chart, CHECK_CONFIG_CASES[case])
+def check_config(objs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    """Run the real ``inferwatch check-config --show`` the way the pod would: the
+    ConfigMap's file, the Deployment's environment, the Secret's items as files
+    (the mount path moved into tmp_path). Returns the effective (redacted) config."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     mount = "/var/run/secrets/inferwatch/"
@@ -546,7 +543,13 @@ def test_rendered_configmap_and_env_pass_inferwatch_check_config(
                             check=False)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout and "u:p@" not in result.stdout
-    effective = yaml.safe_load(result.stdout.splitlines()[-1])
+    return yaml.safe_load(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", sorted(CHECK_CONFIG_CASES))
+def test_rendered_configmap_and_env_pass_inferwatch_check_config(
+        chart: helm.Chart, case: str, tmp_path: Path) -> None:
+    effective = check_config(render(chart, CHECK_CONFIG_CASES[case]), tmp_path)
     assert effective["kafka"]["bootstrap_servers"] == (
         CHECK_CONFIG_CASES[case]["config"]["kafka"]["bootstrap_servers"])
     # The secret files were found and read (shown redacted; unset would be null).
@@ -555,6 +558,25 @@ def test_rendered_configmap_and_env_pass_inferwatch_check_config(
     if case == "slack":
         assert effective["alerts"]["slack"]["token"] == "**********"
         assert effective["alerts"]["receivers"]["ml"]["webhook_url"] == "**********"
+
+
+def test_the_readmes_example_values_install_as_described(chart: helm.Chart,
+                                                         tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Deploying with Helm", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    values = yaml.safe_load(textwrap.dedent(example))
+    objs = render(chart, values)
+    for obj in objs:
+        if obj["kind"] in OPERATOR_SCHEMAS:
+            jsonschema.validate(obj, OPERATOR_SCHEMAS[obj["kind"]])
+        else:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    assert {"ServiceMonitor", "PrometheusRule", "PodDisruptionBudget",
+            "NetworkPolicy"} <= kinds(objs)
+    assert "Secret" not in kinds(objs)
+    effective = check_config(objs, tmp_path)
+    assert effective["alerts"]["slack"]["token"] == "**********"
 
 
 def test_chart_app_version_follows_the_package_version() -> None:
