@@ -35,6 +35,8 @@ def demo_config(workdir: Path, bootstrap: str) -> Config:
         "checkpoint": {"interval_s": 2.0},
         "http": {"host": "127.0.0.1", "port": free_port()},
         "alerts": {"jsonl": {"path": str(workdir / "alerts.jsonl")}},
+        # minute buckets: the demo's half hour is the drift report's whole period
+        "jobs": {"enabled": False, "summaries": {"bucket_s": 60}},
         "logging": {"level": "WARNING"},
     }, env={})
 
@@ -86,6 +88,10 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, wall_seconds: float = WALL
         if thread is not None:
             thread.join(30)
         broker.stop()
+    from monitor.drift_report import demo_report
+
+    _say(demo_report(workdir, scenario.drift_model, scenario.start,
+                     scenario.start + minutes * 60 + 60))
     return _summary(workdir, scenario)
 
 

@@ -515,3 +515,26 @@ def report_job(ctx: JobContext, now: float, *, model: str | None = None,
                                "reference": s["reference"].get("source"),
                                "events": s["events"]})
     return "\n".join(lines)
+
+
+def demo_report(workdir: Path, model: str, since: float, until: float) -> str:
+    """The drift report at the end of ``inferwatch demo``: the first ten minutes of
+    traffic are the reference, the rest is reported; one line to print."""
+    from monitor.config import build_config
+    from monitor.scheduler import JobContext
+
+    config = build_config({
+        "store": {"url": f"sqlite:///{workdir / 'inferwatch.db'}"},
+        "jobs": {"enabled": False, "reports_dir": str(workdir / "reports"),
+                 "drift_report": {"reference_span_s": 600}},
+    }, env={})
+    store = Store(config.store.url.get_secret_value())
+    try:
+        store.migrate()
+        ctx = JobContext(config, store, "demo")
+        return "\n" + report_job(ctx, until, model=model, since=since, until=until, post=False)
+    except Exception as exc:  # the demo's verdict stands on its alerts
+        log.warning("demo drift report failed", exc_info=True)
+        return f"\ndrift report failed: {type(exc).__name__}: {exc}"
+    finally:
+        store.close()
