@@ -28,6 +28,7 @@ from scipy.stats import chi2
 from detectors.base import Detector
 from detectors.event import Event
 from detectors.reference import (
+    CONFIDENCE,
     PREDICTION,
     SCALE,
     Counts,
@@ -38,7 +39,7 @@ from detectors.reference import (
 from detectors.windows import TumblingWindows
 
 _FOLD_ROWS = 2048
-_FAST_SHARE = 0.1  # share of the false-alarm budget spent on the one-window fast path
+_FAST_SHARE = 0.01  # share of the false-alarm budget spent on the one-window fast path
 _Z_MIN, _Z_MAX = -5.0, 40.0
 _MIN_EXPECTED = 5.0  # merge reference cells expected to hold fewer events per window
 
@@ -280,10 +281,14 @@ class DistributionDrift(Detector):
     # -- collection -----------------------------------------------------------------
     def _values(self, event: Event) -> dict[str, Any] | None:
         feats = event.features
-        if self.predictions and event.prediction is not None:
-            return {**feats, PREDICTION: event.prediction} if feats else {
-                PREDICTION: event.prediction}
-        return feats or None
+        if not self.predictions or (event.prediction is None and event.confidence is None):
+            return feats or None
+        values = dict(feats) if feats else {}
+        if event.prediction is not None:
+            values[PREDICTION] = event.prediction
+        if event.confidence is not None:
+            values[CONFIDENCE] = event.confidence
+        return values
 
     def update(self, event: Event) -> None:
         if not self._looked_up:
@@ -292,7 +297,7 @@ class DistributionDrift(Detector):
             if self.references is not None:
                 found = self.references.get(event.model, event.model_version)
                 if found is not None:
-                    self._set_reference(found)
+                    self.set_reference(found)
         values = self._values(event)
         if values is None:
             return
@@ -344,7 +349,7 @@ class DistributionDrift(Detector):
             n = int(self._acc.n[0])
             if n >= self.window_events or (end - self._acc_start >= self.max_window_s
                                            and n >= self.min_events):
-                self._test(self._acc_start, end, self._acc)
+                self.decide(self._acc_start, end, self._acc)
                 self._acc = None
 
     def _grow_reference(self, b: _Bucket, end: float) -> None:
@@ -357,13 +362,13 @@ class DistributionDrift(Detector):
             bins=self.bins, top_k=self.top_k, segment_by=self.segment_by,
             top_segments=self.top_segments)
         self._ref_rows = []
-        self._set_reference(ref)
+        self.set_reference(ref)
         self.notices.append(
             f"drift reference built from the first {ref.n} events "
             f"({len(ref.layout.features)} features) up to event time {end}")
         # buckets still open hold raw rows: they are encoded when they close
 
-    def _set_reference(self, ref: Reference) -> None:
+    def set_reference(self, ref: Reference) -> None:
         self.reference = ref
         lay = ref.layout
         self._merge = merge_map(lay, ref.counts, self.window_events)
@@ -382,7 +387,9 @@ class DistributionDrift(Detector):
         fast_p = _FAST_SHARE * self.false_alarms / (windows * m)
         return windows, h, fast_p
 
-    def _test(self, start: float, end: float, win: Counts) -> None:
+    def decide(self, start: float, end: float, win: Counts) -> None:
+        """Test one window's counts (on the reference's layout) and update the
+        CUSUMs and the incident; ``tick`` calls it when a window closes."""
         ref = self.reference
         assert ref is not None and self._merge is not None and self._cusum is not None
         assert self._run_cells is not None and self._run_m1 is not None
@@ -445,6 +452,11 @@ class DistributionDrift(Detector):
                 "reference_missing_rate": _r(t["miss_r"][s, j]),
                 "since": _r(self._run_since[s, j], 12),
             })
+            if feat == CONFIDENCE:  # low-confidence rate: answers below 0.6
+                a = int(lay.offsets[j])
+                drifted[-1]["low_confidence_rate"] = _r(win.cells[s, a:a + 3].sum() / win.n[s])
+                drifted[-1]["reference_low_confidence_rate"] = _r(
+                    ref.counts.cells[s, a:a + 3].sum() / max(int(ref.counts.n[s]), 1))
         drifted.sort(key=lambda d: (-(d["psi_since_onset"] or 0.0), d["feature"],
                                     d["segment"] or ""))
         self._last = {
@@ -483,7 +495,8 @@ class DistributionDrift(Detector):
             return f"Inputs and predictions of {model} are back to their reference distribution."
         names = []
         for d in drifted[:3]:
-            name = "the prediction mix" if d["feature"] == PREDICTION else d["feature"]
+            name = {PREDICTION: "the prediction mix",
+                    CONFIDENCE: "the confidence histogram"}.get(d["feature"], d["feature"])
             if d["segment"]:
                 name += f" ({d['segment']})"
             names.append(f"{name} PSI {d['psi_since_onset']:.2f}")

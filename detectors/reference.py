@@ -333,9 +333,10 @@ def build_layout(
 ) -> Layout:
     """Cells for ``rows``: a column is categorical when any of its values is a
     string; numeric columns get ``bins`` equal-frequency bins (fewer when values
-    repeat); columns in ``fixed_edges`` get those edges. Deterministic: column
+    repeat); columns in ``fixed_edges`` get those edges (``@confidence``: the
+    fixed confidence histogram ``CONFIDENCE_EDGES``). Deterministic: column
     order is sorted, ties in category counts break by name."""
-    fixed = dict(fixed_edges or {})
+    fixed = {CONFIDENCE: CONFIDENCE_EDGES, **(fixed_edges or {})}
     kinds: dict[str, bool] = {}  # name -> categorical?
     for r in rows:
         for k, v in r.items():

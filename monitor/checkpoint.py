@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from alerts.model import Alert
 from monitor.pipeline import Pipeline
+from monitor.reference import apply_references, load_references, save_new_references
 from monitor.state import ModelState, PartitionId, PartitionState
 from monitor.store import Checkpoint, Store, StoredAlert
 from monitor.summaries import write_deltas
@@ -74,6 +75,8 @@ class Checkpointer:
             if p.alerts.changed.get(a.fingerprint) is a:
                 del p.alerts.changed[a.fingerprint]
         p.events_since_checkpoint = 0
+        if p.new_references:
+            save_new_references(self.store, p.new_references)
         offsets: dict[PartitionId, int] = {}
         for pid in pids:
             state = p.partitions.get(pid)
@@ -103,6 +106,7 @@ class Checkpointer:
                 p.models = models
                 log.info("restored model-wide state (watermark %s)", models.watermark)
         p.alerts.load(pickle.loads(a.state) for a in self.store.firing_alerts())
+        apply_references(p.models.detectors, load_references(self.store))
         return offsets
 
 

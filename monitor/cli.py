@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long producing the traffic takes (real time)")
     p.set_defaults(func=cmd_demo)
 
+    from monitor.reference_cli import add_reference_commands
+
+    add_reference_commands(sub, _config_or_exit)  # reference build, reference list
+
     from monitor.jobs_cli import add_job_commands
 
     add_job_commands(sub)  # compare, report drift, jobs status

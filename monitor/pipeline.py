@@ -21,6 +21,7 @@ from detectors.event import Event
 from monitor.config import Config
 from monitor.decode import BadRecord, Decoder
 from monitor.metrics import Metrics
+from monitor.reference import Reference, collect_new_references
 from monitor.state import ModelState, PartitionId, PartitionState, client_detectors, model_detectors
 from monitor.summaries import SummaryCollector
 
@@ -71,6 +72,7 @@ class Pipeline:
         self.decoder = Decoder(config.events)
         self.partitions: dict[PartitionId, PartitionState] = {}
         self.models = ModelState(model_detectors(config))
+        self.new_references: list[Reference] = []  # automatic drift references, to store
         self.alerts = AlertManager()
         self.pending: list[tuple[str, str]] = []  # (fingerprint, record JSON)
         sc = config.jobs.summaries
@@ -180,6 +182,7 @@ class Pipeline:
         findings: list[Finding] = []
         for keyed in self.models.detectors:
             findings.extend(keyed.tick(watermark))
+        self.new_references.extend(collect_new_references(self.models.detectors))
         return self._alert(findings)
 
     def _alert(self, findings: list[Finding]) -> list[dict]:

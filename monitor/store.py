@@ -26,7 +26,7 @@ metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
 # imports them so every table exists before the daemon or a job touches it.
-TABLE_MODULES: list[str] = ["monitor.scheduler", "alerts.db"]
+TABLE_MODULES: list[str] = ["monitor.scheduler", "alerts.db", "monitor.reference"]
 
 
 def _now() -> datetime:

@@ -1,0 +1,152 @@
+"""Drift references: built from CSV / Parquet / archived events by the command line,
+stored (SQLite and PostgreSQL), found by model and version, used by the pipeline
+from the first window; automatic references are announced in the log and stored."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitor.cli import main
+from monitor.config import build_config
+from monitor.pipeline import Pipeline, Record
+from monitor.reference import (
+    apply_references,
+    list_references,
+    load_reference,
+    load_references,
+    reference_from_file,
+    save_new_references,
+    save_reference,
+)
+from monitor.store import Store
+
+T0 = 1_767_225_600.0
+
+
+def _table(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "amount": rng.normal(shift, 1, n), "age": rng.integers(18, 90, n).astype(float),
+        "country": rng.choice(["fr", "de", "es"], n), "label": rng.integers(0, 2, n),
+        "pred": rng.choice(["yes", "no"], n),
+    })
+
+
+def _events(n: int, seed: int, shift: float = 0.0, t0: float = T0) -> list[dict]:
+    frame = _table(n, seed, shift)
+    return [{"ts": t0 + i * 0.05, "model": "m", "model_version": "2", "client_id": f"c{i % 7}",
+             "features": {"amount": float(r.amount), "age": float(r.age), "country": r.country},
+             "prediction": r.pred}
+            for i, r in enumerate(frame.itertuples())]
+
+
+def test_references_round_trip_through_the_store_newest_first(store_url: str) -> None:
+    store = Store(store_url)
+    store.migrate()
+    rows = _table(500, 1).to_dict(orient="records")
+    from detectors.reference import build_reference
+
+    old = build_reference(rows, model="m", source="file:old.csv")
+    new = build_reference(rows[:300], model="m", source="file:new.csv")
+    v2 = build_reference(rows[:200], model="m", model_version="2", source="file:v2.csv")
+    for ref in (old, new, v2):
+        save_reference(store, ref)
+    assert load_reference(store, "m", "1").source == "file:new.csv"  # type: ignore[union-attr]
+    got = load_reference(store, "m", "2")
+    assert got is not None and got.source == "file:v2.csv"
+    assert got.layout == v2.layout and got.counts == v2.counts
+    assert load_reference(store, "other") is None
+    assert [r["source"] for r in list_references(store)] == [
+        "file:v2.csv", "file:new.csv", "file:old.csv"]
+    refs = load_references(store)
+    assert len(refs) == 2 and refs.get("m", "9").source == "file:new.csv"  # type: ignore[union-attr]
+    store.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_reference_build_from_a_table_file_stores_it(tmp_path: Path, fmt: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = _table(2000, 2)
+    path = tmp_path / f"train.{fmt}"
+    data.to_csv(path, index=False) if fmt == "csv" else data.to_parquet(path)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store: {{url: 'sqlite:///{tmp_path / 's.db'}'}}\n")
+    assert main(["reference", "build", str(path), "--config", str(cfg), "--model", "m",
+                 "--prediction-column", "pred", "--drop", "label"]) == 0
+    assert "2,000 rows, 2 numeric and 2 categorical columns" in capsys.readouterr().out
+    ref = load_reference(Store(f"sqlite:///{tmp_path / 's.db'}"), "m", "anything")
+    assert ref is not None and ref.source == f"file:train.{fmt}" and ref.n == 2000
+    assert ref.layout.numeric == ("age", "amount")
+    assert ref.layout.categorical == ("@prediction", "country")
+    assert main(["reference", "list", "--config", str(cfg)]) == 0
+    assert f"file:train.{fmt}" in capsys.readouterr().out
+
+
+def test_a_pinned_period_of_archived_events_becomes_the_reference(tmp_path: Path) -> None:
+    events = _events(3000, 3)
+    path = tmp_path / "archive.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
+    ref = reference_from_file(path, model="m", model_version="2", since=T0 + 10,
+                              until=T0 + 60)
+    assert ref.n == 1000 and ref.start == T0 + 10 and ref.source.startswith("pinned:")
+    assert "@prediction" in ref.layout.categorical
+    with pytest.raises(ValueError, match="no rows"):
+        reference_from_file(path, model="nope")
+
+
+def _config(**drift: object) -> object:
+    return build_config({"detectors": {"drift": {"bucket_s": 5, "window_events": 300,
+                                                 "min_events": 100, "reference_events": 1000,
+                                                 **drift}}}, env={})
+
+
+def _feed(pipeline: Pipeline, events: list[dict]) -> list[dict]:
+    out = []
+    for i in range(0, len(events), 500):
+        recs = [Record(j, msgspec.json.encode(e)) for j, e in enumerate(events[i:i + 500], i)]
+        out += pipeline.process(("replay", 0), recs).alerts
+        out += pipeline.advance()
+    return out
+
+
+def test_a_stored_reference_is_used_from_the_first_window(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    train = _table(5000, 4).rename(columns={"pred": "@prediction"}).drop(columns=["label"])
+    from detectors.reference import build_reference
+
+    save_reference(store, build_reference(train.to_dict(orient="records"), model="m",
+                                          source="file:train.csv"))
+    shifted = _events(3000, 5, shift=0.8)  # production differs from training from the start
+    pipeline = Pipeline(_config())  # type: ignore[arg-type]
+    apply_references(pipeline.models.detectors, load_references(store))
+    alerts = [a for a in _feed(pipeline, shifted) if a["kind"] == "drift"]
+    assert alerts and alerts[0]["evidence"]["reference"]["source"] == "file:train.csv"
+    assert alerts[0]["evidence"]["drifted"][0]["feature"] == "amount"
+    assert pipeline.new_references == []
+    # without it, the shifted traffic is its own (automatic) reference: no drift
+    auto = Pipeline(_config())  # type: ignore[arg-type]
+    assert not [a for a in _feed(auto, shifted) if a["kind"] == "drift"]
+
+
+def test_an_automatic_reference_is_announced_and_stored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = Pipeline(_config())  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="monitor.reference"):
+        _feed(pipeline, _events(2000, 6))
+    assert any("m@2: drift reference built from the first" in r.getMessage()
+               for r in caplog.records)
+    assert len(pipeline.new_references) == 1
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    save_new_references(store, pipeline.new_references)
+    assert pipeline.new_references == []
+    ref = load_reference(store, "m", "2")
+    assert ref is not None and ref.source == "auto" and ref.n >= 1000
+    assert len(load_references(store)) == 0, "automatic references are for reports only"
