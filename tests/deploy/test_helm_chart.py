@@ -157,6 +157,7 @@ OPERATOR_SCHEMAS = {
 }
 
 EVERYTHING_ON = merged(PROD, **{"keda.enabled": True, "keda.authenticationRef": "kafka-sasl",
+                                "kafkaTls.existingSecret": "kafka-ca",
                                 "secrets.kafkaSaslPassword.enabled": True,
                                 "podDisruptionBudget.minAvailable": 1,
                                 "networkPolicy.metricsFrom": [
@@ -353,6 +354,23 @@ def test_extra_secret_keys_are_mounted_for_webhook_receivers(chart: helm.Chart) 
     assert base64.b64decode(secret["data"]["slack-webhook-ml"]).decode().startswith("https://")
 
 
+def test_kafka_tls_files_are_mounted_read_only(chart: helm.Chart) -> None:
+    values = merged(PROD, **{"kafkaTls.existingSecret": "kafka-ca",
+                             "config.kafka.security_protocol": "SSL",
+                             "config.kafka.ssl_cafile":
+                                 "/var/run/secrets/inferwatch-kafka-tls/ca.crt"})
+    objs = render(chart, values)
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "kafka-tls"]
+    assert vol["secret"]["secretName"] == "kafka-ca"
+    (mount,) = [m for m in container(objs)["volumeMounts"] if m["name"] == "kafka-tls"]
+    assert mount == {"name": "kafka-tls", "mountPath": "/var/run/secrets/inferwatch-kafka-tls",
+                     "readOnly": True}
+    assert "kafka-tls" not in {v["name"] for v in
+                               one(render(chart, PROD), "Deployment")["spec"]["template"]["spec"][
+                                   "volumes"]}
+
+
 def test_generated_secret_needs_its_values(chart: helm.Chart) -> None:
     no_url = merged(PROD, **{"secrets.existingSecret": ""})
     assert "secrets/databaseUrl/value" in refused(chart, no_url)
@@ -405,6 +423,15 @@ def test_schema_accepts_a_comma_separated_bootstrap_string(chart: helm.Chart) ->
                              "keda.enabled": True})
     scaled = one(render(chart, values), "ScaledObject")
     assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == "k0:9092, k1:9092"
+
+
+@pytest.mark.parametrize("typo", [{"replicas": 3}, {"serviceMonitor": {"enable": True}},
+                                  {"secrets": {"existingSecrets": "x"}}])
+def test_schema_refuses_misspelt_settings(chart: helm.Chart, typo: dict[str, Any]) -> None:
+    values = copy.deepcopy(PROD)
+    for key, value in typo.items():
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+    assert "additional properties" in refused(chart, values).lower()
 
 
 def test_default_values_demand_a_kafka_bootstrap_and_a_database(chart: helm.Chart) -> None:
