@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
+import numpy as np
 import sqlalchemy as sa
 
 from monitor.compare import (
@@ -42,7 +43,18 @@ from monitor.compare import (
 )
 from monitor.config import Config
 from monitor.store import Store, alerts, reports
-from monitor.summaries import Bucket, Summary, first_bucket, load_buckets, merge_all, version_traffic
+from monitor.summaries import (
+    CONF_BINS,
+    OTHER,
+    Bucket,
+    Sketch,
+    Summary,
+    bucket_keys,
+    first_bucket,
+    load_buckets,
+    merge_all,
+    version_traffic,
+)
 
 if TYPE_CHECKING:
     from monitor.scheduler import JobContext
@@ -60,30 +72,109 @@ def slug(text: str) -> str:
 
 
 # -- the reference ----------------------------------------------------------------------
-def stored_reference(store: Store, model: str) -> Any:
-    """The model's stored reference from ``inferwatch reference build`` (issue 8), if
-    that module and a reference exist; None otherwise."""
+def stored_reference(store: Store, model: str, version: str = "") -> Any:
+    """The model's newest stored reference (``monitor.reference``: built from a file, a
+    pinned period, or automatically from a version's first events), or None."""
     try:
-        from monitor import reference as mref  # type: ignore[attr-defined]
+        from monitor.reference import load_reference
     except ImportError:
         return None
-    load = getattr(mref, "load_reference", None)
-    if load is None:
-        return None
     try:
-        return load(store, model)
+        return load_reference(store, model, version)
     except Exception as exc:  # a broken stored reference must not stop the report
         log.warning("stored reference of %s unreadable (%s); using early traffic", model, exc)
         return None
+
+
+_SPREAD = 16  # points per reference bin: its count spread evenly across the bin
+
+
+def summary_from_reference(ref: Any) -> Summary:
+    """A stored reference (cell counts on fixed bins, plus a sample of rows) as a
+    ``Summary``: each bin's count spread evenly over the bin, so PSI over the
+    reference's own (equal-frequency) bins is exact and KS is close."""
+    from detectors.reference import CONFIDENCE, PREDICTION
+
+    lay = ref.layout
+    cells = np.asarray(ref.counts.cells)
+    cells = cells[0] if cells.ndim == 2 else cells
+    offs = lay.offsets
+    s = Summary()
+    s.n = int(ref.n)
+    for j, name in enumerate(lay.features):
+        c = cells[offs[j]:offs[j + 1]].astype(float)
+        if j < len(lay.numeric):
+            e = np.asarray(lay.edges[j], dtype=float)
+            if name == CONFIDENCE:
+                _spread_confidence(s, e, c)
+                continue
+            sk = s.prediction if name == PREDICTION else s.features.setdefault(name, Sketch())
+            _spread_sketch(sk, e, c, lay.center[j], lay.scale[j])
+        else:
+            cats = dict(zip(lay.categories[j - len(lay.numeric)], c[:-3].tolist(), strict=True))
+            if c[-3] + c[-2]:
+                cats[OTHER] = c[-3] + c[-2]
+            if name == PREDICTION:
+                s.classes = cats
+            else:
+                s.categories[name] = cats
+    for i, row in enumerate(ref.sample):
+        feats = {k: v for k, v in row.items() if not str(k).startswith("@")}
+        s.sample.append((i, None, 0.0, feats, row.get(PREDICTION), row.get(CONFIDENCE), None))
+    return s
+
+
+def _spread_sketch(sk: Sketch, edges: np.ndarray, c: np.ndarray, center: float,
+                   scale: float) -> None:
+    below, bins, above, missing = c[0], c[1:-2], c[-2], c[-1]
+    values = [np.array([edges[0]]), np.array([edges[-1]])]
+    weights = [np.array([below]), np.array([above])]
+    for i, count in enumerate(bins):
+        if count:
+            values.append(np.linspace(edges[i], edges[i + 1], _SPREAD))
+            weights.append(np.full(_SPREAD, count / _SPREAD))
+    v, w = np.concatenate(values), np.concatenate(weights)
+    keep = w > 0
+    keys = bucket_keys(v[keep])
+    for k, wt in zip(keys.tolist(), w[keep].tolist(), strict=True):
+        sk.buckets[k] = sk.buckets.get(k, 0) + wt
+    n = float(c[:-1].sum())
+    sk.n = round(n)
+    sk.missing = int(missing)
+    sk.sum = center * n
+    sk.sumsq = n * (scale * scale + center * center)
+    sk.min, sk.max = float(edges[0]), float(edges[-1])
+
+
+def _spread_confidence(s: Summary, edges: np.ndarray, c: np.ndarray) -> None:
+    inner = c[1:-2]
+    for i, count in enumerate(inner):
+        lo, hi = int(edges[i] * CONF_BINS), max(int(edges[i + 1] * CONF_BINS), int(edges[i] *
+                                                                                   CONF_BINS) + 1)
+        hi = min(hi, CONF_BINS)
+        lo = min(lo, hi - 1)
+        s.confidence[lo:hi] += round(count / (hi - lo))
 
 
 def reference_summary(store: Store, config: Config, model: str, since: float,
                       ) -> tuple[Summary, dict[str, Any], float]:
     """(reference summary, how it was chosen, start of the period to report).
 
-    Without a usable stored reference: the model's earliest stored traffic, and the
-    report period starts after it when they would overlap."""
+    The newest version's stored reference when there is one; else the model's
+    earliest stored traffic, and the report period starts after it when they
+    would overlap."""
     cfg = config.jobs.drift_report
+    traffic = version_traffic(store.engine, since, float("inf")).get(model, {})
+    newest = max(traffic, key=lambda v: (traffic[v]["first"], v), default="")
+    ref = stored_reference(store, model, newest)
+    if ref is not None and ref.n >= cfg.min_events:
+        span = (f", {_iso(ref.start)} to {_iso(ref.end)}" if ref.start is not None
+                and ref.end is not None else "")
+        return summary_from_reference(ref), {
+            "source": f"stored:{ref.source}", "model_version": ref.model_version,
+            "events": ref.n, "description": (
+                f"the stored reference of {model}{' ' + ref.model_version if ref.model_version else ''}"
+                f" ({ref.source}{span}, {ref.n:,} events)")}, since
     first = first_bucket(store.engine, model)
     if first is None:
         return Summary(), {"source": "none"}, since

@@ -84,7 +84,7 @@ class Sketch:
         self.sumsq += float((x * x).sum())
         self.min = min(self.min, float(x.min()))
         self.max = max(self.max, float(x.max()))
-        keys = _keys(x)
+        keys = bucket_keys(x)
         uniq, counts = np.unique(keys, return_counts=True)
         b = self.buckets
         for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
@@ -131,7 +131,8 @@ class Sketch:
         return float(np.clip(values[min(i, len(values) - 1)], self.min, self.max))
 
 
-def _keys(x: np.ndarray) -> np.ndarray:
+def bucket_keys(x: np.ndarray) -> np.ndarray:
+    """Sketch bucket keys of values (0 for |x| < 1e-9; the sign is the key's sign)."""
     a = np.abs(x)
     small = a < _MIN_ABS
     with np.errstate(divide="ignore"):

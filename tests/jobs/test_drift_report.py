@@ -114,3 +114,24 @@ def test_report_command_writes_the_same_report(seeded: tuple[str, Path], tmp_pat
     assert "1 of 5 input features drifted: amount" in out
     summary = next((tmp_path / "r").glob("drift/drifty/*/summary.json"))
     assert json.loads(summary.read_text())["drifted_features"] == ["amount"]
+
+
+def test_a_stored_reference_is_used_when_there_is_one(seeded: tuple[str, Path],
+                                                      tmp_path: Path) -> None:
+    from detectors.reference import CONFIDENCE, PREDICTION, build_reference
+    from monitor.reference import save_reference
+
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    (tmp_path / "copy.db").write_bytes(Path(seeded[0].removeprefix("sqlite:///")).read_bytes())
+    rows = [e["features"] | {PREDICTION: e["prediction"], CONFIDENCE: e["confidence"]}
+            for e in stream(model="drifty", version="3.2.0", start=MONDAY - 30 * DAY, hours=48,
+                            per_hour=60, seed=99)]
+    ctx = _ctx(url, tmp_path / "r")
+    save_reference(ctx.store, build_reference(rows, model="drifty", source="file:train.csv"))
+    report_job(ctx, NOW, model="drifty", since=MONDAY, until=NOW)
+    summary = json.loads(next((tmp_path / "r").glob("drift/drifty/*/summary.json")).read_text())
+    assert summary["reference"]["source"] == "stored:file:train.csv"
+    assert summary["since"] == MONDAY  # the whole period: no early traffic set aside
+    assert summary["drifted_features"] == ["amount"]
+    assert summary["top_features"][0]["drifting_since"].startswith("2026-01-09")
+    assert summary["evidently"]["rows"]["reference"] == 500  # the reference's own sample
