@@ -292,7 +292,10 @@ def test_replicas_share_one_consumer_group(chart: helm.Chart) -> None:
     assert config["kafka"]["group_id"] == "inferwatch"
     # instance_id stays unset so each pod is itself (HOSTNAME = the pod name).
     assert "instance_id" not in config
-    assert "strategy" not in one(objs, "Deployment")["spec"]  # rolling update
+    # A rollout replaces one member at a time without a surge pod: with as many
+    # replicas as partitions a surge pod would own none, never be ready, and stall it.
+    assert one(objs, "Deployment")["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
 # -- secrets ---------------------------------------------------------------------------
