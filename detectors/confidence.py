@@ -1,145 +1,256 @@
-"""Confidence anomalies: a model answering with less (or more) confidence than it
-used to, per model version, on tumbling event-time windows."""
+"""Confidence anomalies: a model answering with less (or more) confidence, margin
+or certainty than it used to, and, once labels arrive, less accurately.
+
+Per model version, events are summed per ``bucket_s`` bucket of event time
+(integers: values quantised to 2^-20), closed by the watermark. The first
+``reference_events`` events (whole buckets) give the reference mean and standard
+deviation of the confidence, the margin (top-1 minus top-2 probability) and the
+normalised entropy of ``probabilities``. Each later bucket's mean, standardised
+by the reference (in reference SDs, times 10), feeds one ADWIN per signal (Bifet and
+Gavaldà 2007, river's implementation, checked every bucket). The incident holds
+while some signal's ADWIN estimate (the mean of its adaptive window) is at least
+``min_effect`` reference SDs away from the reference; ADWIN forgets the old
+regime as soon as it detects the change, so the estimate follows a shift fast and
+returns once it is over. With labels (the ``label`` field, compared with
+``prediction``), the first ``reference_labels`` labelled events give the
+reference accuracy and calibration gap (mean confidence minus accuracy); every
+window of ``min_labels`` labelled events is tested with a two-proportion z-test
+and fires on a drop of at least ``min_accuracy_drop`` with ``z <= -z_threshold``.
+The low-confidence rate is tested by the drift detector on the confidence
+histogram (``@confidence``), with the features.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from river.drift import ADWIN
+
 from detectors.base import Detector
 from detectors.event import Event
 from detectors.windows import TumblingWindows
 
+_Q = 1 << 20
+# ADWIN's bound has a range term that assumes values in [0, 1]: bucket means in
+# reference SDs are fed at 10x so the variance term, which scales with them, decides.
+_GAIN = 10.0
+SIGNALS = ("confidence", "margin", "entropy")
 
-class _Moments:
-    __slots__ = ("low", "n", "total")
+
+class _Sums:
+    __slots__ = ("correct", "labelled", "lconf", "n", "s1", "s2")
 
     def __init__(self) -> None:
         self.n = 0
-        self.total = 0.0
-        self.low = 0
+        self.s1 = [0, 0, 0]  # per signal: sum of q
+        self.s2 = [0, 0, 0]  # per signal: sum of q^2
+        self.labelled = 0
+        self.correct = 0
+        self.lconf = 0  # sum of q(confidence) over labelled events
+
+    def add(self, other: _Sums) -> None:
+        self.n += other.n
+        for i in range(3):
+            self.s1[i] += other.s1[i]
+            self.s2[i] += other.s2[i]
+        self.labelled += other.labelled
+        self.correct += other.correct
+        self.lconf += other.lconf
 
 
-class ConfidenceShift(Detector):
-    """Mean confidence of a window against the model's own reference period.
+def signals(event: Event) -> tuple[float, float, float] | None:
+    """(confidence, margin, normalised entropy) of one answer, when known."""
+    probs = event.probabilities
+    values = list(probs.values()) if isinstance(probs, dict) else list(probs or [])
+    if len(values) >= 2:
+        top = sorted(values, reverse=True)
+        total = math.fsum(values) or 1.0
+        ent = -math.fsum(p / total * math.log(p / total) for p in values if p > 0)
+        conf = event.confidence if event.confidence is not None else top[0]
+        return conf, top[0] - top[1], ent / math.log(len(values))
+    if event.confidence is not None:
+        c = event.confidence
+        return c, 2 * c - 1, 0.0  # a binary answer reported by its confidence alone
+    return None
 
-    The first ``reference_events`` (or more) events, in whole closed windows,
-    become the reference (mean and standard deviation of confidence, rate of
-    answers below ``low_threshold``). Each later window of ``window_s`` with at
-    least ``min_events`` is compared with a two-sided z-test on its mean
-    (Welch-style standard error from the reference spread); it fires when
-    ``|z| >= z_threshold`` and the mean moved by at least ``min_effect``, and
-    clears after a window that passes. Windows close on the watermark (``tick``).
 
-    >>> d = ConfidenceShift(window_s=10, reference_events=50, min_events=5)
-    >>> for t in range(200):
-    ...     c = 0.9 if t < 100 else 0.6
-    ...     d.update(Event(ts=t, model="m", model_version="1", confidence=c + (t % 5) * 0.01))
+class ConfidenceDrift(Detector):
+    """Mean confidence, margin and entropy through ADWIN on standardised bucket
+    means, and accuracy drift once labels arrive.
+
+    >>> d = ConfidenceDrift(bucket_s=10, reference_events=300)
+    >>> for t in range(3000):
+    ...     c = (0.9 if t < 2000 else 0.75) + (t % 7) * 0.01
+    ...     d.update(Event(ts=t, model="m", model_version="1", confidence=c,
+    ...                    probabilities={"a": c, "b": 1 - c}))
     ...     d.tick(t)
-    >>> d.detected, round(d.evidence()["window_mean"], 2)
-    (True, 0.62)
+    >>> d.detected, d.evidence()["shifted"][0]["signal"]
+    (True, 'confidence')
     """
 
-    name = "confidence.mean_shift"
+    name = "confidence.adwin"
     kind = "confidence"
 
     def __init__(
         self,
         *,
-        window_s: float = 60.0,
+        bucket_s: float = 10.0,
         lateness_s: float = 5.0,
         reference_events: int = 2000,
-        min_events: int = 100,
-        z_threshold: float = 5.0,
-        min_effect: float = 0.05,
-        low_threshold: float = 0.5,
+        delta: float = 0.002,
+        min_effect: float = 0.5,
+        min_bucket_events: int = 5,
+        reference_labels: int = 500,
+        min_labels: int = 200,
+        z_threshold: float = 4.0,
+        min_accuracy_drop: float = 0.05,
     ) -> None:
-        self.window_s = window_s
+        self.bucket_s = bucket_s
         self.lateness_s = lateness_s
         self.reference_events = reference_events
-        self.min_events = min_events
-        self.z_threshold = z_threshold
+        self.delta = delta
         self.min_effect = min_effect
-        self.low_threshold = low_threshold
-        self._windows: TumblingWindows[list[float]] = TumblingWindows(
-            window_s, lateness_s, list
-        )
-        self._ref_n = 0
-        self._ref_sum = 0.0
-        self._ref_sq = 0.0
-        self._ref_low = 0
-        self._ref_until = float("nan")
+        self.min_bucket_events = min_bucket_events
+        self.reference_labels = reference_labels
+        self.min_labels = min_labels
+        self.z_threshold = z_threshold
+        self.min_accuracy_drop = min_accuracy_drop
+        self._buckets: TumblingWindows[_Sums] = TumblingWindows(bucket_s, lateness_s, _Sums)
+        self._ref = _Sums()
+        self._ref_ready = False
+        self._ref_until = math.nan
+        self._mean = [0.0, 0.0, 0.0]
+        self._sd = [1.0, 1.0, 1.0]
+        self._adwins = [ADWIN(delta=delta, clock=1) for _ in SIGNALS]
+        self._lab_ref = _Sums()  # labelled reference (first reference_labels)
+        self._lab_win = _Sums()
+        self._lab_start = math.nan
+        self._accuracy_alarm = False
+        self._accuracy: dict[str, Any] = {}
+        self._last_bucket: dict[str, Any] = {}
         self._detected = False
+        self._decided: float | None = None
         self._last: dict[str, Any] = {}
 
     def update(self, event: Event) -> None:
-        if event.confidence is None:
+        sig = signals(event)
+        if sig is None:
             return
-        acc = self._windows.add(event.ts)
-        if acc is not None:
-            acc.append(event.confidence)
+        acc = self._buckets.add(event.ts)
+        if acc is None:
+            return
+        acc.n += 1
+        for i, v in enumerate(sig):
+            q = round(min(max(v, 0.0), 1.0) * _Q)
+            acc.s1[i] += q
+            acc.s2[i] += q * q
+        if event.label is not None and event.prediction is not None:
+            acc.labelled += 1
+            acc.correct += str(event.label) == str(event.prediction)
+            acc.lconf += round(min(max(sig[0], 0.0), 1.0) * _Q)
 
     def tick(self, now: float) -> None:
-        for start, values in self._windows.close_until(now):
-            self._close(start, values)
+        for start, b in self._buckets.close_until(now):
+            self._close(start, start + self.bucket_s, b)
 
-    @property
-    def reference_ready(self) -> bool:
-        return self._ref_n >= self.reference_events
+    def _close(self, start: float, end: float, b: _Sums) -> None:
+        self._labels(start, end, b)
+        if not self._ref_ready:
+            self._ref.add(b)
+            self._ref_until = end
+            if self._ref.n >= self.reference_events:
+                self._ref_ready = True
+                n = self._ref.n
+                for i in range(3):
+                    m = self._ref.s1[i] / _Q / n
+                    var = self._ref.s2[i] / (_Q * _Q) / n - m * m
+                    self._mean[i] = m
+                    self._sd[i] = math.sqrt(var) if var > 1e-8 else 1e-4
+            return
+        if b.n >= self.min_bucket_events:
+            means = [b.s1[i] / _Q / b.n for i in range(3)]
+            for i, a in enumerate(self._adwins):
+                a.update(_GAIN * (means[i] - self._mean[i]) / self._sd[i])
+            self._last_bucket = {"bucket_start": start, "bucket_end": end, "events": b.n,
+                                 **{f"{s}_mean": round(means[i], 4)
+                                    for i, s in enumerate(SIGNALS)}}
+        self._decide(end)
 
-    def _close(self, start: float, values: list[float]) -> None:
-        if not self.reference_ready:
-            # fsum is exactly rounded: the result does not depend on arrival order
-            self._ref_n += len(values)
-            self._ref_sum += math.fsum(values)
-            self._ref_sq += math.fsum(v * v for v in values)
-            self._ref_low += sum(v < self.low_threshold for v in values)
-            self._ref_until = start + self.window_s
+    def _labels(self, start: float, end: float, b: _Sums) -> None:
+        if not b.labelled:
             return
-        n = len(values)
-        if n < self.min_events:
+        if self._lab_ref.labelled < self.reference_labels:
+            self._lab_ref.add(b)
             return
-        ref_mean = self._ref_sum / self._ref_n
-        ref_var = max(self._ref_sq / self._ref_n - ref_mean * ref_mean, 1e-12)
-        mean = math.fsum(values) / n
-        z = (mean - ref_mean) / math.sqrt(ref_var / n + ref_var / self._ref_n)
-        low_rate = sum(v < self.low_threshold for v in values) / n
-        self._detected = abs(z) >= self.z_threshold and abs(mean - ref_mean) >= self.min_effect
+        if math.isnan(self._lab_start):
+            self._lab_start = start
+        self._lab_win.add(b)
+        if self._lab_win.labelled < self.min_labels:
+            return
+        r, w = self._lab_ref, self._lab_win
+        p_r, p_w = r.correct / r.labelled, w.correct / w.labelled
+        pooled = (r.correct + w.correct) / (r.labelled + w.labelled)
+        se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / r.labelled + 1 / w.labelled))
+        z = (p_w - p_r) / se
+        gap_r = r.lconf / _Q / r.labelled - p_r
+        gap_w = w.lconf / _Q / w.labelled - p_w
+        self._accuracy_alarm = z <= -self.z_threshold and p_r - p_w >= self.min_accuracy_drop
+        self._accuracy = {"window_start": self._lab_start, "window_end": end,
+                          "labelled": w.labelled, "accuracy": round(p_w, 4),
+                          "reference_accuracy": round(p_r, 4), "z": round(z, 3),
+                          "calibration_gap": round(gap_w, 4),
+                          "reference_calibration_gap": round(gap_r, 4)}
+        self._lab_win = _Sums()
+        self._lab_start = math.nan
+
+    def _decide(self, end: float) -> None:
+        shifted = []
+        for i, a in enumerate(self._adwins):
+            est = a.estimation / _GAIN
+            if a.width >= 3 and abs(est) >= self.min_effect:
+                shifted.append({"signal": SIGNALS[i], "shift_sd": round(est, 3),
+                                "reference_mean": round(self._mean[i], 4),
+                                "current_mean": round(self._mean[i] + est * self._sd[i], 4),
+                                "adwin_width_buckets": int(a.width)})
+        shifted.sort(key=lambda s: (-abs(s["shift_sd"]), s["signal"]))
+        self._detected = bool(shifted) or self._accuracy_alarm
+        self._decided = end
         self._last = {
-            "window_start": start,
-            "window_end": start + self.window_s,
-            "window_events": n,
-            "window_mean": mean,
-            "reference_mean": ref_mean,
-            "reference_events": self._ref_n,
-            "reference_until": self._ref_until,
-            "z": round(z, 3),
-            "z_threshold": self.z_threshold,
-            "min_effect": self.min_effect,
-            "low_confidence_rate": round(low_rate, 4),
-            "reference_low_confidence_rate": round(self._ref_low / self._ref_n, 4),
+            "decided_at": end, "reference_events": self._ref.n,
+            "reference_until": self._ref_until, "min_effect_sd": self.min_effect,
+            "adwin_delta": self.delta, "shifted": shifted, "last_bucket": self._last_bucket,
         }
+        if self._accuracy:
+            self._last["accuracy"] = dict(self._accuracy) | {
+                "firing": self._accuracy_alarm, "z_threshold": self.z_threshold,
+                "min_accuracy_drop": self.min_accuracy_drop}
 
     @property
     def detected(self) -> bool:
         return self._detected
 
     def next_decision(self) -> float | None:
-        return self._windows.next_close()
+        return self._buckets.next_close()
 
     @property
     def decided_at(self) -> float | None:
-        return self._last.get("window_end")
+        return self._decided
 
     def evidence(self) -> dict[str, Any]:
         return dict(self._last)
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         e = self._last
-        if not e:
+        parts = []
+        for s in e.get("shifted", [])[:2]:
+            direction = "rose" if s["shift_sd"] > 0 else "dropped"
+            parts.append(f"mean {s['signal']} {direction} from {s['reference_mean']:.3f} to "
+                         f"{s['current_mean']:.3f}")
+        acc = e.get("accuracy")
+        if acc and acc.get("firing"):
+            parts.append(f"accuracy fell from {acc['reference_accuracy']:.1%} to "
+                         f"{acc['accuracy']:.1%}")
+        if not parts:
             return f"Confidence of {model} is back to its reference."
-        direction = "dropped" if e["window_mean"] < e["reference_mean"] else "rose"
-        return (
-            f"Mean confidence of {model} {direction} from {e['reference_mean']:.3f} to "
-            f"{e['window_mean']:.3f} (z={e['z']:.1f}): check inputs and the model version."
-        )
+        return f"{model}: {'; '.join(parts)}: check inputs and the model version."

@@ -157,12 +157,18 @@ class NeighboursConfig(_Section):
 
 
 class ConfidenceConfig(_Section):
+    """Confidence anomalies (detectors.confidence.ConfidenceDrift); see README "Drift"."""
+
     enabled: bool = True
-    window_s: float = Field(60.0, gt=0)
+    bucket_s: float = Field(10.0, gt=0)
     reference_events: int = Field(2000, ge=10)
-    min_events: int = Field(100, ge=2)
-    z_threshold: float = Field(5.0, gt=0)
-    min_effect: float = Field(0.05, ge=0)
+    delta: float = Field(0.002, gt=0, lt=1)
+    min_effect: float = Field(0.5, ge=0)
+    min_bucket_events: int = Field(5, ge=1)
+    reference_labels: int = Field(500, ge=10)
+    min_labels: int = Field(200, ge=10)
+    z_threshold: float = Field(4.0, gt=0)
+    min_accuracy_drop: float = Field(0.05, ge=0, le=1)
 
 
 class DriftBudget(_Section):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from detectors.allow import AllowListed
 from detectors.attack import ClientAttack
 from detectors.base import Detector
-from detectors.confidence import ConfidenceShift
+from detectors.confidence import ConfidenceDrift
 from detectors.drift import DistributionDrift, ReferenceSet
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
@@ -50,9 +50,11 @@ def model_detectors(config: Config, references: ReferenceSet | None = None) -> l
     protos: list[Detector] = []
     if d.confidence.enabled:
         c = d.confidence
-        protos.append(ConfidenceShift(
-            window_s=c.window_s, lateness_s=d.lateness_s, reference_events=c.reference_events,
-            min_events=c.min_events, z_threshold=c.z_threshold, min_effect=c.min_effect,
+        protos.append(ConfidenceDrift(
+            bucket_s=c.bucket_s, lateness_s=d.lateness_s, reference_events=c.reference_events,
+            delta=c.delta, min_effect=c.min_effect, min_bucket_events=c.min_bucket_events,
+            reference_labels=c.reference_labels, min_labels=c.min_labels,
+            z_threshold=c.z_threshold, min_accuracy_drop=c.min_accuracy_drop,
         ))
     if d.drift.enabled:
         f = d.drift

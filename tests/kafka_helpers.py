@@ -55,7 +55,7 @@ def small_detectors() -> dict[str, Any]:
     return {
         "flooding": {"window_s": 60, "max_events": 300},
         "probing": {"min_queries": 30},
-        "confidence": {"window_s": 30, "reference_events": 1000, "min_events": 50},
+        "confidence": {"bucket_s": 10, "reference_events": 1000},
         "drift": {"bucket_s": 10, "window_events": 150, "max_window_s": 30,
                   "reference_events": 1000, "min_events": 100},
     }

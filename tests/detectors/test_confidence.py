@@ -1,0 +1,99 @@
+"""Confidence anomalies on seeded streams: quiet on stationary answers, a drop in
+confidence or a flattening of the probabilities fires within a few buckets and
+clears when it is over, an accuracy drop fires once labels arrive."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+
+import numpy as np
+
+from detectors.confidence import ConfidenceDrift
+from detectors.event import Event
+
+RATE = 50  # events per second; buckets of 1 s
+
+
+def _answer(rng: np.random.Generator, i: int, *, sharp: float = 3.0, classes: int = 2,
+            label_ok: float | None = None) -> Event:
+    logits = rng.normal(0, sharp, classes)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    probs = {f"c{k}": float(p[k]) for k in range(classes)}
+    pred = max(probs, key=probs.__getitem__)
+    label = None
+    if label_ok is not None:
+        label = pred if rng.random() < label_ok else "other"
+    return Event(ts=1_700_000_000 + i / RATE, model="m", model_version="1",
+                 prediction=pred, probabilities=probs, label=label)
+
+
+def _run(det: ConfidenceDrift, n: int, make: Callable[[int], Event]) -> list[tuple[float, bool]]:
+    trace = []
+    for i in range(n):
+        ev = make(i)
+        det.update(ev)
+        if i % RATE == 0:
+            det.tick(ev.ts)
+            if det.decided_at is not None and (not trace or trace[-1][0] != det.decided_at):
+                trace.append((det.decided_at, det.detected))
+    return trace
+
+
+def _det() -> ConfidenceDrift:
+    return ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=2000)
+
+
+def test_stationary_answers_raise_nothing() -> None:
+    rng = np.random.default_rng(1)
+    trace = _run(_det(), 60_000, lambda i: _answer(rng, i))
+    assert len(trace) > 1000 and not any(d for _, d in trace)
+
+
+def test_a_confidence_drop_fires_within_a_few_buckets_and_clears_after() -> None:
+    rng = np.random.default_rng(2)
+    on, off = 10_000, 20_000  # events: seconds 200 and 400
+
+    def make(i: int) -> Event:
+        return _answer(rng, i, sharp=1.0 if on <= i < off else 3.0)
+
+    det = _det()
+    trace = _run(det, 40_000, make)
+    fired = [t for t, d in trace if d]
+    t_on, t_off = 1_700_000_000 + on / RATE, 1_700_000_000 + off / RATE
+    assert fired and t_on < fired[0] <= t_on + 10
+    assert all(t_on < t <= t_off + 60 for t in fired), "quiet outside the episode (+ADWIN lag)"
+    assert not trace[-1][1]
+
+
+def test_a_flattening_of_three_class_probabilities_shows_in_entropy_and_margin() -> None:
+    rng = np.random.default_rng(3)
+    det = _det()
+    _run(det, 12_000, lambda i: _answer(rng, i, classes=3, sharp=1.0 if i >= 8000 else 2.5))
+    shifted = {s["signal"] for s in det.evidence()["shifted"]}
+    assert det.detected and {"entropy", "margin", "confidence"} <= shifted
+    assert "dropped" in det.summary({}, "m")
+
+
+def test_an_accuracy_drop_fires_once_labels_arrive_with_the_calibration_gap() -> None:
+    rng = np.random.default_rng(4)
+    det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=2000,
+                          reference_labels=1000, min_labels=300)
+    _run(det, 8000, lambda i: _answer(rng, i, label_ok=0.9 if i < 5000 else 0.75))
+    acc = det.evidence()["accuracy"]
+    assert det.detected and acc["firing"]
+    assert acc["reference_accuracy"] > 0.85 and acc["accuracy"] < 0.8
+    assert acc["calibration_gap"] > acc["reference_calibration_gap"]
+    assert "accuracy fell" in det.summary({}, "m")
+
+
+def test_pickled_mid_stream_it_continues_identically() -> None:
+    rng = np.random.default_rng(5)
+    events = [_answer(rng, i, sharp=1.0 if i > 6000 else 3.0) for i in range(9000)]
+    det = _det()
+    _run(det, 5000, lambda i: events[i])
+    twin = pickle.loads(pickle.dumps(det))
+    rest = events[5000:]
+    assert _run(twin, len(rest), lambda i: rest[i]) == _run(det, len(rest), lambda i: rest[i])
+    assert twin.evidence() == det.evidence() and det.detected
