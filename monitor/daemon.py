@@ -83,6 +83,8 @@ class Daemon:
             return False, "no partitions assigned"
         if not self.restored:
             return False, "state not restored"
+        if not self.source.connected():
+            return False, "cannot consume: the Kafka group coordinator does not answer"
         if not self.store_ok:
             return False, "store unreachable"
         return True, "ok"
@@ -149,7 +151,12 @@ class Daemon:
                or self.pipeline.events_since_checkpoint >= self.config.checkpoint.max_events)
         if due and now >= self._checkpoint_backoff_until():
             self.checkpoint()
-        self.dispatcher.deliver()
+        if self.store_ok:  # while the store is away, the outbox waits in it
+            try:
+                self.dispatcher.deliver()
+            except Exception as exc:  # the next checkpoint retries the store
+                self.store_ok = False
+                log.warning("alert delivery paused: store unreachable (%s)", _short(exc))
 
     def _active_partitions(self, now: float) -> list[PartitionId]:
         """Partitions that still hold unread records, and so may deliver events

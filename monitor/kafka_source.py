@@ -4,10 +4,12 @@ the pipeline and commits offsets only when the daemon says they are safe."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from monitor.config import KafkaConfig
@@ -94,18 +96,42 @@ class KafkaSource:
             max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
             **connection_settings(cfg),
         )
+        self.poll_failing_since: float | None = None
         self._dlq: KafkaProducer | None = None
         if cfg.dead_letter_topic:
             self._dlq = KafkaProducer(acks="all", **connection_settings(cfg))
         self.consumer.subscribe(list(cfg.topics), listener=_Listener(self))
 
     def poll(self) -> dict[PartitionId, list[Record]]:
-        polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
-                                    max_records=self.cfg.max_poll_records)
+        """The next records per partition; nothing while the broker is unreachable
+        (kafka-python raises its connection errors out of ``poll``: the loop must
+        outlive them, reconnect and resume from the positions it holds)."""
+        try:
+            polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
+                                        max_records=self.cfg.max_poll_records)
+        except KafkaError as exc:
+            if self.poll_failing_since is None:
+                self.poll_failing_since = time.monotonic()
+                log.warning("cannot consume (%s: %s); retrying", type(exc).__name__, exc)
+            time.sleep(min(1.0, self.cfg.poll_timeout_ms / 1000))
+            return {}
+        if self.poll_failing_since is not None:
+            log.info("consuming again after %.0fs", time.monotonic() - self.poll_failing_since)
+            self.poll_failing_since = None
         return {
             (tp.topic, tp.partition): [Record(m.offset, m.value, m.key) for m in msgs]
             for tp, msgs in polled.items()
         }
+
+    def connected(self) -> bool:
+        """False once the group coordinator has not answered a heartbeat for a whole
+        session timeout: the broker is unreachable, so nothing can be consumed."""
+        heartbeat = getattr(getattr(self.consumer, "_coordinator", None), "heartbeat", None)
+        if self.poll_failing_since is not None:
+            return False
+        if heartbeat is None:  # another kafka-python layout: no signal, assume connected
+            return True
+        return not heartbeat.session_timeout_expired()
 
     def assignment(self) -> set[PartitionId]:
         return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
