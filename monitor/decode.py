@@ -22,6 +22,7 @@ REASONS = (
     "not_utf8",
     "not_json",
     "not_object",
+    "too_deep",
     "missing_field",
     "wrong_type",
     "not_finite",
@@ -80,6 +81,8 @@ class Decoder:
     def decode(self, value: bytes | None) -> Event | BadRecord:
         try:
             return self._decode(value)
+        except RecursionError:  # nesting deeper than the decoder's stack allows
+            return BadRecord("too_deep", "JSON nested too deeply")
         except Exception as exc:  # never let one record break the loop
             return BadRecord("wrong_type", f"{type(exc).__name__}: {exc}"[:200])
 
