@@ -17,7 +17,8 @@ reference accuracy and calibration gap (mean confidence minus accuracy); every
 window of ``min_labels`` labelled events is tested with a two-proportion z-test
 and fires on a drop of at least ``min_accuracy_drop`` with ``z <= -z_threshold``.
 The low-confidence rate is tested by the drift detector on the confidence
-histogram (``@confidence``), with the features.
+histogram (``@confidence``), with the features. The evidence also carries an
+accuracy estimated from confidence alone (CBPE-style, see ``_estimated_accuracy``).
 """
 
 from __future__ import annotations
@@ -218,6 +219,7 @@ class ConfidenceDrift(Detector):
         self._decided = end
         self._last = {
             "decided_at": end, "reference_events": self._ref.n,
+            "estimated_accuracy": self._estimated_accuracy(),
             "reference_until": self._ref_until, "min_effect_sd": self.min_effect,
             "adwin_delta": self.delta, "shifted": shifted, "last_bucket": self._last_bucket,
         }
@@ -225,6 +227,20 @@ class ConfidenceDrift(Detector):
             self._last["accuracy"] = dict(self._accuracy) | {
                 "firing": self._accuracy_alarm, "z_threshold": self.z_threshold,
                 "min_accuracy_drop": self.min_accuracy_drop}
+
+    def _estimated_accuracy(self) -> float | None:
+        """Accuracy expected from confidence alone (NannyML's CBPE idea): the mean
+        confidence of ADWIN's current window, minus the calibration gap measured on
+        the reference's labels when there are any. Valid while the model stays
+        calibrated as it was; shown next to confidence drift, never alerted on."""
+        a = self._adwins[0]
+        if not self._ref_ready or a.width < 1:
+            return None
+        conf = self._mean[0] + a.estimation / _GAIN * self._sd[0]
+        if self._lab_ref.labelled >= self.reference_labels:
+            r = self._lab_ref
+            conf -= r.lconf / _Q / r.labelled - r.correct / r.labelled
+        return round(min(max(conf, 0.0), 1.0), 4)
 
     @property
     def detected(self) -> bool:
