@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 VERDICTS = ("no_difference", "worse", "better", "unknown")
+# requests per version kept for the shadow-traffic match: the smallest hashes of
+# request_id, so both versions keep the same requests when both scored them
+SHADOW_SAMPLE = 20_000
 
 
 # -- statistics on summaries ---------------------------------------------------------
@@ -288,8 +291,9 @@ def compare_stored(store: Store, cfg: CompareJobConfig, model: str, baseline: st
                    candidate: str, *, since: float, until: float) -> dict[str, Any]:
     sides = {}
     for version in (baseline, candidate):
-        buckets = load_buckets(store.engine, model, since, until, version=version)
-        sides[version] = merge_all(b.summary for b in buckets)
+        buckets = load_buckets(store.engine, model, since, until, version=version,
+                               sample_size=SHADOW_SAMPLE)
+        sides[version] = merge_all((b.summary for b in buckets), sample_size=SHADOW_SAMPLE)
     result = compare_summaries(model, baseline, candidate, sides[baseline], sides[candidate],
                                cfg=cfg)
     result["since"], result["until"] = since, until

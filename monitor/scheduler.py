@@ -302,11 +302,21 @@ class JobService:
         if held and self.scheduler is None and not self._stop.is_set():
             log.info("%s holds the scheduler lease: running %s", self.instance_id,
                      ", ".join(sorted(self.jobs)) or "no jobs")
+            self._restore_metrics()
             self._start_scheduler()
         elif not held and self.scheduler is not None:
             log.info("%s lost the scheduler lease: jobs stop here", self.instance_id)
             self._stop_scheduler()
         return held
+
+    def _restore_metrics(self) -> None:
+        """The fleet's last successes, so an overdue-job alert survives a fail-over."""
+        try:
+            for row in status_rows(self.store):
+                if row["last_success_at"] and row["job"] in self.jobs:
+                    self.metrics.last_success.labels(row["job"]).set(row["last_success_at"])
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not read job status: %s", exc)
 
     def _start_scheduler(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor

@@ -29,6 +29,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain, islice
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -145,6 +147,24 @@ def _values(keys: np.ndarray) -> np.ndarray:
     return np.where(keys == 0, 0.0, np.sign(keys) * mag)
 
 
+_EMPTY: dict[str, Any] = {}
+
+
+def _numeric_matrix(feats: Sequence[dict[str, Any]], names: list[str]) -> np.ndarray | None:
+    """Rows x ``names`` as floats (missing and None as NaN) in one pass; None when a
+    value is not a number (then the columns are read one by one)."""
+    get = itemgetter(*names)
+    try:
+        rows = [get(f) for f in feats]
+    except KeyError:
+        rows = [tuple(f.get(n) for n in names) for f in feats]
+    try:
+        x = np.array(rows, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return x.reshape(len(feats), len(names))
+
+
 def _count_into(target: dict[str, int], values: Iterable[Any], cap: int) -> None:
     for v, c in Counter(values).items():
         key = str(v)
@@ -191,27 +211,33 @@ class Summary:
         ts = [e.ts for e in events]
         self.first_ts = min(self.first_ts, *ts)
         self.last_ts = max(self.last_ts, *ts)
-        feats = [e.features or {} for e in events]
-        names: dict[str, None] = {}
-        for f in feats:
-            names.update(dict.fromkeys(f))
-        for name in names:
-            col = [f.get(name) for f in feats]
-            if name in self.categories:
-                numeric = None
+        feats = [e.features or _EMPTY for e in events]
+        names = sorted(set().union(*feats))
+        numeric = [n for n in names if n not in self.categories]
+        matrix = _numeric_matrix(feats, numeric) if numeric else None
+        for j, name in enumerate(names if matrix is None else numeric):
+            if matrix is not None:
+                col = matrix[:, j]
             else:
+                values = [f.get(name) for f in feats]
                 try:
-                    numeric = np.array(col, dtype=float)
+                    col = None if name in self.categories else np.array(values, dtype=float)
                 except (TypeError, ValueError):
-                    numeric = None
-            if numeric is not None:
-                sketch = self.features.get(name)
-                if sketch is None:
-                    sketch = self.features[name] = Sketch()
-                sketch.add(numeric)
-            else:
-                cats = self.categories.setdefault(name, {})
-                _count_into(cats, (v for v in col if v is not None), max_categories)
+                    col = None
+                if col is None:
+                    cats = self.categories.setdefault(name, {})
+                    _count_into(cats, (v for v in values if v is not None), max_categories)
+                    continue
+            sketch = self.features.get(name)
+            if sketch is None:
+                sketch = self.features[name] = Sketch()
+            sketch.add(col)
+        if matrix is not None:
+            for name in names:
+                if name in self.categories:
+                    cats = self.categories[name]
+                    _count_into(cats, (v for f in feats if (v := f.get(name)) is not None),
+                                max_categories)
         preds = [e.prediction for e in events if e.prediction is not None]
         num_preds = [p for p in preds if isinstance(p, int | float) and not isinstance(p, bool)]
         if num_preds:
@@ -225,34 +251,38 @@ class Summary:
             idx = np.clip((conf * CONF_BINS).astype(np.int64), 0, CONF_BINS - 1)
             self.confidence += np.bincount(idx, minlength=CONF_BINS)
         self.latency.add(np.array([e.latency_ms for e in events], dtype=float))
-        for e in events:
-            if e.label is not None and e.prediction is not None:
-                self.labelled += 1
-                self.correct += str(e.label) == str(e.prediction)
+        labelled = [str(e.label) == str(e.prediction) for e in events
+                    if e.label is not None and e.prediction is not None]
+        self.labelled += len(labelled)
+        self.correct += sum(labelled)
         self._sample(events, sample_size)
 
     def _sample(self, events: Sequence[Event], k: int) -> None:
         if k <= 0:
             return
+        crc = zlib.crc32
+        hashes = [crc(e.request_id.encode()) if e.request_id is not None
+                  else crc(msgspec.json.encode(e)) for e in events]
         # max-heap on the hash; the sequence number keeps ties from comparing dicts
         heap = [(-s[0], i, s[1:]) for i, s in enumerate(self.sample)]
         heapq.heapify(heap)
         seq = len(heap)
         limit = -heap[0][0] if len(heap) >= k else 1 << 32
-        for e in events:
-            rid = e.request_id
-            h = zlib.crc32(rid.encode() if rid is not None else msgspec.json.encode(e))
+        for i in np.flatnonzero(np.asarray(hashes, dtype=np.int64) < limit).tolist():
+            h = hashes[i]
             if h >= limit:
                 continue
+            e = events[i]
             seq += 1
-            entry = (-h, seq, (rid, e.ts, e.features, e.prediction, e.confidence, e.latency_ms))
+            entry = (-h, seq, (e.request_id, e.ts, e.features, e.prediction, e.confidence,
+                               e.latency_ms))
             if len(heap) < k:
                 heapq.heappush(heap, entry)
             else:
                 heapq.heapreplace(heap, entry)
             if len(heap) >= k:
                 limit = -heap[0][0]
-        self.sample = sorted(((-nh, *item) for nh, _, item in heap), key=_sample_key)
+        self.sample = sorted(((-nh, *item) for nh, _, item in heap), key=_SAMPLE_KEY)
 
     # -- merging --------------------------------------------------------------------
     def merge(self, other: Summary, *, sample_size: int | None = None) -> Summary:
@@ -276,10 +306,11 @@ class Summary:
         self.correct += other.correct
         self.first_ts = min(self.first_ts, other.first_ts)
         self.last_ts = max(self.last_ts, other.last_ts)
-        merged = heapq.merge(self.sample, other.sample, key=_sample_key)
-        self.sample = list(merged)
-        if sample_size is not None:
-            self.sample = self.sample[:sample_size]
+        if sample_size == 0:
+            self.sample = []
+        else:
+            merged = heapq.merge(self.sample, other.sample, key=_SAMPLE_KEY)
+            self.sample = list(islice(merged, sample_size))
         return self
 
     # -- storage --------------------------------------------------------------------
@@ -293,14 +324,20 @@ class Summary:
         return obj
 
 
-def _sample_key(item: tuple) -> tuple:
-    return (item[0], item[1] or "", item[2])
+_SAMPLE_KEY = itemgetter(0, 2)  # (hash, ts): the bottom-k order, the same in every merge
 
 
 def merge_all(summaries: Iterable[Summary], *, sample_size: int | None = None) -> Summary:
+    """One summary of many; the sample is the ``sample_size`` smallest hashes of all
+    (selected once at the end, not merge by merge)."""
     out = Summary()
+    samples = []
     for s in summaries:
-        out.merge(s, sample_size=sample_size)
+        samples.append(s.sample)
+        out.merge(s, sample_size=0)
+    everything = chain.from_iterable(samples)
+    out.sample = (sorted(everything, key=_SAMPLE_KEY) if sample_size is None
+                  else heapq.nsmallest(sample_size, everything, key=_SAMPLE_KEY))
     return out
 
 
