@@ -70,7 +70,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     def progress(seen: int, bad: int) -> None:
         print(f"replay: {seen:,} records read, {bad:,} bad", file=sys.stderr)
 
-    pipeline = replay(path, config, sinks, progress=progress)
+    references = None
+    if args.stored_references:
+        from monitor.reference import load_references
+        from monitor.store import Store
+
+        store = Store(config.store.url.get_secret_value())
+        store.migrate()
+        references = load_references(store)
+        store.close()
+    pipeline = replay(path, config, sinks, progress=progress, references=references)
     firing = len(pipeline.alerts.firing)
     print(f"replay done: {firing} alert(s) still firing at the end of {path}", file=sys.stderr)
     return 0
@@ -118,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (default: built-in defaults)")
     p.add_argument("--alerts-out", help="write alert records here (JSONL, replaced)")
     p.add_argument("--quiet", action="store_true", help="no alert lines on the console")
+    p.add_argument("--stored-references", action="store_true",
+                   help="use the drift references stored in the config's store (as `run` does)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("alerts", help="list, acknowledge and silence stored alerts")

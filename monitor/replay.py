@@ -15,6 +15,7 @@ from alerts.sinks import Sink
 from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline, Record
+from monitor.reference import ReferenceSet, apply_references
 
 log = logging.getLogger(__name__)
 REPLAY_PARTITION = ("replay", 0)
@@ -37,9 +38,13 @@ def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
 
 def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
            metrics: Metrics | None = None,
-           progress: Callable[[int, int], None] | None = None) -> Pipeline:
-    """Run the pipeline over ``path``; deliver alert records to ``sinks`` as they come."""
+           progress: Callable[[int, int], None] | None = None,
+           references: ReferenceSet | None = None) -> Pipeline:
+    """Run the pipeline over ``path``; deliver alert records to ``sinks`` as they come.
+    ``references``: stored drift references to use, as the daemon does."""
     pipeline = Pipeline(config, metrics)
+    if references is not None:
+        apply_references(pipeline.models.detectors, references)
     path = Path(path)
     seen = 0
     bad = 0

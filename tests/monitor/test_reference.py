@@ -150,3 +150,30 @@ def test_an_automatic_reference_is_announced_and_stored(
     ref = load_reference(store, "m", "2")
     assert ref is not None and ref.source == "auto" and ref.n >= 1000
     assert len(load_references(store)) == 0, "automatic references are for reports only"
+
+
+def test_replay_uses_the_stored_references_when_asked(tmp_path: Path) -> None:
+    train = _table(5000, 7).drop(columns=["label"])
+    train.to_csv(tmp_path / "train.csv", index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store: {{url: 'sqlite:///{tmp_path / 's.db'}'}}\n"
+                   "alerts: {console: {enabled: false}}\n"
+                   "detectors: {drift: {bucket_s: 5, window_events: 300, min_events: 100, "
+                   "reference_events: 1000}}\n")
+    assert main(["reference", "build", str(tmp_path / "train.csv"), "--config", str(cfg),
+                 "--model", "m", "--prediction-column", "pred"]) == 0
+    archive = tmp_path / "events.jsonl"
+    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n"
+                                 for e in _events(3000, 8, shift=0.8)))
+
+    def drift_alerts(*flags: str) -> list[dict]:
+        out = tmp_path / "alerts.jsonl"
+        assert main(["replay", str(archive), "--config", str(cfg), "--quiet",
+                     "--alerts-out", str(out), *flags]) == 0
+        lines = out.read_bytes().splitlines() if out.exists() else []
+        recs = [msgspec.json.decode(line) for line in lines]
+        return [r for r in recs if r["kind"] == "drift"]
+
+    stored = drift_alerts("--stored-references")
+    assert stored and stored[0]["evidence"]["reference"]["source"] == "file:train.csv"
+    assert drift_alerts() == []  # its own first stretch as the reference: nothing moved
