@@ -49,7 +49,10 @@ notify_groups = sa.Table(
     sa.Column("last_flush_at", sa.Float, nullable=True),
     sa.Column("open_digest", sa.String(300), nullable=True),
     sa.Column("digest_n", sa.Integer, nullable=False, default=0),
+    # when this group may next have something to say (None: look now)
+    sa.Column("next_at", sa.Float, nullable=True),
 )
+sa.Index("ix_notify_groups_next_at", notify_groups.c.next_at)
 
 # Rendered notifications, stored before they are sent, sent in ``seq`` order per receiver.
 notify_queue = sa.Table(

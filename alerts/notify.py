@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 LEASE = "notifier"
 KEEP_SENT_S = 7 * 86400.0
+RECHECK_S = 30.0  # alerts held back by a silence or an inhibition are looked at again
 
 
 def _gid(key: str) -> str:
@@ -91,6 +92,10 @@ class Notifier:
         self.clock = clock
         self.lease_ttl_s = lease_ttl_s
         self._next_tick = float("-inf")
+        self._lease_until = float("-inf")
+        self._standby_until = float("-inf")
+        self._last_ingest = float("-inf")
+        self._depth_at: dict[str, float] = {}
         self._next_cleanup = float("-inf")
         self._retry_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
@@ -129,6 +134,20 @@ class Notifier:
 
     # -- lease ------------------------------------------------------------------------
     def has_lease(self, now: float) -> bool:
+        """Hold (or take over) the fleet's sender lease; renewed at half its life."""
+        if now < self._lease_until - self.lease_ttl_s / 2:
+            return True
+        if now < self._standby_until:
+            return False
+        held = self._take_lease(now)
+        if held:
+            self._lease_until = now + self.lease_ttl_s
+        else:
+            self._lease_until = float("-inf")
+            self._standby_until = now + min(5.0, self.lease_ttl_s / 4)
+        return held
+
+    def _take_lease(self, now: float) -> bool:
         lease = db.notify_lease
         with self.engine.begin() as conn:
             took = conn.execute(lease.update().where(
@@ -149,62 +168,135 @@ class Notifier:
 
     # -- 1. ingest ----------------------------------------------------------------------
     def ingest(self, records: Iterable[str], now: float) -> None:
+        """Route and store a batch of records in one transaction (a few statements
+        per batch, not per record)."""
         na, ng = db.notify_alerts, db.notify_groups
+        batch = [(raw, json.loads(raw)) for raw in records]
+        if not batch:
+            return
         with self.engine.begin() as conn:
-            for raw in records:
-                rec = json.loads(raw)
+            ids = sorted({rec["id"] for _, rec in batch})
+            known: dict[tuple[str, str], dict[str, Any]] = {}
+            for i in range(0, len(ids), 500):
+                for r in conn.execute(sa.select(na.c.receiver, na.c.alert_id, na.c.record,
+                                                na.c.group_id).where(
+                        na.c.alert_id.in_(ids[i:i + 500]))):
+                    known[(r.receiver, r.alert_id)] = {"record": r.record, "gid": r.group_id,
+                                                       "new": False, "changed": False}
+            groups: dict[tuple[str, str], dict[str, Any]] = {}
+            wake: set[tuple[str, str]] = set()
+            for raw, rec in batch:
+                # strictly increasing: groups and alerts are told in the order they came
+                now = self._last_ingest = max(now, self._last_ingest + 1e-6)
                 labels = labels_of(rec)
-                have = {r.receiver: r.record for r in conn.execute(
-                    sa.select(na.c.receiver, na.c.record).where(na.c.alert_id == rec["id"]))}
-                for route in self.tree.match(labels):
-                    rcv = route.receiver
-                    if rcv not in self.receivers or rcv in have or rec["status"] != "firing":
-                        continue
-                    gid = _gid(route.group_key(labels))
-                    conn.execute(na.insert().values(
-                        receiver=rcv, alert_id=rec["id"], fingerprint=rec["fingerprint"],
-                        group_id=gid, status=rec["status"], record=raw, ingested_at=now))
-                    have[rcv] = raw
-                    exists = conn.execute(sa.select(ng.c.group_id).where(
-                        ng.c.receiver == rcv, ng.c.group_id == gid)).first()
-                    if exists is None:
-                        conn.execute(ng.insert().values(
-                            receiver=rcv, group_id=gid, route_id=route.id,
-                            labels=json.dumps(route.group_labels(labels)), first_at=now,
-                            last_flush_at=None, open_digest=None, digest_n=0))
-                for rcv, old in have.items():
-                    if old != raw:
-                        conn.execute(na.update().where(na.c.receiver == rcv,
-                                                       na.c.alert_id == rec["id"])
-                                     .values(record=raw, status=rec["status"]))
+                if rec["status"] == "firing":
+                    for route in self.tree.match(labels):
+                        key = (route.receiver, rec["id"])
+                        if route.receiver not in self.receivers or key in known:
+                            continue
+                        gid = _gid(route.group_key(labels))
+                        known[key] = {"record": raw, "gid": gid, "new": True, "changed": True,
+                                      "row": {"receiver": route.receiver, "alert_id": rec["id"],
+                                              "fingerprint": rec["fingerprint"],
+                                              "group_id": gid, "ingested_at": now}}
+                        groups.setdefault((route.receiver, gid), {
+                            "receiver": route.receiver, "group_id": gid, "route_id": route.id,
+                            "labels": json.dumps(route.group_labels(labels)), "first_at": now,
+                            "last_flush_at": None, "open_digest": None, "digest_n": 0,
+                            "next_at": now + route.group_wait_s})
+                for rcv in self.receivers:
+                    st = known.get((rcv, rec["id"]))
+                    if st is not None and st["record"] != raw:
+                        st["record"], st["status"], st["changed"] = raw, rec["status"], True
+                        if rec["status"] != "firing":  # a resolution is news; a count is not
+                            wake.add((rcv, st["gid"]))
+            inserts = [{**st["row"], "record": st["record"],
+                        "status": json.loads(st["record"])["status"]}
+                       for st in known.values() if st["new"]]
+            if inserts:
+                conn.execute(na.insert(), inserts)
+            updates = [{"r": rcv, "a": aid, "rec": st["record"], "st": st["status"]}
+                       for (rcv, aid), st in known.items() if st["changed"] and not st["new"]]
+            if updates:
+                conn.execute(na.update().where(na.c.receiver == sa.bindparam("r"),
+                                               na.c.alert_id == sa.bindparam("a"))
+                             .values(record=sa.bindparam("rec"), status=sa.bindparam("st")),
+                             updates)
+            existing: set[tuple[str, str]] = set()
+            gids = sorted({gid for _, gid in groups})
+            for i in range(0, len(gids), 500):
+                existing.update((r.receiver, r.group_id) for r in conn.execute(
+                    sa.select(ng.c.receiver, ng.c.group_id).where(
+                        ng.c.group_id.in_(gids[i:i + 500]))))
+            fresh = [g for key, g in groups.items() if key not in existing]
+            if fresh:
+                conn.execute(ng.insert(), fresh)
+            for key in sorted(wake | (set(groups) & existing)):
+                self._wake(conn, key[0], key[1], now)
+
+    def _wake(self, conn: Connection, receiver: str, group_id: str, now: float) -> None:
+        """Something changed in a group: look at it when its timer allows."""
+        ng = db.notify_groups
+        g = conn.execute(sa.select(ng.c.route_id, ng.c.first_at, ng.c.last_flush_at,
+                                   ng.c.next_at).where(ng.c.receiver == receiver,
+                                                       ng.c.group_id == group_id)).first()
+        if g is None:
+            return
+        route = self.tree.route(g.route_id)
+        due = (g.first_at + route.group_wait_s if g.last_flush_at is None
+               else g.last_flush_at + route.group_interval_s)
+        if g.next_at is None or due < g.next_at:
+            conn.execute(ng.update().where(ng.c.receiver == receiver, ng.c.group_id == group_id)
+                         .values(next_at=due))
 
     # -- 2. flush -----------------------------------------------------------------------
     def flush(self, now: float) -> int:
         """Queue the notifications of every due group; how many were queued."""
+        ng, na, aa = db.notify_groups, db.notify_alerts, db.alert_acks
+        with self.engine.connect() as conn:
+            todo = {(g.receiver, g.group_id) for g in conn.execute(
+                sa.select(ng.c.receiver, ng.c.group_id).where(
+                    sa.or_(ng.c.next_at.is_(None), ng.c.next_at <= now)))}
+            todo.update((r.receiver, r.group_id) for r in conn.execute(
+                sa.select(na.c.receiver, na.c.group_id).distinct().where(
+                    na.c.notified_status == "firing",
+                    na.c.alert_id.in_(sa.select(aa.c.alert_id).where(
+                        aa.c.announced_at.is_(None))))))
+        if not todo:
+            return 0
         active = [s for s in db.silences(self.engine, now) if s.active(now)]
         acks = db.acks(self.engine)
         queued = 0
         with self.engine.begin() as conn:
-            firing = {}
-            for raw in conn.execute(sa.select(db.notify_alerts.c.record)
-                                    .where(db.notify_alerts.c.status == "firing")).scalars():
-                rec = json.loads(raw)
-                firing[rec["id"]] = labels_of(rec)
-            sources = [(target, equal, [lab for lab in firing.values() if match_all(src, lab)])
-                       for src, target, equal in self.inhibit]
+            sources: list[tuple[Any, tuple[str, ...], list[dict[str, str]]]] | None = None
+
+            def inhibitors() -> list[tuple[Any, tuple[str, ...], list[dict[str, str]]]]:
+                nonlocal sources
+                if sources is None:  # the firing alerts, read once per flush when needed
+                    firing = [labels_of(json.loads(raw)) for raw in conn.execute(
+                        sa.select(na.c.record).where(na.c.status == "firing")).scalars()]
+                    sources = [(target, equal, [lab for lab in firing if match_all(src, lab)])
+                               for src, target, equal in self.inhibit]
+                return sources
 
             def suppressed(rec: dict) -> bool:
                 if db.silenced_by(active, rec) is not None:
                     return True
                 labels = labels_of(rec)
-                for target, equal, srcs in sources:
+                if not any(match_all(target, labels) for _, target, _ in self.inhibit):
+                    return False
+                for target, equal, srcs in inhibitors():
                     if match_all(target, labels) and any(
                             all(s.get(e, "") == labels.get(e, "") for e in equal)
                             and s.get("id") != labels.get("id") for s in srcs):
                         return True
                 return False
 
-            for g in conn.execute(sa.select(db.notify_groups)).all():
+            groups = [conn.execute(sa.select(ng).where(ng.c.receiver == receiver,
+                                                       ng.c.group_id == group_id)).first()
+                      for receiver, group_id in todo]
+            for g in sorted((g for g in groups if g is not None),
+                            key=lambda g: (g.first_at, g.receiver, g.group_id)):
                 if g.receiver in self.receivers:
                     queued += self._flush_group(conn, now, g, suppressed, acks)
         return queued
@@ -286,10 +378,11 @@ class Notifier:
                         db.alert_acks.c.alert_id.in_(told)).values(announced_at=now))
                 for r in new:
                     status[r.alert_id] = "firing"
-                    conn.execute(na.update().where(na.c.receiver == rcv,
-                                                   na.c.alert_id == r.alert_id)
-                                 .values(notified_status="firing", last_notified_at=now,
-                                         parent_key=parents[r.alert_id]))
+                conn.execute(na.update().where(na.c.receiver == rcv,
+                                               na.c.alert_id == sa.bindparam("a"))
+                             .values(notified_status="firing", last_notified_at=now,
+                                     parent_key=sa.bindparam("p")),
+                             [{"a": r.alert_id, "p": parents[r.alert_id]} for r in new])
 
             for parent, batch in _by_parent(repeats).items():
                 items = [recs[r.alert_id] for r in batch]
@@ -332,19 +425,42 @@ class Notifier:
                                            na.c.status == "resolved",
                                            na.c.notified_status.is_(None)))
             values: dict[str, Any] = {"open_digest": open_digest, "digest_n": digest_n}
-            if queue:
-                values["last_flush_at"] = now
-            conn.execute(ng.update().where(ng.c.receiver == rcv, ng.c.group_id == gid)
-                         .values(**values))
-            still = conn.execute(sa.select(sa.func.count()).select_from(na).where(
-                na.c.receiver == rcv, na.c.group_id == gid, na.c.status == "firing")).scalar()
-            if not still:
+            if any(q["reason"] != "ack" for q in queue):
+                values["last_flush_at"] = last_flush = now
+            else:
+                last_flush = g.last_flush_at
+            left = conn.execute(sa.select(na.c.alert_id, na.c.status, na.c.notified_status,
+                                          na.c.last_notified_at).where(
+                na.c.receiver == rcv, na.c.group_id == gid)).all()
+            if not any(r.status == "firing" for r in left):
                 # the episode of this group is over: the next alert starts a fresh group
                 conn.execute(na.delete().where(na.c.receiver == rcv, na.c.group_id == gid))
                 conn.execute(ng.delete().where(ng.c.receiver == rcv, ng.c.group_id == gid))
+            else:
+                values["next_at"] = self._next_at(now, first_at=g.first_at, last_flush=last_flush,
+                                                 route=route, rows=left, acks=acks)
+                conn.execute(ng.update().where(ng.c.receiver == rcv, ng.c.group_id == gid)
+                             .values(**values))
         if queue:
             conn.execute(db.notify_queue.insert(), queue)
         return len(queue)
+
+    @staticmethod
+    def _next_at(now: float, *, first_at: float, last_flush: float | None, route: Any,
+                 rows: Sequence[Any], acks: Mapping[str, db.Ack]) -> float:
+        """When the group may next have something to say: its timer for pending news,
+        the next reminder, or a re-check of alerts held back by a silence/inhibition."""
+        due = (first_at + route.group_wait_s if last_flush is None
+               else last_flush + route.group_interval_s)
+        later = [now + 86400.0]
+        for r in rows:
+            pending = (r.status == "firing" and r.notified_status is None) or (
+                r.status == "resolved" and r.notified_status == "firing")
+            if pending:
+                later.append(due if due > now else now + RECHECK_S)
+            elif r.status == "firing" and r.alert_id not in acks:
+                later.append(max(due, (r.last_notified_at or now) + route.repeat_interval_s))
+        return min(later)
 
     # -- 3. deliver ---------------------------------------------------------------------
     def deliver(self, now: float | None = None) -> int:
@@ -354,7 +470,8 @@ class Notifier:
         for name, receiver in self.receivers.items():
             if self._retry_at.get(name, float("-inf")) <= now:
                 sent += self._deliver_to(name, receiver, now)
-            if self.metrics is not None:
+            if self.metrics is not None and (sent or now >= self._depth_at.get(name, -1.0)):
+                self._depth_at[name] = now + 10.0
                 self.metrics.receiver_queue_depth.labels(name).set(self.queue_depth(name))
         return sent
 
@@ -426,6 +543,7 @@ class Notifier:
 
     def _failed(self, name: str, exc: DeliveryError, now: float, pending: int) -> None:
         self._count(name, exc.reason)
+        self._depth_at.pop(name, None)  # refresh the queue-depth gauge now
         if not exc.retryable:
             wait = self.config.permanent_retry_s
             if name not in self._blocked:

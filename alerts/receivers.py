@@ -73,7 +73,7 @@ class Item:
 
 class Receiver(Protocol):
     name: str
-    threads: bool  # can reply in threads and edit messages
+    threads: ClassVar[bool]  # can reply in threads and edit messages
 
     def send(self, item: Item) -> tuple[str | None, str | None]:
         """Deliver; return (channel id, message ts) when the transport has them."""
