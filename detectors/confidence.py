@@ -15,7 +15,9 @@ returns once it is over. With labels (the ``label`` field, compared with
 ``prediction``), the first ``reference_labels`` labelled events give the
 reference accuracy and calibration gap (mean confidence minus accuracy); every
 window of ``min_labels`` labelled events is tested with a two-proportion z-test
-and fires on a drop of at least ``min_accuracy_drop`` with ``z <= -z_threshold``.
+and fires on a drop of at least ``min_accuracy_drop`` with ``z <= -z_threshold``,
+and on a calibration gap moved by at least ``min_calibration_shift`` with
+``|z| >= z_threshold``.
 The low-confidence rate is tested by the drift detector on the confidence
 histogram (``@confidence``), with the features. The evidence also carries an
 accuracy estimated from confidence alone (CBPE-style, see ``_estimated_accuracy``).
@@ -40,7 +42,7 @@ SIGNALS = ("confidence", "margin", "entropy")
 
 
 class _Sums:
-    __slots__ = ("correct", "labelled", "lconf", "n", "s1", "s2")
+    __slots__ = ("correct", "labelled", "lconf", "lconf2", "lconf_ok", "n", "s1", "s2")
 
     def __init__(self) -> None:
         self.n = 0
@@ -49,6 +51,8 @@ class _Sums:
         self.labelled = 0
         self.correct = 0
         self.lconf = 0  # sum of q(confidence) over labelled events
+        self.lconf2 = 0  # sum of q(confidence)^2 over labelled events
+        self.lconf_ok = 0  # sum of q(confidence) over correctly answered events
 
     def add(self, other: _Sums) -> None:
         self.n += other.n
@@ -58,6 +62,16 @@ class _Sums:
         self.labelled += other.labelled
         self.correct += other.correct
         self.lconf += other.lconf
+        self.lconf2 += other.lconf2
+        self.lconf_ok += other.lconf_ok
+
+
+def _gap(s: _Sums) -> tuple[float, float]:
+    """Mean and variance of (confidence - correct) over labelled events."""
+    n = s.labelled
+    mean = (s.lconf / _Q - s.correct) / n
+    sq = (s.lconf2 / (_Q * _Q) - 2 * s.lconf_ok / _Q + s.correct) / n
+    return mean, max(sq - mean * mean, 0.0)
 
 
 def signals(event: Event) -> tuple[float, float, float] | None:
@@ -106,6 +120,7 @@ class ConfidenceDrift(Detector):
         min_labels: int = 200,
         z_threshold: float = 4.0,
         min_accuracy_drop: float = 0.05,
+        min_calibration_shift: float = 0.1,
     ) -> None:
         self.bucket_s = bucket_s
         self.lateness_s = lateness_s
@@ -117,6 +132,7 @@ class ConfidenceDrift(Detector):
         self.min_labels = min_labels
         self.z_threshold = z_threshold
         self.min_accuracy_drop = min_accuracy_drop
+        self.min_calibration_shift = min_calibration_shift
         self._buckets: TumblingWindows[_Sums] = TumblingWindows(bucket_s, lateness_s, _Sums)
         self._ref = _Sums()
         self._ref_ready = False
@@ -128,6 +144,7 @@ class ConfidenceDrift(Detector):
         self._lab_win = _Sums()
         self._lab_start = math.nan
         self._accuracy_alarm = False
+        self._calibration_alarm = False
         self._accuracy: dict[str, Any] = {}
         self._last_bucket: dict[str, Any] = {}
         self._detected = False
@@ -148,8 +165,12 @@ class ConfidenceDrift(Detector):
             acc.s2[i] += q * q
         if event.label is not None and event.prediction is not None:
             acc.labelled += 1
-            acc.correct += str(event.label) == str(event.prediction)
-            acc.lconf += round(min(max(sig[0], 0.0), 1.0) * _Q)
+            ok = str(event.label) == str(event.prediction)
+            q = round(min(max(sig[0], 0.0), 1.0) * _Q)
+            acc.correct += ok
+            acc.lconf += q
+            acc.lconf2 += q * q
+            acc.lconf_ok += q if ok else 0
 
     def tick(self, now: float) -> None:
         for start, b in self._buckets.close_until(now):
@@ -194,14 +215,18 @@ class ConfidenceDrift(Detector):
         pooled = (r.correct + w.correct) / (r.labelled + w.labelled)
         se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / r.labelled + 1 / w.labelled))
         z = (p_w - p_r) / se
-        gap_r = r.lconf / _Q / r.labelled - p_r
-        gap_w = w.lconf / _Q / w.labelled - p_w
+        gap_r, var_r = _gap(r)
+        gap_w, var_w = _gap(w)
+        z_gap = (gap_w - gap_r) / math.sqrt(max(var_r / r.labelled + var_w / w.labelled, 1e-12))
         self._accuracy_alarm = z <= -self.z_threshold and p_r - p_w >= self.min_accuracy_drop
+        self._calibration_alarm = (abs(z_gap) >= self.z_threshold
+                                   and abs(gap_w - gap_r) >= self.min_calibration_shift)
         self._accuracy = {"window_start": self._lab_start, "window_end": end,
                           "labelled": w.labelled, "accuracy": round(p_w, 4),
                           "reference_accuracy": round(p_r, 4), "z": round(z, 3),
                           "calibration_gap": round(gap_w, 4),
-                          "reference_calibration_gap": round(gap_r, 4)}
+                          "reference_calibration_gap": round(gap_r, 4),
+                          "calibration_z": round(z_gap, 3)}
         self._lab_win = _Sums()
         self._lab_start = math.nan
 
@@ -215,7 +240,7 @@ class ConfidenceDrift(Detector):
                                 "current_mean": round(self._mean[i] + est * self._sd[i], 4),
                                 "adwin_width_buckets": int(a.width)})
         shifted.sort(key=lambda s: (-abs(s["shift_sd"]), s["signal"]))
-        self._detected = bool(shifted) or self._accuracy_alarm
+        self._detected = bool(shifted) or self._accuracy_alarm or self._calibration_alarm
         self._decided = end
         self._last = {
             "decided_at": end, "reference_events": self._ref.n,
@@ -226,7 +251,9 @@ class ConfidenceDrift(Detector):
         if self._accuracy:
             self._last["accuracy"] = dict(self._accuracy) | {
                 "firing": self._accuracy_alarm, "z_threshold": self.z_threshold,
-                "min_accuracy_drop": self.min_accuracy_drop}
+                "min_accuracy_drop": self.min_accuracy_drop,
+                "calibration_firing": self._calibration_alarm,
+                "min_calibration_shift": self.min_calibration_shift}
 
     def _estimated_accuracy(self) -> float | None:
         """Accuracy expected from confidence alone (NannyML's CBPE idea): the mean
@@ -267,6 +294,9 @@ class ConfidenceDrift(Detector):
         if acc and acc.get("firing"):
             parts.append(f"accuracy fell from {acc['reference_accuracy']:.1%} to "
                          f"{acc['accuracy']:.1%}")
+        if acc and acc.get("calibration_firing"):
+            parts.append(f"confidence minus accuracy moved from "
+                         f"{acc['reference_calibration_gap']:+.3f} to {acc['calibration_gap']:+.3f}")
         if not parts:
             return f"Confidence of {model} is back to its reference."
         return f"{model}: {'; '.join(parts)}: check inputs and the model version."

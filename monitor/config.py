@@ -169,6 +169,7 @@ class ConfidenceConfig(_Section):
     min_labels: int = Field(200, ge=10)
     z_threshold: float = Field(4.0, gt=0)
     min_accuracy_drop: float = Field(0.05, ge=0, le=1)
+    min_calibration_shift: float = Field(0.1, ge=0, le=1)
 
 
 class DriftBudget(_Section):

@@ -55,6 +55,7 @@ def model_detectors(config: Config, references: ReferenceSet | None = None) -> l
             delta=c.delta, min_effect=c.min_effect, min_bucket_events=c.min_bucket_events,
             reference_labels=c.reference_labels, min_labels=c.min_labels,
             z_threshold=c.z_threshold, min_accuracy_drop=c.min_accuracy_drop,
+            min_calibration_shift=c.min_calibration_shift,
         ))
     if d.drift.enabled:
         f = d.drift

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 
+import msgspec
 import numpy as np
 
 from detectors.confidence import ConfidenceDrift
@@ -100,3 +101,20 @@ def test_pickled_mid_stream_it_continues_identically() -> None:
     rest = events[5000:]
     assert _run(twin, len(rest), lambda i: rest[i]) == _run(det, len(rest), lambda i: rest[i])
     assert twin.evidence() == det.evidence() and det.detected
+
+
+def test_overconfidence_is_calibration_drift_even_when_accuracy_holds() -> None:
+    rng = np.random.default_rng(6)
+    det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=2000,
+                          reference_labels=1000, min_labels=300, min_effect=5.0)
+
+    def make(i: int) -> Event:  # same accuracy (70%), answers far more confident later
+        ev = _answer(rng, i, sharp=2.0 if i < 5000 else 10.0)
+        return msgspec.structs.replace(
+            ev, label=ev.prediction if rng.random() < 0.7 else "other")
+
+    trace = _run(det, 8000, make)
+    acc = det.evidence()["accuracy"]
+    assert det.detected and acc["calibration_firing"] and not acc["firing"]
+    assert not any(d for t, d in trace if t < 1_700_000_000 + 5000 / RATE)
+    assert "confidence minus accuracy moved" in det.summary({}, "m")
