@@ -270,7 +270,6 @@ class JobService:
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
-        _SERVICES[self.key] = self
         self._thread = threading.Thread(target=self._loop, name="jobs-lease", daemon=True)
         self._thread.start()
 
@@ -324,6 +323,7 @@ class JobService:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         j = self.config.jobs
+        _SERVICES[self.key] = self
         with self._lock:
             sched = BackgroundScheduler(
                 jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine,

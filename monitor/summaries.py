@@ -315,7 +315,7 @@ class Summary:
 
     # -- storage --------------------------------------------------------------------
     def encode(self) -> bytes:
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 3)
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
     @staticmethod
     def decode(payload: bytes) -> Summary:

@@ -22,6 +22,8 @@ def test_demo_catches_the_flooder_the_attacker_and_the_drift(
     assert "[x] drift on fraud-scorer" in err
     assert "benign clients alerted: 0" in err
     assert "%] event time +" in err  # a progress line, not a silent wait
+    assert "drift report fraud-scorer: " in err  # the report written at the end
+    assert (tmp_path / "reports" / "index.html").exists()
     records = [msgspec.json.decode(line)
                for line in (tmp_path / "alerts.jsonl").read_bytes().splitlines()]
     assert {r["kind"] for r in records} >= {"flooding", "extraction", "drift"}

@@ -117,3 +117,48 @@ def test_a_failing_job_alerts_once_and_resolves_when_it_works_again(tmp_path: Pa
     (status,) = status_rows(store)
     assert (status["runs"], status["failures"], status["consecutive_failures"]) == (4, 3, 0)
     store.close()
+
+
+@pytest.mark.parametrize("grace_s", [3600, 1])
+def test_a_run_missed_while_no_replica_led_runs_late_within_the_grace(
+        tmp_path: Path, grace_s: int) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = config(url, str(tmp_path), lease_ttl_s=2, misfire_grace_s=grace_s)
+    runs: list[str] = []
+    at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    job = Job("daily", f"{at.second} {at.minute} {at.hour} * * *",
+              lambda ctx, now: runs.append(ctx.instance_id) or "ran")
+    store = Store(url)
+    store.migrate()
+    first = JobService(cfg, store, instance_id="a", registry=CollectorRegistry(),
+                       jobs={"daily": job})
+    assert first.tick()  # leader: the job and its next run time are stored
+    first.stop()  # the fleet goes down before the run is due
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 2.5)
+    second = JobService(cfg, store, instance_id="b", registry=CollectorRegistry(),
+                        jobs={"daily": job})
+    assert second.tick()
+    time.sleep(1.0)
+    second.stop()
+    store.close()
+    assert runs == (["b"] if grace_s > 3 else [])
+
+
+def test_jobs_status_command_shows_the_leader_and_the_last_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    store.migrate()
+    service = JobService(config(url, str(tmp_path)), store, instance_id="pod-1",
+                         registry=CollectorRegistry())
+    assert service.lease.acquire()
+    assert service.run_job("cleanup").message == "cleanup: nothing to remove"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store: {{url: '{url}'}}\n")
+    assert main(["jobs", "status", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "scheduler lease: pod-1" in out
+    assert "cleanup" in out and "runs    1" in out and "nothing to remove" in out
+    store.close()

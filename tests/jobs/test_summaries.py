@@ -84,3 +84,40 @@ def test_summaries_merge_by_addition_in_any_order() -> None:
     for q in (0.1, 0.5, 0.9):
         exact = float(np.quantile(amounts, q))
         assert abs(merged.features["amount"].quantile(q) - exact) <= 0.03 * abs(exact) + 0.01
+
+
+def test_cleanup_drops_expired_buckets_and_merges_partition_rows(store_url: str,
+                                                                  tmp_path: Path) -> None:
+    from monitor.scheduler import JobService
+    from monitor.store import window_summaries
+    from tests.jobs.seeded import DAY, ingest
+
+    cfg = config(store_url, str(tmp_path), summaries={"retention_days": 3,
+                                                      "compact_after_s": 3600})
+    events = list(stream(model="m", version="1", start=MONDAY, hours=5 * 24, per_hour=20,
+                         seed=4))
+    ingest(cfg, events, partitions=3, every=700)
+    now = MONDAY + 5 * DAY
+    store = Store(store_url)
+    before = {b.start: b.summary.n for b in load_buckets(store.engine, "m", 0, now)}
+    assert sum(before.values()) == len(events)
+
+    result = JobService(cfg, store, instance_id="t").run_job("cleanup", now=now)
+    assert result.ok and result.message.startswith("cleanup: removed ")
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(window_summaries.select()).all()
+    kept = {b.start: b.summary.n for b in load_buckets(store.engine, "m", 0, now)}
+    assert min(kept) >= now - 3 * DAY  # retention
+    assert kept == {t: n for t, n in before.items() if t >= now - 3 * DAY}  # nothing lost
+    old = [r for r in rows if r.bucket_start < now - 3600]
+    assert {r.scope for r in old} == {"*"}  # one merged row per closed bucket
+    assert len(old) == len({r.bucket_start for r in old})
+
+    # a late event for a merged bucket still counts once
+    late = [dict(events[-100], request_id="late", ts=now - 2 * DAY + 1)]
+    ingest(cfg, late, partitions=1)
+    after = {b.start: b.summary.n for b in load_buckets(store.engine, "m", 0, now)}
+    bucket = now - 2 * DAY
+    assert after[bucket] == kept[bucket] + 1
+    store.close()
