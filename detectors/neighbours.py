@@ -11,6 +11,9 @@ two changes that keep benign clients quiet:
 
 - exact repeats (retries) are recognised by a hash of the raw input and never
   count as neighbours;
+- a near copy is either close in L2 (dense small perturbations: HopSkipJump,
+  Boundary, GeoDA) or equal to a recent query in all but one of ``groups``
+  feature groups (sparse, coordinate-wise perturbations: SimBA, ZOO);
 - one query with a few near copies (augmentation, test-time augmentation) is
   not enough: a query counts as a *hit* only when at least ``min_neighbours``
   distinct near copies sit among the last ``history`` distinct queries, i.e. a
@@ -25,7 +28,8 @@ unevenly scaled features in the producer, or send an ``embedding``).
 
 from __future__ import annotations
 
-import hashlib
+import math
+import zlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,21 +38,23 @@ from detectors.base import Detector
 from detectors.event import Event
 
 _PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
+_MIXERS: dict[int, np.ndarray] = {}
 
 
 def query_vector(event: Event) -> np.ndarray | None:
-    """The numeric query: the embedding if any, else the numeric features (sorted by
-    name; bools as 0/1, nulls as 0; strings are left out). None: nothing numeric."""
+    """The numeric query: the embedding if any, else the numeric features in the
+    producer's key order (bools as 0/1, nulls as 0; strings are left out). None:
+    nothing numeric."""
     if event.embedding:
         return np.asarray(event.embedding, dtype=np.float64)
     feats = event.features
     if not feats:
         return None
-    values = [
-        (0.0 if v is None else float(v))
-        for _, v in sorted(feats.items())
-        if not isinstance(v, str)
-    ]
+    try:  # all numbers (the common case): one C loop
+        return np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
+    except (TypeError, ValueError):
+        values = [0.0 if v is None else float(v) for v in feats.values()
+                  if not isinstance(v, str)]
     return np.asarray(values, dtype=np.float64) if values else None
 
 
@@ -64,13 +70,32 @@ def _projection(d: int, dims: int) -> np.ndarray:
     return mat
 
 
+def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
+    """One byte per feature group (feature ``j`` in group ``j % groups``) that changes
+    when any value of the group changes: two queries that differ in one feature
+    differ in exactly one code."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    pad = (-bits.shape[0]) % groups
+    if pad:
+        bits = np.concatenate([bits, np.zeros(pad, np.uint64)])
+    mixer = _MIXERS.get(bits.shape[0])
+    if mixer is None:
+        rng = np.random.default_rng(bits.shape[0])
+        mixer = rng.integers(0, 2**63, bits.shape[0], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        _MIXERS[bits.shape[0]] = mixer
+    sums = (bits * mixer).reshape(-1, groups).sum(axis=0, dtype=np.uint64)
+    return (sums >> np.uint64(56)).astype(np.uint8)
+
+
 class QueryNeighbours(Detector):
     """Fires when a client's queries form a tight cluster of distinct inputs.
 
     Parameters: ``history`` distinct recent queries are kept (as ``dims``-value
     float16 sketches plus a 4-byte hash of the raw input, 20 bytes each by default);
     ``radius`` is the near-copy distance relative to the client's mean query
-    norm; a query with at least ``min_neighbours`` near copies in the history is a
+    norm, and a query that differs from a recent one in at most ``sparse_groups`` of
+    ``groups`` feature groups (inputs with at least 4 features) is a near copy too;
+    a query with at least ``min_neighbours`` near copies in the history is a
     hit; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
 
@@ -91,7 +116,8 @@ class QueryNeighbours(Detector):
 
     __slots__ = ("_buf", "_filled", "_first_hit", "_hits", "_last_hit", "_max_near",
                  "_norm_mean", "_queries", "_repeats", "_request_ids", "_window_hits",
-                 "dims", "history", "min_hits", "min_neighbours", "radius", "window_s")
+                 "dims", "groups", "history", "min_hits", "min_neighbours", "radius",
+                 "sparse_groups", "window_s")
 
     def __init__(
         self,
@@ -99,6 +125,8 @@ class QueryNeighbours(Detector):
         history: int = 16,
         dims: int = 8,
         radius: float = 0.02,
+        groups: int = 8,
+        sparse_groups: int = 2,
         min_neighbours: int = 5,
         min_hits: int = 2,
         window_s: float = 600.0,
@@ -106,11 +134,14 @@ class QueryNeighbours(Detector):
         self.history = history
         self.dims = dims
         self.radius = radius
+        self.groups = groups
+        self.sparse_groups = sparse_groups
         self.min_neighbours = min_neighbours
         self.min_hits = min_hits
         self.window_s = window_s
-        # (history,) uint32 input hashes then (history, k) float16 sketches, in one raw
-        # buffer (compact in memory and in checkpoints), allocated on the first query
+        # (history,) uint32 input hashes, (history, groups) group codes, then
+        # (history, k) float16 sketches, in one raw buffer (compact in memory and in
+        # checkpoints), allocated on the first query
         self._buf: bytearray | None = None
         self._filled = 0  # distinct queries written so far (ring position = _filled % history)
         self._norm_mean = 0.0
@@ -142,28 +173,38 @@ class QueryNeighbours(Detector):
         if x is None:
             return
         self._queries += 1
-        digest = int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=4).digest(), "little")
+        digest = zlib.crc32(x.tobytes())
         s = self._sketch(x)
         k = s.shape[0]
         h = self.history
-        if self._buf is None or len(self._buf) != h * (4 + 2 * k):
-            self._buf = bytearray(h * (4 + 2 * k))
+        g = self.groups if x.shape[0] >= max(4, self.groups) else 0
+        off = 4 * h + (h * g + 1) // 2 * 2  # float16 sketches start 2-byte aligned
+        if self._buf is None or len(self._buf) != off + h * 2 * k:
+            self._buf = bytearray(off + h * 2 * k)
             self._filled = 0
         all_hashes = np.frombuffer(self._buf, dtype=np.uint32, count=h)
-        ring = np.frombuffer(self._buf, dtype=np.float16, offset=4 * h).reshape(h, k)
+        codes = np.frombuffer(self._buf, dtype=np.uint8, count=h * g, offset=4 * h).reshape(h, g)
+        ring = np.frombuffer(self._buf, dtype=np.float16, offset=off).reshape(h, k)
         n = min(self._filled, h)
         if n and bool((all_hashes[:n] == digest).any()):
             self._repeats += 1  # a retry: neither evidence nor history
             return
-        norm = float(np.sqrt(x @ x))
+        norm = math.sqrt(float(x @ x))
         # running mean of the query norm (exact mean for the first 64, then EW)
         self._norm_mean += (norm - self._norm_mean) / min(self._queries - self._repeats, 64)
         near = 0
+        code = group_codes(x, g) if g else None
         if n:
-            diff = ring[:n].astype(np.float64) - s
-            dist = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-            near = int((dist <= self.radius * max(self._norm_mean, 1e-12)).sum())
+            diff = ring[:n] - s
+            limit = self.radius * max(self._norm_mean, 1e-12)
+            close = np.einsum("ij,ij->i", diff, diff) <= limit * limit
+            if code is not None:
+                changed = (codes[:n] != code).sum(axis=1)
+                close |= (changed >= 1) & (changed <= self.sparse_groups)
+            near = int(close.sum())
         pos = self._filled % h
+        if code is not None:
+            codes[pos] = code
         ring[pos] = s
         all_hashes[pos] = digest
         self._filled += 1

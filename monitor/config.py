@@ -156,6 +156,19 @@ class NeighboursConfig(_Section):
     window_s: float = Field(600.0, gt=0)
 
 
+class CountRuleConfig(_Section):
+    """A windowed count rule: more than ``max_events`` (distinct) inputs per client in
+    ``window_s`` raises a ``kind`` alert named ``name``."""
+
+    name: str = Field(min_length=1, max_length=100)
+    kind: Literal["flooding", "extraction", "evasion"] = "extraction"
+    severity: Literal["info", "warning", "critical"] = "warning"
+    atlas: list[str] = Field(default_factory=lambda: ["AML.T0024.002"])
+    window_s: float = Field(86_400.0, gt=0)
+    max_events: int = Field(1000, ge=1)
+    distinct: bool = True
+
+
 class ConfidenceConfig(_Section):
     """Confidence anomalies (detectors.confidence.ConfidenceDrift); see README "Drift"."""
 
@@ -208,6 +221,8 @@ class DetectorsConfig(_Section):
     neighbours: NeighboursConfig = NeighboursConfig()
     # Client ids (or prefixes ending in "*") the per-client attack detectors ignore.
     allow_clients: list[str] = Field(default_factory=list)
+    # Windowed count rules (detectors/rules.py), e.g. a daily distinct-input budget.
+    rules: list[CountRuleConfig] = Field(default_factory=list)
     confidence: ConfidenceConfig = ConfidenceConfig()
     drift: DriftConfig = DriftConfig()
 

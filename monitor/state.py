@@ -14,6 +14,7 @@ from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
 from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
+from detectors.rules import CountRule
 from monitor.config import Config
 
 PartitionId = tuple[str, int]
@@ -27,6 +28,7 @@ def client_detectors(config: Config) -> list[Keyed]:
     if d.neighbours.enabled:
         n = d.neighbours
         protos.append(QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius,
+                                      groups=n.groups, sparse_groups=n.sparse_groups,
                                       min_neighbours=n.min_neighbours, min_hits=n.min_hits,
                                       window_s=n.window_s))
     if d.probing.enabled:
@@ -35,6 +37,9 @@ def client_detectors(config: Config) -> list[Keyed]:
                                          min_queries=b.min_queries, max_share=b.max_share))
     if d.flooding.enabled:
         protos.append(RequestRate(window_s=d.flooding.window_s, max_events=d.flooding.max_events))
+    protos.extend(CountRule(rule=r.name, kind=r.kind, severity=r.severity, atlas=tuple(r.atlas),
+                            window_s=r.window_s, max_events=r.max_events, distinct=r.distinct)
+                  for r in d.rules)
     if not protos:
         return []
     # one slot per client for all signals (detectors/attack.py): ~1.8 KB per tracked client

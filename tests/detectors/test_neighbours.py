@@ -121,3 +121,22 @@ def test_allow_listed_clients_get_no_state_and_no_alerts() -> None:
                 findings += k.update(_event(i, x, client))
     assert {f.subject["client_id"] for f in findings} == {"attacker"}
     assert all(len(k) <= 1 for k in keyed)
+
+
+def test_fires_on_coordinate_wise_probing_simba_style() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.uniform(0, 1, 64)
+    xs = []
+    for i in range(30):  # SimBA (pixel basis): one coordinate +/- a large step each query
+        q = x.copy()
+        q[int(rng.integers(64))] += 0.3 if i % 2 else -0.3
+        xs.append(q)
+    assert _run(QueryNeighbours(), xs) is not None
+    assert _run(QueryNeighbours(sparse_groups=0), xs) is None  # not close in L2
+
+
+def test_explainer_style_coalitions_are_not_sparse_copies() -> None:
+    rng = np.random.default_rng(11)
+    x, background = rng.uniform(0, 1, 64), rng.uniform(0, 1, 64)
+    xs = [np.where(rng.random(64) < 0.5, x, background) for _ in range(300)]
+    assert _run(QueryNeighbours(), xs) is None
