@@ -231,7 +231,7 @@ class ConfidenceDrift(Detector):
         self._lab_start = math.nan
 
     def _decide(self, end: float) -> None:
-        shifted = []
+        shifted: list[dict[str, Any]] = []
         for i, a in enumerate(self._adwins):
             est = a.estimation / _GAIN
             if a.width >= 3 and abs(est) >= self.min_effect:

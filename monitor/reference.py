@@ -56,7 +56,9 @@ def save_reference(store: Store, ref: Reference) -> int:
         result = conn.execute(references.insert().values(
             model=ref.model, model_version=ref.model_version, source=ref.source,
             n_events=ref.n, created_at=datetime.now(UTC), payload=json.dumps(ref.to_dict())))
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
 
 def load_reference(store: Store, model: str, version: str = "") -> Reference | None:
