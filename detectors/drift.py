@@ -41,6 +41,7 @@ from detectors.windows import TumblingWindows
 _FOLD_ROWS = 2048
 _FAST_SHARE = 0.01  # share of the false-alarm budget spent on the one-window fast path
 _Z_MIN, _Z_MAX = -5.0, 40.0
+LAYOUT_ROWS = 5000  # events an automatic reference takes its bin edges and categories from
 _MIN_EXPECTED = 5.0  # merge reference cells expected to hold fewer events per window
 
 
@@ -198,7 +199,8 @@ class DistributionDrift(Detector):
     window is the run of closed buckets reaching ``window_events`` events (or
     ``max_window_s`` of event time with at least ``min_events``). The reference
     is ``references``' entry for the model version, else the first
-    ``reference_events`` (whole buckets) of the version's own traffic. An
+    ``reference_events`` (whole buckets) of the version's own traffic (bin edges
+    and top categories from its first ``LAYOUT_ROWS``, so warm-up memory is bounded). An
     incident opens on the first window that triggers, stays open while windows
     trigger, and closes after ``clear_windows`` quiet windows.
 
@@ -262,6 +264,9 @@ class DistributionDrift(Detector):
         self._model = self._version = ""
         self.reference: Reference | None = None
         self._ref_rows: list[dict[str, Any]] = []
+        self._layout: Layout | None = None
+        self._ref_counts: Counts | None = None
+        self._ref_sample: list[dict[str, Any]] = []
         self._ref_start = math.nan
         self.notices: list[str] = []  # for the daemon's log ("reference built ...")
         self._merge: np.ndarray | None = None
@@ -304,12 +309,12 @@ class DistributionDrift(Detector):
         b = self._buckets.add(event.ts)
         if b is None:
             return
-        if self.reference is None:
+        if math.isnan(self._ref_start) or event.ts < self._ref_start:
+            self._ref_start = event.ts
+        if self._layout is None:
             b.raw.append(values)
-            if math.isnan(self._ref_start) or event.ts < self._ref_start:
-                self._ref_start = event.ts
             return
-        nums, cats, seg = self.reference.layout.encode(values)
+        nums, cats, seg = self._layout.encode(values)
         b.nums.append(nums)
         b.cats.append(cats)
         b.segs.append(seg)
@@ -317,8 +322,8 @@ class DistributionDrift(Detector):
             self._fold(b)
 
     def _fold(self, b: _Bucket) -> None:
-        assert self.reference is not None
-        layout = self.reference.layout
+        layout = self._layout
+        assert layout is not None
         if b.raw:
             for values in b.raw:
                 nums, cats, seg = layout.encode(values)
@@ -353,15 +358,32 @@ class DistributionDrift(Detector):
                 self._acc = None
 
     def _grow_reference(self, b: _Bucket, end: float) -> None:
-        self._ref_rows.extend(b.raw)
-        if len(self._ref_rows) < self.reference_events:
+        """Automatic reference: the cells come from the first ``LAYOUT_ROWS`` events
+        (whole buckets), then every event up to ``reference_events`` is counted in
+        them; only the first stretch is ever held raw."""
+        if self._layout is None:
+            self._ref_rows.extend(b.raw)
+            if len(self._ref_rows) < min(self.reference_events, LAYOUT_ROWS):
+                return
+            first = build_reference(
+                self._ref_rows, bins=self.bins, top_k=self.top_k, segment_by=self.segment_by,
+                top_segments=self.top_segments)
+            self._ref_rows = []
+            self._layout = first.layout
+            self._ref_counts = first.counts
+            self._ref_sample = first.sample
+        else:
+            self._fold(b)
+            assert b.counts is not None and self._ref_counts is not None
+            self._ref_counts += b.counts
+        assert self._layout is not None and self._ref_counts is not None
+        if int(self._ref_counts.n[0]) < self.reference_events:
             return
-        ref = build_reference(
-            self._ref_rows, model=self._model, model_version=self._version, source="auto",
-            start=self._ref_start, end=end,
-            bins=self.bins, top_k=self.top_k, segment_by=self.segment_by,
-            top_segments=self.top_segments)
-        self._ref_rows = []
+        ref = Reference(self._layout, self._ref_counts, model=self._model,
+                        model_version=self._version, source="auto", start=self._ref_start,
+                        end=end, sample=self._ref_sample)
+        self._ref_counts = None
+        self._ref_sample = []
         self.set_reference(ref)
         self.notices.append(
             f"drift reference built from the first {ref.n} events "
@@ -370,6 +392,7 @@ class DistributionDrift(Detector):
 
     def set_reference(self, ref: Reference) -> None:
         self.reference = ref
+        self._layout = ref.layout
         lay = ref.layout
         self._merge = merge_map(lay, ref.counts, self.window_events)
         shape = (lay.n_slices, len(lay.features))
