@@ -34,6 +34,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -337,10 +338,14 @@ class Notifier:
         due = (g.first_at + route.group_wait_s if g.last_flush_at is None
                else g.last_flush_at + route.group_interval_s)
         if now >= due:
-            new = [r for r in rows if r.status == "firing" and r.notified_status is None
-                   and not suppressed(recs[r.alert_id])]
+            # firing and not told yet; or fired and cleared before anyone was told (the
+            # daemon caught up on a backlog) and lasted longer than a flap: still news
+            new = [r for r in rows if r.notified_status is None
+                   and not suppressed(recs[r.alert_id])
+                   and (r.status == "firing" or _lasted(recs[r.alert_id]) >= route.group_wait_s)]
             repeats = [r for r in rows if r.status == "firing" and r.notified_status == "firing"
                        and r.alert_id not in acks and not suppressed(recs[r.alert_id])
+                       and not (recs[r.alert_id].get("evidence") or {}).get("notice")
                        and now - (r.last_notified_at or now) >= route.repeat_interval_s]
             resolved = [r for r in rows if r.status == "resolved"
                         and r.notified_status == "firing"]
@@ -377,12 +382,13 @@ class Notifier:
                     conn.execute(db.alert_acks.update().where(
                         db.alert_acks.c.alert_id.in_(told)).values(announced_at=now))
                 for r in new:
-                    status[r.alert_id] = "firing"
+                    status[r.alert_id] = r.status
                 conn.execute(na.update().where(na.c.receiver == rcv,
                                                na.c.alert_id == sa.bindparam("a"))
-                             .values(notified_status="firing", last_notified_at=now,
+                             .values(notified_status=sa.bindparam("s"), last_notified_at=now,
                                      parent_key=sa.bindparam("p")),
-                             [{"a": r.alert_id, "p": parents[r.alert_id]} for r in new])
+                             [{"a": r.alert_id, "p": parents[r.alert_id], "s": r.status}
+                              for r in new])
 
             for parent, batch in _by_parent(repeats).items():
                 items = [recs[r.alert_id] for r in batch]
@@ -571,6 +577,15 @@ class Notifier:
         with self.engine.begin() as conn:
             conn.execute(db.notify_queue.delete().where(
                 db.notify_queue.c.sent_at < now - KEEP_SENT_S))
+
+
+def _lasted(record: Mapping[str, Any]) -> float:
+    """Event-time length of an alert episode, in seconds."""
+    try:
+        return (datetime.fromisoformat(record["last_seen"])
+                - datetime.fromisoformat(record["first_seen"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return float("inf")
 
 
 def _by_parent(rows: Sequence[Any]) -> dict[str | None, list[Any]]:

@@ -163,8 +163,11 @@ class JobContext:
              status: str = "firing", keep: bool = False) -> dict[str, Any]:
         """Send an alert record through the normal path (the outbox, delivered by the
         daemon's dispatcher to every sink). ``keep`` also stores it in ``alerts``
-        (a condition that holds until resolved), otherwise it is a one-off notice."""
+        (a condition that holds until resolved); otherwise it is a one-off notice,
+        marked ``evidence.notice`` so the notifier posts it once and never repeats it."""
         now = self.clock()
+        if not keep and status == "firing":
+            evidence = {**evidence, "notice": True}
         fp = fingerprint(detector, model, subject)
         previous = self.firing_alert(fp)
         alert = Alert(fingerprint=fp, detector=detector, kind=kind, severity=severity,
