@@ -9,6 +9,7 @@ console and in a JSONL file, and a summary of what was caught.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -38,7 +39,8 @@ def demo_config(workdir: Path, bootstrap: str) -> Config:
         # minute buckets: the demo's half hour is the drift report's whole period
         "jobs": {"enabled": False, "summaries": {"bucket_s": 60}},
         "logging": {"level": "WARNING"},
-    }, env={})
+    }, env={k: v for k, v in os.environ.items()  # Slack only when configured (README: Alerting)
+            if k.startswith("INFERWATCH_ALERTS__")})
 
 
 def _say(text: str) -> None:

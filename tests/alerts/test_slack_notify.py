@@ -284,3 +284,17 @@ def test_routing_sends_security_and_ml_kinds_to_their_channels(
     channels = {p.body["text"].split("] ", 1)[1]: p.body["channel"] for p in slack.posts()}
     assert channels == {"3 input features drifted": "ml-alerts",
                         "Client key-1 probes": "security-oncall"}
+
+
+def test_an_attack_that_started_and_ended_during_a_backlog_is_still_posted(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock)
+    # the daemon catches up: the flood's firing and resolved records arrive together
+    n.send([alerts.fire("key-1"), alerts.resolve("key-1", ts=T0 + 240)])
+    run(n, clock, 31)
+    (post,) = slack.posts()
+    assert "RESOLVED" in post.body["text"] and "key-1" in post.body["text"]
+    assert post.body["attachments"][0]["color"] == "#2EB67D"
+    run(n, clock, 600, step=10)
+    assert len(slack.calls("chat.postMessage")) == 1 and slack.calls("chat.update") == []
