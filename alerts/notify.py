@@ -34,7 +34,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -96,6 +96,8 @@ class Notifier:
         self._lease_until = float("-inf")
         self._standby_until = float("-inf")
         self._last_ingest = float("-inf")
+        self._history: tuple[int, set[str]] | None = None
+        self._started = datetime.now(UTC)  # outbox rows older than this are history
         self._depth_at: dict[str, float] = {}
         self._next_cleanup = float("-inf")
         self._retry_at: dict[str, float] = {}
@@ -109,13 +111,40 @@ class Notifier:
             if not self.has_lease(now):
                 raise DeliveryError("another replica sends the notifications", retryable=True,
                                     retry_after_s=5 * self.config.tick_s, reason="standby")
-            self.ingest(records, now)
+            if self._history is None:
+                self._history = self._history_to_skip()
+            left, firing = self._history
+            if left > 0:  # the first start on a store that already holds alerts
+                head = [r for r in records[:left] if json.loads(r)["id"] in firing]
+                self.ingest([*head, *records[left:]], now)
+                self._history = (left - len(records[:left]), firing)
+            else:
+                self.ingest(records, now)
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveryError(f"store: {type(exc).__name__}", retryable=True,
                                 reason="store_error") from exc
 
     def delivered_prefix(self, records: Sequence[str]) -> int:
         return 0  # ingest is idempotent
+
+    def _history_to_skip(self) -> tuple[int, set[str]]:
+        """Slack switched on for a store that already holds alerts: of its outbox
+        (the history), notify only the alerts still firing — not a flood of old ones."""
+        from monitor.store import alert_outbox, sink_cursors
+        from monitor.store import alerts as stored
+
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(sink_cursors.c.last_seq)
+                            .where(sink_cursors.c.sink == self.name)).first() is not None:
+                return 0, set()
+            left = int(conn.execute(sa.select(sa.func.count()).select_from(alert_outbox).where(
+                alert_outbox.c.created_at < self._started)).scalar() or 0)
+            firing = set(conn.execute(sa.select(stored.c.alert_id)
+                                      .where(stored.c.status == "firing")).scalars())
+        if left:
+            log.info("notifications start on a store holding %d alert record(s): notifying "
+                     "the %d alert(s) still firing, not the history", left, len(firing))
+        return left, firing
 
     def tick(self) -> None:
         """Flush due groups and send queued notifications (at most every ``tick_s``)."""

@@ -4,12 +4,13 @@ notification queue and the posted-message map live in the real store."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 
 from alerts.outbox import Dispatcher
 from monitor.metrics import Metrics
-from monitor.store import Store
+from monitor.store import Store, StoredAlert
 from tests.alerts.fake_slack import Failure, FakeSlack
 from tests.alerts.helpers import T0, Alerts, Clock, make_notifier, run
 
@@ -17,8 +18,18 @@ pytestmark = pytest.mark.integration  # PostgreSQL too
 
 
 def _fill_outbox(store: Store, records: list[str]) -> None:
+    """What a checkpoint stores: the records, and each alert's latest state."""
+    latest = {json.loads(r)["fingerprint"]: r for r in records}
+    stored = [StoredAlert(fp, json.loads(r)["status"], r, b"") for fp, r in latest.items()]
+    meta = {}
+    for fp, r in latest.items():
+        rec = json.loads(r)
+        meta[fp] = {"alert_id": rec["id"], "detector": rec["detector"], "kind": rec["kind"],
+                    "severity": rec["severity"], "model": rec["model"],
+                    "first_seen": datetime.fromisoformat(rec["first_seen"]).timestamp(),
+                    "last_seen": datetime.fromisoformat(rec["last_seen"]).timestamp()}
     store.save_checkpoint("replica-a", {}, [(json.loads(r)["fingerprint"], r) for r in records],
-                          [], {})
+                          stored, meta)
 
 
 def test_restart_with_a_full_outbox_delivers_every_notification_once_in_order(
@@ -98,3 +109,22 @@ def test_only_the_lease_holder_sends(store_url: str, slack: FakeSlack) -> None:
         clock.advance(5)
     assert [("key-1" in p.body["text"], "key-2" in p.body["text"]) for p in slack.posts()] == [
         (True, False), (False, True)]
+
+
+def test_switching_slack_on_for_an_old_store_notifies_only_what_still_fires(
+        store_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    store = Store(store_url)
+    store.migrate()
+    _fill_outbox(store, [alerts.fire("old-1"), alerts.resolve("old-1", ts=T0 + 600),
+                         alerts.fire("live-2", ts=T0 + 700)])
+    n = make_notifier(store_url, slack, clock, instance="replica-a")
+    d = Dispatcher(store, [n], "replica-a", clock=clock)
+    d.deliver()
+    run(n, clock, 40)
+    assert [("live-2" in p.body["text"]) for p in slack.posts()] == [True]
+    # what comes next is notified as usual
+    _fill_outbox(store, [alerts.fire("new-3", ts=T0 + 800)])
+    d.deliver()
+    run(n, clock, 400, step=10)
+    assert sum("new-3" in p.body["text"] for p in slack.posts()) == 1
