@@ -106,7 +106,7 @@ class QueryNeighbours(Detector):
     ...     d.update(Event(ts=i, model="m", model_version="1", client_id="c",
     ...                    features=dict(zip("abcd", x))))
     >>> d.detected, d.evidence()["first_hit_query"]
-    (True, 7)
+    (True, 6)
     """
 
     name: ClassVar[str] = "evasion.query_neighbours"
@@ -128,7 +128,7 @@ class QueryNeighbours(Detector):
         groups: int = 8,
         sparse_groups: int = 2,
         min_neighbours: int = 5,
-        min_hits: int = 2,
+        min_hits: int = 1,
         window_s: float = 600.0,
     ) -> None:
         self.history = history

@@ -152,7 +152,7 @@ class NeighboursConfig(_Section):
     groups: int = Field(8, ge=1, le=64)
     sparse_groups: int = Field(2, ge=0, le=64)
     min_neighbours: int = Field(5, ge=1)
-    min_hits: int = Field(2, ge=1)
+    min_hits: int = Field(1, ge=1)
     window_s: float = Field(600.0, gt=0)
 
 

@@ -158,7 +158,7 @@ def _summary(workdir: Path, s: Scenario) -> int:
         f"extraction attacker {s.attacker}": s.attacker in caught["extraction"],
         f"drift on {s.drift_model}": any(w.startswith(s.drift_model) for w in caught["drift"]),
     }
-    false_clients = {c for k in ("flooding", "extraction") for c in caught[k]} - {s.flooder,
+    false_clients = {c for k in ("flooding", "extraction", "evasion") for c in caught[k]} - {s.flooder,
                                                                                  s.attacker}
     for what, ok in checks.items():
         _say(f"  [{'x' if ok else ' '}] {what}")

@@ -42,7 +42,7 @@ def client_detectors(config: Config) -> list[Keyed]:
                   for r in d.rules)
     if not protos:
         return []
-    # one slot per client for all signals (detectors/attack.py): ~1.8 KB per tracked client
+    # one slot per client for all signals (detectors/attack.py): ~2.6 KB per tracked client
     return [AllowListed(ClientAttack(signals=tuple(protos)), key="client",
                         allow=d.allow_clients, idle_s=s.client_idle_s,
                         max_keys=s.max_clients, renotify_s=s.renotify_s)]
