@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import threading
 
 
@@ -86,3 +87,50 @@ class TcpProxy:
             for s in (a, b):
                 with contextlib.suppress(OSError):
                     s.close()
+
+
+class TlsProxy(TcpProxy):
+    """Terminates TLS (the server side of ``context``) in front of a plaintext
+    target: a TLS listener for a broker that has none of its own."""
+
+    def __init__(self, target: tuple[str, int], context: ssl.SSLContext) -> None:
+        super().__init__(target)
+        self.context = context
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            raw.settimeout(10)
+            client = self.context.wrap_socket(raw, server_side=True)
+            client.settimeout(None)
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+        except (OSError, ssl.SSLError):
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                raw.close()
+            return
+        self.accepted += 1
+        with self.lock:
+            self.pairs.append((client, upstream))
+        threading.Thread(target=_copy, args=(upstream, client), daemon=True).start()
+        _copy(client, upstream)
+
+
+def _copy(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except (OSError, ValueError):
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
