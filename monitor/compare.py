@@ -133,7 +133,7 @@ def latency_stats(s: Sketch) -> dict[str, float | None]:
 def feature_differences(ref: Summary, cur: Summary, top: int = 10) -> list[dict[str, Any]]:
     """Per feature present on both sides: PSI, KS (numeric) or JS (categorical), and the
     mean shift in reference standard deviations; most different first."""
-    out = []
+    out: list[dict[str, Any]] = []
     for name in sorted(set(ref.features) & set(cur.features)):
         r, c = ref.features[name], cur.features[name]
         if not r.n or not c.n:
@@ -147,7 +147,7 @@ def feature_differences(ref: Summary, cur: Summary, top: int = 10) -> list[dict[
         r_c, c_c = ref.categories[name], cur.categories[name]
         out.append({"feature": name, "type": "categorical", "psi": _r(psi_counts(r_c, c_c)),
                     "js": _r(js_distance(r_c, c_c))})
-    out.sort(key=lambda f: -(f["psi"] if f["psi"] is not None else -1))
+    out.sort(key=lambda f: -float(f["psi"] if f["psi"] is not None else -1))
     return out[:top] if top else out
 
 

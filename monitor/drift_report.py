@@ -570,7 +570,10 @@ def report_url(config: Config, path: str) -> str:
     base = config.jobs.report_url
     if not base:
         return path
-    rel = Path(path).resolve().relative_to(Path(config.jobs.reports_dir).resolve())
+    try:
+        rel = Path(path).resolve().relative_to(Path(config.jobs.reports_dir).resolve())
+    except ValueError:  # written elsewhere (``--out``): not under the served directory
+        return path
     return base.rstrip("/") + "/" + rel.as_posix()
 
 

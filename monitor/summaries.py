@@ -216,6 +216,7 @@ class Summary:
         numeric = [n for n in names if n not in self.categories]
         matrix = _numeric_matrix(feats, numeric) if numeric else None
         for j, name in enumerate(names if matrix is None else numeric):
+            col: np.ndarray | None
             if matrix is not None:
                 col = matrix[:, j]
             else:

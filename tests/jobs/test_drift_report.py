@@ -32,10 +32,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     return url, tmp
 
 
-def _ctx(url: str, reports: Path) -> JobContext:
+def _ctx(url: str, reports: Path, **jobs: object) -> JobContext:
     store = Store(url)
     store.migrate()
-    return JobContext(config(url, str(reports)), store, "test", clock=lambda: NOW)
+    return JobContext(config(url, str(reports), **jobs), store, "test", clock=lambda: NOW)
 
 
 def test_weekly_report_names_the_drifted_features_and_since_when(
@@ -82,7 +82,7 @@ def test_weekly_report_names_the_drifted_features_and_since_when(
 
 def test_report_is_posted_as_one_drift_record_per_model(seeded: tuple[str, Path],
                                                         tmp_path: Path) -> None:
-    ctx = _ctx(seeded[0], tmp_path)
+    ctx = _ctx(seeded[0], tmp_path, report_url="https://reports.example.com/iw/")
     before = len(ctx.store.outbox_after("x", limit=1000))
     report_job(ctx, NOW, model="drifty")
     rows = [msgspec.json.decode(r.record) for r in ctx.store.outbox_after("x", limit=1000)]
@@ -90,7 +90,9 @@ def test_report_is_posted_as_one_drift_record_per_model(seeded: tuple[str, Path]
     assert [(r["kind"], r["model"], r["severity"]) for r in new] == [
         ("drift", "drifty", "warning")]
     assert new[0]["evidence"]["drifted_features"] == ["amount"]
-    assert new[0]["evidence"]["report"].endswith("index.html")
+    url = new[0]["evidence"]["report"]
+    assert url.startswith("https://reports.example.com/iw/drift/drifty/")
+    assert url.endswith("/index.html") and url in new[0]["summary"]
 
 
 def test_a_period_without_data_is_one_line_and_no_files(seeded: tuple[str, Path],
