@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="replay runs (median)")
     args = parser.parse_args()
     few, many = (int(x) for x in args.clients.split(","))
+    load_before = os.getloadavg()[1]
     CACHE.mkdir(parents=True, exist_ok=True)
     traffic = generate(CACHE / f"traffic-{args.events}.jsonl", args.events, 2000)
     few_file = generate(CACHE / f"clients-{few}-of-{3 * many}.jsonl", 3 * many, few,
@@ -185,6 +186,7 @@ def main() -> None:
         print(f"inferwatch run (Kafka, 3 partitions, 1 replica): {kafka_rate:,.0f} events/s, "
               f"peak RSS {kafka_rss / 2**20:.0f} MiB")
 
+    load = (load_before + os.getloadavg()[1]) / 2
     body = f"""\
 Per-replica figures for the Helm chart's sizing advice (README, "Deploying with Helm").
 Synthetic benign traffic: 2 models, 8 numeric features, 2-class probabilities, every
@@ -201,8 +203,9 @@ process start included) | {replay_rate:,.0f} events/s, peak RSS {replay_rss / 2*
 | peak RSS, replay of {3 * many:,} events from {many:,} clients | {rss_many / 2**20:.0f} MiB |
 | memory per tracked client ((many - few) / clients added) | **{per_client:,.0f} bytes** |
 
-The Kafka figure includes fetching and decoding on the same 2 cores as the broker,
-and so is a floor for a replica with a core of its own.
+The Kafka figure includes fetching and decoding on the same cores as the broker, on a
+machine shared with other work (5-minute load average {load:.1f} during the run), and so
+is a floor for a replica with a core of its own; the memory figures do not depend on load.
 """
     write_section("sizing", "Sizing one replica (Helm chart)",
                   ".venv/bin/python -m bench.sizing", body)
