@@ -183,8 +183,11 @@ def test_chart_lints_clean_in_strict_mode(values_file: Path) -> None:
     assert report["errors"] == [] and problems == [], report
 
 
+@pytest.mark.parametrize("kube", ["1.25.0", kubernetes_validate.latest_version()])
 @pytest.mark.parametrize("case", sorted(RENDER_CASES))
-def test_every_rendered_object_is_valid_for_kubernetes(chart: helm.Chart, case: str) -> None:
+def test_every_rendered_object_is_valid_for_kubernetes(chart: helm.Chart, case: str,
+                                                       kube: str) -> None:
+    """From the oldest Kubernetes the chart supports (Chart.yaml kubeVersion) to the newest."""
     objs = render(chart, RENDER_CASES[case])
     assert {"Deployment", "ConfigMap", "Service", "ServiceAccount"} <= kinds(objs)
     for obj in objs:
@@ -197,7 +200,7 @@ def test_every_rendered_object_is_valid_for_kubernetes(chart: helm.Chart, case: 
         if obj["kind"] in OPERATOR_SCHEMAS:
             jsonschema.validate(obj, OPERATOR_SCHEMAS[obj["kind"]])
         else:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            kubernetes_validate.validate(obj, kube, strict=True)
 
 
 def test_alert_rules_are_valid_promql_on_the_daemons_metrics(chart: helm.Chart) -> None:
