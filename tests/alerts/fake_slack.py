@@ -35,6 +35,7 @@ class Failure:
 class FakeSlack:
     requests: list[Request] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)  # consumed one per request
+    method_failures: dict[str, list[Failure]] = field(default_factory=dict)  # per API method
     down: Failure | None = None  # every request fails while set
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # ts → channel message now
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -99,6 +100,9 @@ class FakeSlack:
         with self.lock:
             self.requests.append(req)
             fail = self.down or (self.failures.pop(0) if self.failures else None)
+            per_method = self.method_failures.get(req.method)
+            if fail is None and per_method:
+                fail = per_method.pop(0)
             if fail is not None:
                 headers = {"Retry-After": str(fail.retry_after)} if fail.retry_after else {}
                 if req.path.startswith("/hooks/") and fail.error:

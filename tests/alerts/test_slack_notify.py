@@ -298,3 +298,21 @@ def test_an_attack_that_started_and_ended_during_a_backlog_is_still_posted(
     assert post.body["attachments"][0]["color"] == "#2EB67D"
     run(n, clock, 600, step=10)
     assert len(slack.calls("chat.postMessage")) == 1 and slack.calls("chat.update") == []
+
+
+def test_a_message_slack_refuses_is_skipped_and_does_not_block_the_rest(
+        sqlite_url: str, slack: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    clock, alerts = Clock(), Alerts()
+    metrics = Metrics()
+    n = make_notifier(sqlite_url, slack, clock, metrics=metrics,
+                      route={"receiver": "security", "group_by": ["client_id"]})
+    n.send([alerts.fire("key-1"), alerts.fire("key-2")])
+    slack.method_failures["chat.postMessage"] = [Failure(200, error="invalid_blocks")]
+    with caplog.at_level(logging.ERROR):
+        run(n, clock, 31)
+    assert [("key-2" in m["text"]) for m in slack.messages.values()] == [True]
+    assert any("refused" in r.getMessage() and "invalid_blocks" in r.getMessage()
+               for r in caplog.records)
+    assert _metric(metrics, "inferwatch_receiver_notifications_total",
+                   receiver="security", result="invalid_blocks") == 1
+    assert n.queue_depth("security") == 0
