@@ -264,6 +264,11 @@ def test_probes_watch_the_daemons_health_and_readiness(chart: helm.Chart) -> Non
     assert svc["spec"]["publishNotReadyAddresses"] is True
 
 
+@pytest.mark.parametrize("http", [{"enabled": False}, {"host": "127.0.0.1"}])
+def test_schema_keeps_the_probes_port_reachable(chart: helm.Chart, http: dict[str, Any]) -> None:
+    assert "/config/http/" in refused(chart, merged(PROD, **{"config.http": http}))
+
+
 def test_grace_period_outlasts_the_checkpoint_retry_budget(chart: helm.Chart) -> None:
     pod = one(render(chart, PROD), "Deployment")["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > 30  # config.checkpoint.retry_max_s default
