@@ -113,6 +113,24 @@ def cmd_ack(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
+def marks(store: Any) -> Callable[[dict], str]:
+    """For ``alerts list``: `` [acked by …]`` and `` [silenced <id>]`` after a record."""
+    now = time.time()
+    acked = db.acks(store.engine)
+    active = [s for s in db.silences(store.engine, now) if s.active(now)]
+
+    def mark(rec: dict) -> str:
+        out = ""
+        if rec.get("id") in acked:
+            out += f" [acked by {acked[rec['id']].acked_by}]"
+        silence = db.silenced_by(active, rec) if rec.get("status") == "firing" else None
+        if silence is not None:
+            out += f" [silenced {silence.id}]"
+        return out
+
+    return mark
+
+
 def _records(store: Any, status: str | None) -> list[dict]:
     import json
 

@@ -91,11 +91,14 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
     config = _config_or_exit(args.config)
     store = Store(config.store.url.get_secret_value())
     store.migrate()
+    from alerts.cli import marks
+
+    mark = marks(store)
     for record in store.list_alerts(args.status, args.limit):
         rec = msgspec.json.decode(record)
         subject = " ".join(f"{k}={v}" for k, v in sorted(rec["subject"].items()))
         print(f"{rec['fingerprint']}  {rec['status']:8} {rec['severity']:8} {rec['kind']:10} "
-              f"{rec['model']} {subject}  {rec['summary']}")
+              f"{rec['model']} {subject}  {rec['summary']}{mark(rec)}")
     return 0
 
 

@@ -99,6 +99,8 @@ def test_cli_silence_unsilence_and_ack(tmp_path: Path, sqlite_url: str, slack: F
     out = capsys.readouterr().out
     sid = out.split()[1]
     assert "matches 1 firing alert(s)" in out
+    assert main(["alerts", "list", "--config", cfg]) == 0
+    assert "key-17" in capsys.readouterr().out.split(f"[silenced {sid}]")[0]
     assert main(["alerts", "silences", "--config", cfg]) == 0
     listed = capsys.readouterr().out
     assert sid in listed and "client_id=key-17" in listed and "alice: pentest" in listed
@@ -111,6 +113,9 @@ def test_cli_silence_unsilence_and_ack(tmp_path: Path, sqlite_url: str, slack: F
     assert main(["alerts", "ack", rec["fingerprint"][:8], "--config", cfg, "--by", "bob",
                  "--why", "key revoked"]) == 0
     assert "acknowledged" in capsys.readouterr().out
+    assert main(["alerts", "list", "--config", cfg]) == 0
+    listed = capsys.readouterr().out
+    assert "[acked by bob]" in listed and "[silenced" not in listed
     run(n, clock, 31)
     (post,) = slack.posts()
     assert "Acknowledged by bob: key revoked" in json.dumps(post.body)
