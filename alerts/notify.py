@@ -123,6 +123,10 @@ class Notifier:
         except sa.exc.SQLAlchemyError as exc:
             raise DeliveryError(f"store: {type(exc).__name__}", retryable=True,
                                 reason="store_error") from exc
+        except (ValueError, KeyError, TypeError) as exc:  # never lose the loop to one record
+            log.exception("notifier: cannot ingest a record batch")
+            raise DeliveryError(f"ingest: {type(exc).__name__}", retryable=True,
+                                reason="error") from exc
 
     def delivered_prefix(self, records: Sequence[str]) -> int:
         return 0  # ingest is idempotent
@@ -161,6 +165,9 @@ class Notifier:
                     self.cleanup(now)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("notifier: store unavailable (%s); retrying", type(exc).__name__)
+        except Exception:  # a notifier bug must never stop the daemon's main loop
+            self._next_tick = now + 30.0
+            log.exception("notifier: unexpected error; alerts stay queued, retrying in 30s")
 
     # -- lease ------------------------------------------------------------------------
     def has_lease(self, now: float) -> bool:

@@ -316,3 +316,23 @@ def test_a_message_slack_refuses_is_skipped_and_does_not_block_the_rest(
     assert _metric(metrics, "inferwatch_receiver_notifications_total",
                    receiver="security", result="invalid_blocks") == 1
     assert n.queue_depth("security") == 0
+
+
+def test_an_unexpected_receiver_error_does_not_escape_the_tick(
+        sqlite_url: str, slack: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock)
+    n.send([alerts.fire("key-1")])
+    receiver = n.receivers["security"]
+    real_send = receiver.send
+
+    def broken(item: object) -> tuple[None, None]:
+        raise RuntimeError("boom")
+
+    receiver.send = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        run(n, clock, 31)  # must not raise into the daemon loop
+    assert "unexpected error" in caplog.text and n.queue_depth("security") == 1
+    receiver.send = real_send  # type: ignore[method-assign]
+    run(n, clock, 31)
+    assert len(slack.posts()) == 1
