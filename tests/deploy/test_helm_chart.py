@@ -250,6 +250,28 @@ def test_pods_run_hardened_by_default(chart: helm.Chart) -> None:
                if m["name"] in ("config", "secrets"))
 
 
+@pytest.mark.parametrize("case", sorted(RENDER_CASES))
+def test_pods_meet_the_restricted_pod_security_standard(chart: helm.Chart, case: str) -> None:
+    """What Kubernetes' "restricted" Pod Security admission checks, so the chart
+    installs into a namespace labelled pod-security.kubernetes.io/enforce=restricted."""
+    pod = one(render(chart, RENDER_CASES[case]), "Deployment")["spec"]["template"]["spec"]
+    allowed = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected",
+               "downwardAPI", "csi", "ephemeral"}
+    for vol in pod["volumes"]:
+        assert set(vol) - {"name"} <= allowed, vol
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod.get(key)
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
+        assert sc.get("runAsNonRoot", pod["securityContext"].get("runAsNonRoot")) is True
+        assert sc.get("runAsUser", pod["securityContext"].get("runAsUser")) != 0
+        profile = sc.get("seccompProfile", pod["securityContext"].get("seccompProfile"))
+        assert profile["type"] in ("RuntimeDefault", "Localhost")
+        assert not any("hostPort" in p for p in c.get("ports", []))
+
+
 def test_probes_watch_the_daemons_health_and_readiness(chart: helm.Chart) -> None:
     objs = render(chart, merged(PROD, **{"config.http": {"port": 9200}}))
     c = container(objs)
@@ -550,6 +572,7 @@ CHECK_CONFIG_CASES = {
                                   "config.kafka.sasl_mechanism": "SCRAM-SHA-512",
                                   "config.kafka.sasl_username": "inferwatch"}),
     "sqlite": TRIAL,
+    "keda-sasl-tls": yaml.safe_load((CHART / "ci" / "keda-values.yaml").read_text()),
     "slack": merged(PROD, **{
         "secrets.extraKeys": ["slack-webhook-ml"],
         "config.alerts.receivers": {"ml": {
@@ -588,10 +611,12 @@ def check_config(objs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
 def test_rendered_configmap_and_env_pass_inferwatch_check_config(
         chart: helm.Chart, case: str, tmp_path: Path) -> None:
     effective = check_config(render(chart, CHECK_CONFIG_CASES[case]), tmp_path)
-    assert effective["kafka"]["bootstrap_servers"] == (
-        CHECK_CONFIG_CASES[case]["config"]["kafka"]["bootstrap_servers"])
+    bootstrap = CHECK_CONFIG_CASES[case]["config"]["kafka"]["bootstrap_servers"]
+    if isinstance(bootstrap, str):
+        bootstrap = [b.strip() for b in bootstrap.split(",")]
+    assert effective["kafka"]["bootstrap_servers"] == bootstrap
     # The secret files were found and read (shown redacted; unset would be null).
-    if case == "postgresql":
+    if case in ("postgresql", "keda-sasl-tls"):
         assert effective["kafka"]["sasl_password"] == "**********"
     if case == "slack":
         assert effective["alerts"]["slack"]["token"] == "**********"
