@@ -114,6 +114,8 @@ class CheckpointConfig(_Section):
     interval_s: float = Field(5.0, gt=0)
     max_events: int = Field(100_000, ge=1)
     retry_max_s: float = Field(30.0, gt=0)
+    # alerts wait for the checkpoint that stores them: checkpoint this soon after one is raised
+    alert_flush_s: float = Field(0.5, ge=0)
 
 
 class HttpConfig(_Section):

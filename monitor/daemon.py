@@ -147,8 +147,10 @@ class Daemon:
                         if self.config.kafka.dead_letter_topic:
                             self.metrics.dead_lettered.inc()
         self.pipeline.advance(self._active_partitions(now))
-        due = (now - self.last_checkpoint >= self.config.checkpoint.interval_s
-               or self.pipeline.events_since_checkpoint >= self.config.checkpoint.max_events)
+        cp = self.config.checkpoint
+        since = now - self.last_checkpoint
+        due = (since >= cp.interval_s or self.pipeline.events_since_checkpoint >= cp.max_events
+               or (bool(self.pipeline.pending) and since >= cp.alert_flush_s))
         if due and now >= self._checkpoint_backoff_until():
             self.checkpoint()
         if self.store_ok:  # while the store is away, the outbox waits in it

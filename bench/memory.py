@@ -1,0 +1,142 @@
+"""Scale of state: resident memory per tracked client (10^6 distinct clients,
+every detector on) and the size of the model-wide state as traffic grows (it
+must not grow with traffic). Also what a checkpoint of that state costs.
+
+    .venv/bin/python -m bench.memory [--clients 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import pickle
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from bench import data
+from bench.report import write_section
+from monitor.config import build_config
+from monitor.pipeline import Pipeline, Record
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def client_batches(n: int, batch: int = 2000, seed: int = 5):
+    """``n`` events, each from a new client, realistic bodies (25 features,
+    10-class probabilities), one second of event time per 1000 events."""
+    rng = np.random.default_rng(seed)
+    enc = msgspec.json.Encoder()
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        x = rng.normal(0, 1, (m, data.N_FEATURES)).round(4)
+        p = rng.dirichlet(np.ones(len(data.LABELS)), m).round(5)
+        out = []
+        for j in range(m):
+            i = start + j
+            model, version = data.MODELS[i % len(data.MODELS)]
+            out.append(Record(i, enc.encode({
+                "ts": data.T0 + i / 1000, "model": model, "model_version": version,
+                "client_id": f"client-{i:07d}", "request_id": f"r{i}",
+                "features": dict(zip(data.FEATURES, x[j].tolist(), strict=True)),
+                "probabilities": dict(zip(data.LABELS, p[j].tolist(), strict=True)),
+                "prediction": data.LABELS[int(p[j].argmax())],
+            })))
+        yield out
+
+
+def per_client(n: int) -> dict[str, float]:
+    config = build_config({}, env={})
+    pipeline = Pipeline(config)
+    pid = ("bench", 0)
+    marks: list[tuple[int, int]] = []
+    probe = {n // 10, n}
+    t0 = time.perf_counter()
+    done = 0
+    for batch in client_batches(n):
+        pipeline.process(pid, batch)
+        pipeline.pending.clear()
+        done += len(batch)
+        if done in probe:
+            gc.collect()
+            marks.append((pipeline.tracked_clients(), rss_kb()))
+            print(f"{done:,} clients: tracked {marks[-1][0]:,}, RSS {marks[-1][1] / 1024:,.0f} MiB")
+    elapsed = time.perf_counter() - t0
+    (c0, r0), (c1, r1) = marks
+    per_key = (r1 - r0) * 1024 / (c1 - c0)
+    clients = len(pipeline.partitions[pid].detectors[0])
+    state = pipeline.partitions[pid]
+    t = time.perf_counter()
+    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    dump_s = time.perf_counter() - t
+    return {"clients": clients, "keyed": len(state.detectors), "tracked": c1,
+            "rss_mib": r1 / 1024, "per_client_b": (r1 - r0) * 1024 / (clients - clients // 10),
+            "per_key_b": per_key, "events_s": n / elapsed,
+            "checkpoint_mib": len(blob) / 2**20, "checkpoint_s": dump_s}
+
+
+def per_model(events: int) -> list[tuple[int, int, float]]:
+    """(events seen, pickled model-wide state bytes, RSS MiB) as traffic grows."""
+    config = build_config({}, env={})
+    pipeline = Pipeline(config)
+    lines = data.load(events)
+    out = []
+    step = 2000
+    marks = {events // 6, events // 3, events * 2 // 3, events}
+    for i in range(0, len(lines), step):
+        pipeline.process(("bench", 0), [Record(i + j, v) for j, v in
+                                        enumerate(lines[i:i + step])])
+        pipeline.advance()
+        pipeline.pending.clear()
+        seen = min(i + step, len(lines))
+        if seen in marks:
+            size = len(pickle.dumps(pipeline.models, protocol=pickle.HIGHEST_PROTOCOL))
+            out.append((seen, size, rss_kb() / 1024))
+            print(f"{seen:,} events: model-wide state {size / 1024:,.0f} KiB")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=1_000_000)
+    parser.add_argument("--model-events", type=int, default=300_000)
+    args = parser.parse_args()
+    models = per_model(args.model_events)
+    gc.collect()
+    c = per_client(args.clients)
+    n_models = len(data.MODELS)
+    body = f"""One process, `Pipeline` with every detector on (the defaults), events with 25 features
+and 10-class probabilities.
+
+**Per tracked client** ({args.clients:,} events, each from a new client, all kept: the
+default `state.max_clients` is 1,000,000 and none is idle for an hour of event time):
+
+| figure | value |
+|---|---|
+| clients tracked | {c['clients']:,} ({c['tracked']:,} keyed states) |
+| resident memory at the end | {c['rss_mib']:,.0f} MiB |
+| **RSS per tracked client** (from 10% to 100% of them; target < 1 KB) | **{c['per_client_b']:,.0f} B** |
+| events/s while adding new clients | {c['events_s']:,.0f} |
+| one checkpoint of that partition (pickled) | {c['checkpoint_mib']:,.0f} MiB, {c['checkpoint_s']:.1f} s |
+
+**Model-wide state** ({n_models} models x 25 features, the benchmark stream of
+`bench.throughput`): the pickled size must stay flat as traffic grows.
+
+| events seen | pickled model-wide state | process RSS |
+|---|---|---|
+""" + "\n".join(f"| {n:,} | {s / 1024:,.0f} KiB ({s / 1024 / n_models:,.0f} KiB per model) | "
+                f"{r:,.0f} MiB |" for n, s, r in models)
+    print(body)
+    write_section("memory", "Scale of state: memory per client and per model",
+                  f".venv/bin/python -m bench.memory --clients {args.clients}", body)
+
+
+if __name__ == "__main__":
+    main()
