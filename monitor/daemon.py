@@ -8,13 +8,13 @@ leave the group.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
 from collections.abc import Sequence
 
-from alerts.notify import build_notifiers
 from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
@@ -52,8 +52,6 @@ class Daemon:
         self.checkpointer = Checkpointer(self.store, self.pipeline, group=config.kafka.group_id,
                                          producer=config.instance_id)
         self.sinks = list(build_sinks(config) if sinks is None else sinks)
-        if sinks is None:
-            self.sinks.extend(build_notifiers(config, self.store, self.metrics))
         if sinks is None:
             self.sinks.extend(build_notifiers(config, self.store, self.metrics))
         self.dispatcher = Dispatcher(self.store, self.sinks, config.instance_id,
@@ -106,7 +104,9 @@ class Daemon:
                 self.store.migrate()
                 self.store_ok = True
                 return
-            except Exception as exc:
+            except Exception as exc:  # the store may come up later: alive, not ready
+                self.store_ok = False
+                self.last_loop = time.monotonic()
                 log.warning("store unreachable (%s); retrying in %.1fs", _short(exc), delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.config.checkpoint.retry_max_s)
@@ -220,7 +220,9 @@ class Daemon:
             try:
                 resume = self.checkpointer.restore(pids)
                 break
-            except Exception as exc:
+            except Exception as exc:  # cannot consume without state: alive, not ready
+                self.store_ok = False
+                self.last_loop = time.monotonic()
                 log.warning("restoring state failed (%s); retrying in %.1fs", _short(exc), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.config.checkpoint.retry_max_s)
@@ -238,6 +240,8 @@ class Daemon:
             self.pipeline.release(pid)
             self.last_records.pop(pid, None)
             self.assigned_at.pop(pid, None)
+            with contextlib.suppress(KeyError):  # its lag is the next owner's to report
+                self.metrics.consumer_lag.remove(pid[0], str(pid[1]))
 
     def _shutdown(self) -> None:
         try:
