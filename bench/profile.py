@@ -1,0 +1,116 @@
+"""Where the time goes: a pyinstrument profile of the hot path (the pipeline over
+the benchmark events, every detector on), summarised by component.
+
+    .venv/bin/python -m bench.profile [--events 100000] [--skip 50000]
+
+The first ``--skip`` events warm the state up (clients seen, drift references
+built) and are not profiled: the figures are the steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from pyinstrument import Profiler
+from pyinstrument.frame import Frame
+
+from bench import data
+from bench.report import write_section
+from monitor.config import build_config
+from monitor.pipeline import Pipeline, Record
+
+ROOT = Path(__file__).resolve().parent.parent
+# (path fragment, component) — the first match names a frame's self time
+COMPONENTS = [
+    ("detectors/neighbours.py", "per-client: query neighbours (evasion)"),
+    ("detectors/probing.py", "per-client: low-confidence share (extraction)"),
+    ("detectors/flooding.py", "per-client: request rate (flooding)"),
+    ("detectors/rules.py", "per-client: count rules"),
+    ("detectors/attack.py", "per-client: attack verdict"),
+    ("detectors/allow.py", "per-client: allow-list"),
+    ("detectors/keyed.py", "keyed fan-out (clone, LRU, expiry, findings)"),
+    ("detectors/drift.py", "model-wide: drift"),
+    ("detectors/reference.py", "model-wide: drift reference / encoding"),
+    ("detectors/confidence.py", "model-wide: confidence"),
+    ("detectors/windows.py", "model-wide: windows"),
+    ("monitor/summaries.py", "window summaries (scheduled jobs)"),
+    ("monitor/decode.py", "decode + validate"),
+    ("msgspec", "decode + validate"),
+    ("alerts/", "alert manager"),
+    ("monitor/pipeline.py", "pipeline loop"),
+    ("numpy", "numpy"),
+    ("scipy", "scipy"),
+]
+
+
+def component(frame: Frame, inherited: str) -> str:
+    path = frame.file_path or ""
+    for fragment, name in COMPONENTS:
+        if fragment in path:
+            return name
+    return inherited
+
+
+def attribute(frame: Frame, inherited: str, out: dict[str, float]) -> None:
+    name = component(frame, inherited)
+    children_time = sum(c.time for c in frame.children)
+    out[name] += max(0.0, frame.time - children_time)
+    for child in frame.children:
+        attribute(child, name, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--skip", type=int, default=50_000)
+    args = parser.parse_args()
+    lines = data.load(300_000)[: args.skip + args.events]
+    pipeline = Pipeline(build_config({}, env={}))
+    pid = ("bench", 0)
+
+    def feed(start: int, end: int) -> None:
+        for i in range(start, end, 2000):
+            pipeline.process(pid, [Record(i + j, v) for j, v in enumerate(lines[i:min(i + 2000, end)])])
+            pipeline.advance()
+            pipeline.pending.clear()
+
+    feed(0, args.skip)
+    profiler = Profiler(interval=0.001)
+    t = time.perf_counter()
+    profiler.start()
+    feed(args.skip, args.skip + args.events)
+    profiler.stop()
+    wall = time.perf_counter() - t
+    root = profiler.last_session.root_frame() if profiler.last_session else None
+    assert root is not None
+    shares: dict[str, float] = defaultdict(float)
+    attribute(root, "other (Python runtime, GC, glue)", shares)
+    total = sum(shares.values())
+    ordered = sorted(shares.items(), key=lambda kv: -kv[1])
+    rows = "\n".join(f"| {name} | {t / total:.0%} | {t / args.events * 1e6:,.1f} |"
+                     for name, t in ordered if t / total >= 0.005)
+    text = profiler.output_text(unicode=False, color=False)
+    (ROOT / "bench" / ".cache").mkdir(exist_ok=True)
+    (ROOT / "bench" / ".cache" / "profile.txt").write_text(text)
+    body = f"""pyinstrument over `Pipeline.process` + `advance` (what `inferwatch run` and `replay`
+run per batch), every detector on, {args.events:,} benchmark events after {args.skip:,} of
+warm-up: {args.events / wall:,.0f} events/s in this process while profiled. Self time by
+component (a frame's own time, outside the frames it calls):
+
+| component | share | µs per event |
+|---|---|---|
+{rows}
+
+The full call tree of this run is written to `bench/.cache/profile.txt`.
+"""
+    print(body)
+    write_section("profile", "Where the time goes: profile of the hot path",
+                  f".venv/bin/python -m bench.profile --events {args.events} --skip {args.skip}",
+                  body)
+
+
+if __name__ == "__main__":
+    main()
