@@ -140,11 +140,15 @@ def main() -> None:
         body.append(f"| {name} | {m['channel_messages']:.0f} | {m['calls']:.0f} | "
                     f"{m['ingest_ms']:.0f} ms | {m['flush_ms']:.0f} ms | {m['send_ms']:.0f} ms | "
                     f"{f['per_s']:.0f} | {f['idle_tick_ms']:.1f} ms |")
-    body += ["", "Reading: a 500-client storm is one channel message (the digest; the "
-             "calls are auth.test, the digest, later joiners as one thread reply and one "
-             "edit). The per-message cost on our side is small next to Slack's own rate "
-             "limit for chat.postMessage (about one message per second per channel), so "
-             "the send queue, not the daemon, paces a burst."]
+    body += ["", "Reading: a 500-client storm is one channel message, the digest (the two "
+             "API calls are auth.test and the digest: all 500 alerts arrived within "
+             "group_wait; when they trickle in over the minute, as in "
+             "tests/alerts/test_slack_notify.py, the late joiners add one thread reply and "
+             "one edit of the digest). Our cost per notification (two store transactions "
+             "and one HTTP call) is small next to Slack's own rate limit for "
+             "chat.postMessage (about one message per second per channel), so Slack's "
+             "429s, honoured through Retry-After, pace a burst, not the daemon. The idle "
+             "tick is what every daemon loop pays when nothing is due."]
     write_section("alerting", "Alerting: storms and notification cost (bench/alerting.py)",
                   ".venv/bin/python -m bench.alerting", "\n".join(body))
 
