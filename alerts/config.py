@@ -129,6 +129,7 @@ class NotifyConfig(_Section):
     raw_value_keys: list[str] = Field(default_factory=lambda: list(RAW_VALUE_KEYS))
     cli_config_path: str = "/etc/inferwatch/config.yaml"  # shown in the silence command to copy
     tick_s: float = Field(1.0, gt=0)  # how often grouping timers and the send queue are checked
+    send_budget_s: float = Field(2.0, gt=0)  # wall time per loop spent sending, at most
     max_backoff_s: float = Field(300.0, gt=0)
     permanent_retry_s: float = Field(900.0, gt=0)  # re-try after invalid_auth/channel_not_found
 

@@ -97,6 +97,7 @@ class Notifier:
         self._standby_until = float("-inf")
         self._last_ingest = float("-inf")
         self._history: tuple[int, set[str]] | None = None
+        self._turn = 0
         self._started = datetime.now(UTC)  # outbox rows older than this are history
         self._depth_at: dict[str, float] = {}
         self._next_cleanup = float("-inf")
@@ -505,13 +506,24 @@ class Notifier:
         return min(later)
 
     # -- 3. deliver ---------------------------------------------------------------------
-    def deliver(self, now: float | None = None) -> int:
-        """Send queued notifications in order, per receiver; how many were sent."""
+    def deliver(self, now: float | None = None, *, budget_s: float | None = None) -> int:
+        """Send queued notifications in order, per receiver; how many were sent.
+
+        Stops after ``send_budget_s`` of wall time (the rest goes next tick), so a
+        slow Slack never holds the daemon's poll loop long enough to cost a rebalance.
+        """
         now = self.clock() if now is None else now
+        deadline = time.monotonic() + (self.config.send_budget_s if budget_s is None
+                                       else budget_s)
         sent = 0
-        for name, receiver in self.receivers.items():
+        names = list(self.receivers)
+        self._turn = (self._turn + 1) % max(1, len(names))  # who goes first rotates
+        for name in names[self._turn:] + names[:self._turn]:
+            receiver = self.receivers[name]
             if self._retry_at.get(name, float("-inf")) <= now:
-                sent += self._deliver_to(name, receiver, now)
+                sent += self._deliver_to(name, receiver, now, deadline)
+                if time.monotonic() >= deadline:
+                    self._next_tick = now  # more is waiting: come back on the next loop
             if self.metrics is not None and (sent or now >= self._depth_at.get(name, -1.0)):
                 self._depth_at[name] = now + 10.0
                 self.metrics.receiver_queue_depth.labels(name).set(self.queue_depth(name))
@@ -523,16 +535,18 @@ class Notifier:
             return int(conn.execute(sa.select(sa.func.count()).select_from(q).where(
                 q.c.receiver == receiver, q.c.sent_at.is_(None))).scalar() or 0)
 
-    def _deliver_to(self, name: str, receiver: Receiver, now: float) -> int:
+    def _deliver_to(self, name: str, receiver: Receiver, now: float, deadline: float) -> int:
         q, msgs = db.notify_queue, db.notify_messages
         sent = 0
-        while True:
+        while time.monotonic() < deadline:
             with self.engine.connect() as conn:
                 rows = conn.execute(sa.select(q).where(q.c.receiver == name, q.c.sent_at.is_(None))
                                     .order_by(q.c.seq).limit(50)).all()
             if not rows:
                 return sent
             for row in rows:
+                if time.monotonic() >= deadline:
+                    return sent
                 payload = json.loads(row.payload)
                 item = Item(action=row.action, reason=row.reason, message=payload["message"],
                             alerts=payload.get("alerts", []), group=payload.get("group", {}))
@@ -572,6 +586,7 @@ class Notifier:
                     log.info("receiver %s delivers again", name)
                     if self.metrics is not None:
                         self.metrics.receiver_blocked.labels(name).set(0)
+        return sent
 
     def _mark(self, seq: int, now: float, outcome: str, *, key: str | None = None,
               receiver: str = "", channel: str | None = None, ts: str | None = None) -> None:

@@ -336,3 +336,21 @@ def test_an_unexpected_receiver_error_does_not_escape_the_tick(
     receiver.send = real_send  # type: ignore[method-assign]
     run(n, clock, 31)
     assert len(slack.posts()) == 1
+
+
+def test_sending_stops_at_the_budget_so_a_slow_slack_cannot_stall_the_daemon(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock, send_budget_s=0.05,
+                      route={"receiver": "security", "group_by": ["client_id"]})
+    n.send([alerts.fire(f"key-{i:02d}") for i in range(40)])
+    run(n, clock, 31)
+    first = len(slack.posts())
+    assert 0 < first < 40  # one tick sent what fit in its budget
+    for _ in range(200):
+        if len(slack.posts()) == 40:
+            break
+        n.tick()  # the next loops continue at once, without waiting for tick_s
+    texts = [p.body["text"] for p in slack.posts()]
+    assert [next(f"key-{i:02d}" for i in range(40) if f"key-{i:02d}" in t) for t in texts] == [
+        f"key-{i:02d}" for i in range(40)]
