@@ -445,8 +445,11 @@ class DistributionDrift(Detector):
                      self._run_m1)
         run_n = _feature_totals(lay, self._run_cells)
         run_psi, run_shift = _run_effects(lay, ref.counts, run, run_n, self._merge)
-        big_effect = (run_psi >= self.min_psi) | (np.abs(np.nan_to_num(run_shift)) >=
-                                                  self.min_mean_shift)
+        # the effect floor, on the counts pooled since onset or on this window alone
+        # (pooling can start a little before the onset and dilute the effect)
+        big_effect = ((np.maximum(run_psi, t["psi"]) >= self.min_psi)
+                      | (np.maximum(np.abs(np.nan_to_num(run_shift)),
+                                    np.abs(np.nan_to_num(t["shift"]))) >= self.min_mean_shift))
         sequential = tested & (cusum >= h) & big_effect
         sudden = tested & (t["p"] < fast_p) & (t["psi"] >= self.fast_min_psi)
         fired = sequential | sudden
