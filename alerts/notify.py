@@ -623,11 +623,18 @@ class Notifier:
             self.metrics.receiver_notifications.labels(receiver, result).inc()
 
     def cleanup(self, now: float) -> None:
-        """Forget notifications sent more than a week ago (their messages stay
-        addressable for as long as their alerts are stored)."""
+        """Forget notifications sent more than a week ago, and posted messages no
+        alert or queued notification refers to any more."""
+        q, msgs, na, ng = db.notify_queue, db.notify_messages, db.notify_alerts, db.notify_groups
         with self.engine.begin() as conn:
-            conn.execute(db.notify_queue.delete().where(
-                db.notify_queue.c.sent_at < now - KEEP_SENT_S))
+            conn.execute(q.delete().where(q.c.sent_at < now - KEEP_SENT_S))
+            used = sa.union(
+                sa.select(na.c.parent_key.label("k")).where(na.c.parent_key.is_not(None)),
+                sa.select(ng.c.open_digest.label("k")).where(ng.c.open_digest.is_not(None)),
+                sa.select(q.c.parent_key.label("k")).where(q.c.sent_at.is_(None),
+                                                           q.c.parent_key.is_not(None)))
+            conn.execute(msgs.delete().where(msgs.c.created_at < now - KEEP_SENT_S,
+                                             msgs.c.key.not_in(sa.select(used.subquery().c.k))))
 
 
 def _lasted(record: Mapping[str, Any]) -> float:

@@ -128,3 +128,29 @@ def test_switching_slack_on_for_an_old_store_notifies_only_what_still_fires(
     d.deliver()
     run(n, clock, 400, step=10)
     assert sum("new-3" in p.body["text"] for p in slack.posts()) == 1
+
+
+def test_cleanup_forgets_old_sent_notifications_but_keeps_live_threads(
+        store_url: str, slack: FakeSlack) -> None:
+    import sqlalchemy as sa
+
+    from alerts import db
+
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(store_url, slack, clock, route={"receiver": "security",
+                                                      "group_by": ["client_id"]})
+    n.send([alerts.fire("live"), alerts.fire("gone")])
+    run(n, clock, 31)
+    n.send([alerts.resolve("gone", ts=T0 + 60)])
+    run(n, clock, 400, step=10)
+    clock.advance(8 * 86400)
+    n.cleanup(clock.t)
+    with n.engine.connect() as conn:
+        keys = set(conn.execute(sa.select(db.notify_messages.c.key)).scalars())
+        queued = conn.execute(sa.select(sa.func.count()).select_from(db.notify_queue)).scalar()
+    assert queued == 0
+    assert len(keys) == 1 and next(iter(keys)).endswith(json.loads(alerts.fire("live"))["id"])
+    # the live alert's thread still works after the clean-up
+    n.send([alerts.resolve("live", ts=T0 + 9 * 86400)])
+    run(n, clock, 400, step=10)
+    assert len(slack.calls("chat.update")) == 2
