@@ -32,6 +32,7 @@ notify_alerts = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("notified_status", sa.String(20), nullable=True),
+    sa.Column("notified_severity", sa.String(20), nullable=True),
     sa.Column("parent_key", sa.String(300), nullable=True),
     sa.Column("last_notified_at", sa.Float, nullable=True),
     sa.Column("ingested_at", sa.Float, nullable=False),

@@ -52,6 +52,7 @@ from alerts.receivers import (
     SlackWebhookReceiver,
 )
 from alerts.routing import RouteTree
+from alerts.severity import severity
 from alerts.sinks import DeliveryError
 from alerts.slack import Renderer
 
@@ -245,8 +246,10 @@ class Notifier:
                 for rcv in self.receivers:
                     st = known.get((rcv, rec["id"]))
                     if st is not None and st["record"] != raw:
+                        before = severity(json.loads(st["record"])["severity"]).rank
                         st["record"], st["status"], st["changed"] = raw, rec["status"], True
-                        if rec["status"] != "firing":  # a resolution is news; a count is not
+                        # a resolution or an escalation is news; a count is not
+                        if rec["status"] != "firing" or severity(rec["severity"]).rank > before:
                             wake.add((rcv, st["gid"]))
             inserts = [{**st["row"], "record": st["record"],
                         "status": json.loads(st["record"])["status"]}
@@ -384,6 +387,11 @@ class Notifier:
                        and r.alert_id not in acks and not suppressed(recs[r.alert_id])
                        and not (recs[r.alert_id].get("evidence") or {}).get("notice")
                        and now - (r.last_notified_at or now) >= route.repeat_interval_s]
+            escalated = [r for r in rows if r.status == "firing" and r.notified_status == "firing"
+                         and not suppressed(recs[r.alert_id]) and r.notified_severity is not None
+                         and severity(recs[r.alert_id]["severity"]).rank
+                         > severity(r.notified_severity).rank]
+            repeats = [r for r in repeats if r not in escalated]
             resolved = [r for r in rows if r.status == "resolved"
                         and r.notified_status == "firing"]
             parents: dict[str, str | None] = {r.alert_id: r.parent_key for r in rows}
@@ -423,9 +431,21 @@ class Notifier:
                 conn.execute(na.update().where(na.c.receiver == rcv,
                                                na.c.alert_id == sa.bindparam("a"))
                              .values(notified_status=sa.bindparam("s"), last_notified_at=now,
-                                     parent_key=sa.bindparam("p")),
-                             [{"a": r.alert_id, "p": parents[r.alert_id], "s": r.status}
+                                     parent_key=sa.bindparam("p"),
+                                     notified_severity=sa.bindparam("v")),
+                             [{"a": r.alert_id, "p": parents[r.alert_id], "s": r.status,
+                               "v": recs[r.alert_id]["severity"]}
                               for r in new])
+
+            for r in escalated:  # worse than when we last said: say it again, loudly
+                rec = recs[r.alert_id]
+                enqueue("reply", "escalated", render.reply("escalated", [rec]), [rec],
+                        parent=r.parent_key)
+                if threads and r.parent_key and r.parent_key.startswith("alert:"):
+                    enqueue("update", "escalated", render.alert(rec, ack=ack_of(r.alert_id)),
+                            [rec], parent=r.parent_key)
+                conn.execute(na.update().where(na.c.receiver == rcv, na.c.alert_id == r.alert_id)
+                             .values(notified_severity=rec["severity"], last_notified_at=now))
 
             for parent, batch in _by_parent(repeats).items():
                 items = [recs[r.alert_id] for r in batch]

@@ -203,7 +203,11 @@ class Renderer:
             return _plain_message(text)
         if len(records) == 1 and reason != "new":
             r = records[0]
-            if reason == "resolved":
+            if reason == "escalated":
+                sev = severity(r["severity"])
+                text = (f"{self._mention(r)}{sev.emoji} Escalated to *{escape(r['severity'])}*: "
+                        f"{escape(r['summary'])}")
+            elif reason == "resolved":
                 text = (f"{RESOLVED_EMOJI} Resolved at {escape(r['last_seen'])} after "
                         f"{int(r['count'])} detection(s).")
             else:

@@ -354,3 +354,24 @@ def test_sending_stops_at_the_budget_so_a_slow_slack_cannot_stall_the_daemon(
     texts = [p.body["text"] for p in slack.posts()]
     assert [next(f"key-{i:02d}" for i in range(40) if f"key-{i:02d}" in t) for t in texts] == [
         f"key-{i:02d}" for i in range(40)]
+
+
+def test_an_escalation_to_critical_is_said_at_once_with_the_mention(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock,
+                      receivers={"security": {"mention": "<!subteam^S0SEC>"}})
+    n.send([alerts.fire("key-1", severity="warning")])
+    run(n, clock, 31)
+    (first,) = slack.posts()
+    assert not first.body["text"].startswith("<!subteam")  # a warning does not page
+    n.send([alerts.fire("key-1", severity="critical", ts=T0 + 60)])
+    run(n, clock, 300, step=5)  # at the group's next turn, not after repeat_interval
+    (reply,) = _replies(slack)
+    assert reply["text"].startswith("<!subteam^S0SEC> ") and "Escalated to *critical*" in reply[
+        "text"]
+    (update,) = slack.calls("chat.update")
+    assert update.body["attachments"][0]["color"] == "#D0021B"
+    n.send([alerts.fire("key-1", severity="critical", ts=T0 + 120)])
+    run(n, clock, 600, step=10)
+    assert len(_replies(slack)) == 1  # said once
