@@ -360,9 +360,15 @@ class SummaryCollector:
         if not self.enabled or not events:
             return
         width = self.bucket_s
-        groups: dict[Key, list[Event]] = defaultdict(list)
-        for e in events:
-            groups[(e.model, e.model_version, math.floor(e.ts / width) * width)].append(e)
+        keys = [(e.model, e.model_version, e.ts // width) for e in events]
+        groups: dict[Key, Sequence[Event]]
+        if len(set(keys)) == 1:  # the common case: one model version, one bucket
+            model, version, b = keys[0]
+            groups = {(model, version, b * width): events}
+        else:
+            groups = defaultdict(list)
+            for (model, version, b), e in zip(keys, events, strict=True):
+                groups[(model, version, b * width)].append(e)  # type: ignore[attr-defined]
         deltas = self.deltas.setdefault(pid, {})
         for key, evs in groups.items():
             s = deltas.get(key)

@@ -38,6 +38,7 @@ def _ctx(url: str, reports: Path, **jobs: object) -> JobContext:
     return JobContext(config(url, str(reports), **jobs), store, "test", clock=lambda: NOW)
 
 
+@pytest.mark.slow
 def test_weekly_report_names_the_drifted_features_and_since_when(
         seeded: tuple[str, Path], tmp_path: Path) -> None:
     ctx = _ctx(seeded[0], tmp_path / "reports")

@@ -56,6 +56,7 @@ def test_the_lease_is_held_by_one_replica_and_lost_by_a_dead_one(pg_url: str,
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_two_schedulers_on_postgresql_run_a_due_job_once(pg_url: str, tmp_path: Path) -> None:
     cfg = config(pg_url, str(tmp_path), lease_ttl_s=2)
     runs: list[tuple[str, float]] = []
@@ -119,6 +120,7 @@ def test_a_failing_job_alerts_once_and_resolves_when_it_works_again(tmp_path: Pa
     store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grace_s", [3600, 1])
 def test_a_run_missed_while_no_replica_led_runs_late_within_the_grace(
         tmp_path: Path, grace_s: int) -> None:
