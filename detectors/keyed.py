@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Literal
@@ -79,11 +80,15 @@ class Keyed:
             return []
         slot = self.slots.get(key)
         if slot is None:
-            slot = _Slot(self.prototype.clone(), event.model, event.model_version)
+            # interned: a million slots share one copy of each model name and version
+            model = sys.intern(event.model)
+            key = (model, key[1])  # type: ignore[index]
+            slot = _Slot(self.prototype.clone(), model, sys.intern(event.model_version))
             self.slots[key] = slot
         else:
             self.slots.move_to_end(key)
-        slot.model_version = event.model_version
+        if slot.model_version != event.model_version:
+            slot.model_version = sys.intern(event.model_version)
         slot.last_ts = max(slot.last_ts, event.ts)
         slot.detector.update(event)
         findings = self._transition(key, slot, event.ts)

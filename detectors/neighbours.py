@@ -79,10 +79,10 @@ def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
     if pad:
         bits = np.concatenate([bits, np.zeros(pad, np.uint64)])
     mixer = _MIXERS.get(bits.shape[0])
-    if mixer is None:
+    if mixer is None:  # odd 64-bit multipliers, the same in every process
         rng = np.random.default_rng(bits.shape[0])
-        mixer = rng.integers(0, 2**63, bits.shape[0], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        _MIXERS[bits.shape[0]] = mixer
+        odd = rng.integers(0, 2**63, bits.shape[0], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        mixer = _MIXERS[bits.shape[0]] = np.asarray(odd, dtype=np.uint64)
     sums = (bits * mixer).reshape(-1, groups).sum(axis=0, dtype=np.uint64)
     return (sums >> np.uint64(56)).astype(np.uint8)
 
@@ -114,10 +114,11 @@ class QueryNeighbours(Detector):
     atlas: ClassVar[tuple[str, ...]] = ("AML.T0043.001", "AML.T0024.002")
     severity = "critical"
 
-    __slots__ = ("_buf", "_filled", "_first_hit", "_hits", "_last_hit", "_max_near",
-                 "_norm_mean", "_queries", "_repeats", "_request_ids", "_window_hits",
-                 "dims", "groups", "history", "min_hits", "min_neighbours", "radius",
-                 "sparse_groups", "window_s")
+    __slots__ = ("_buf", "_filled", "_first_hit", "_halvings", "_hits", "_last_hit",
+                 "_max_halvings", "_max_near", "_norm_mean", "_queries", "_repeats",
+                 "_request_ids", "_step", "_window_hits", "dims", "groups", "halvings",
+                 "history", "min_hits", "min_neighbours", "radius", "sparse_groups",
+                 "window_s")
 
     def __init__(
         self,
@@ -128,6 +129,7 @@ class QueryNeighbours(Detector):
         groups: int = 8,
         sparse_groups: int = 2,
         min_neighbours: int = 5,
+        halvings: int = 4,
         min_hits: int = 1,
         window_s: float = 600.0,
     ) -> None:
@@ -137,6 +139,7 @@ class QueryNeighbours(Detector):
         self.groups = groups
         self.sparse_groups = sparse_groups
         self.min_neighbours = min_neighbours
+        self.halvings = halvings
         self.min_hits = min_hits
         self.window_s = window_s
         # (history,) uint32 input hashes, (history, groups) group codes, then
@@ -152,6 +155,9 @@ class QueryNeighbours(Detector):
         self._last_hit = float("-inf")
         self._first_hit: int | None = None
         self._max_near = 0
+        self._step = 0.0  # distance of the latest query to its nearest earlier one
+        self._halvings = 0  # current run of bisection steps
+        self._max_halvings = 0
         self._request_ids: tuple[str, ...] = ()
 
     # -- state ---------------------------------------------------------------------------
@@ -194,14 +200,17 @@ class QueryNeighbours(Detector):
         self._norm_mean += (norm - self._norm_mean) / min(self._queries - self._repeats, 64)
         near = 0
         code = group_codes(x, g) if g else None
+        bisecting = False
         if n:
             diff = ring[:n] - s
+            d2 = np.einsum("ij,ij->i", diff, diff)
             limit = self.radius * max(self._norm_mean, 1e-12)
-            close = np.einsum("ij,ij->i", diff, diff) <= limit * limit
+            close = d2 <= limit * limit
             if code is not None:
                 changed = (codes[:n] != code).sum(axis=1)
                 close |= (changed >= 1) & (changed <= self.sparse_groups)
             near = int(close.sum())
+            bisecting = self._bisection_step(d2)
         pos = self._filled % h
         if code is not None:
             codes[pos] = code
@@ -209,8 +218,23 @@ class QueryNeighbours(Detector):
         all_hashes[pos] = digest
         self._filled += 1
         self._max_near = max(self._max_near, near)
-        if near >= self.min_neighbours:
+        if near >= self.min_neighbours or bisecting:
             self._hit(event)
+
+    def _bisection_step(self, d2: np.ndarray) -> bool:
+        """A binary search (HopSkipJump, Sign-OPT, GeoDA locating the boundary) halves
+        its step: each query lands at half the previous step from the query before
+        it. ``halvings`` such steps in a row count as a hit."""
+        step = math.sqrt(float(d2.min()))
+        h = self.history
+        # the previous query is (one of) the nearest: bisection's midpoint is equally far
+        # from both ends of its interval, and one end is always the previous query
+        recent = float(d2[(self._filled - 1) % h]) <= 1.21 * step * step
+        halved = recent and self._step > 0 and 0.45 <= step / self._step <= 0.55
+        self._step = step
+        self._halvings = self._halvings + 1 if halved else 0
+        self._max_halvings = max(self._max_halvings, self._halvings)
+        return 0 < self.halvings <= self._halvings
 
     def _hit(self, event: Event) -> None:
         ts = event.ts
@@ -240,6 +264,7 @@ class QueryNeighbours(Detector):
             "clustered_queries_in_window": self._window_hits,
             "clustered_queries_total": self._hits,
             "max_near_copies": self._max_near,
+            "longest_bisection_run": self._max_halvings,
             "first_hit_query": self._first_hit,
             "min_neighbours": self.min_neighbours,
             "history": self.history,

@@ -73,11 +73,15 @@ class LowConfidenceShare(Detector):
             return
         slot = idx % self.buckets
         self._total[slot] += 1
-        if event.confidence < self.low_confidence:
+        low = event.confidence < self.low_confidence
+        if low:
             self._low[slot] += 1
-            if event.request_id is not None and len(self._request_ids) < 5:
-                self._request_ids += (event.request_id,)
-        self._evaluate()
+        share = self._evaluate()
+        # sample ids only while the client looks like a prober: a benign client's state
+        # holds no request ids (they are most of an idle client's memory otherwise)
+        if (low and share >= self.max_share and event.request_id is not None
+                and len(self._request_ids) < 5):
+            self._request_ids += (event.request_id,)
 
     def tick(self, now: float) -> None:
         self._advance(now)
@@ -87,13 +91,14 @@ class LowConfidenceShare(Detector):
         total = sum(self._total)
         return total, (sum(self._low) / total if total else 0.0)
 
-    def _evaluate(self) -> None:
+    def _evaluate(self) -> float:
         total, share = self._share()
         if not self._detected and total >= self.min_queries and share >= self.max_share:
             self._detected = True
         elif self._detected and share < self.max_share / 2:
             self._detected = False
             self._request_ids = ()
+        return share
 
     @property
     def detected(self) -> bool:

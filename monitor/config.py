@@ -154,6 +154,7 @@ class NeighboursConfig(_Section):
     groups: int = Field(8, ge=1, le=64)
     sparse_groups: int = Field(2, ge=0, le=64)
     min_neighbours: int = Field(5, ge=1)
+    halvings: int = Field(4, ge=0)  # bisection steps in a row that count as a hit (0: off)
     min_hits: int = Field(1, ge=1)
     window_s: float = Field(600.0, gt=0)
 

@@ -29,7 +29,8 @@ def client_detectors(config: Config) -> list[Keyed]:
         n = d.neighbours
         protos.append(QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius,
                                       groups=n.groups, sparse_groups=n.sparse_groups,
-                                      min_neighbours=n.min_neighbours, min_hits=n.min_hits,
+                                      min_neighbours=n.min_neighbours, halvings=n.halvings,
+                                      min_hits=n.min_hits,
                                       window_s=n.window_s))
     if d.probing.enabled:
         b = d.probing
@@ -42,7 +43,7 @@ def client_detectors(config: Config) -> list[Keyed]:
                   for r in d.rules)
     if not protos:
         return []
-    # one slot per client for all signals (detectors/attack.py): ~2.6 KB per tracked client
+    # one slot per client for all signals (detectors/attack.py): ~2.2 KB per tracked client
     return [AllowListed(ClientAttack(signals=tuple(protos)), key="client",
                         allow=d.allow_clients, idle_s=s.client_idle_s,
                         max_keys=s.max_clients, renotify_s=s.renotify_s)]

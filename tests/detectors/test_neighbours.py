@@ -140,3 +140,18 @@ def test_explainer_style_coalitions_are_not_sparse_copies() -> None:
     x, background = rng.uniform(0, 1, 64), rng.uniform(0, 1, 64)
     xs = [np.where(rng.random(64) < 0.5, x, background) for _ in range(300)]
     assert _run(QueryNeighbours(), xs) is None
+
+
+def test_fires_on_a_binary_search_before_any_cluster_forms() -> None:
+    rng = np.random.default_rng(12)
+    lo, hi = rng.uniform(0, 1, D), rng.uniform(0, 1, D)
+    xs = [lo, hi]
+    for _ in range(10):  # bisect towards the boundary, always keeping the upper half
+        mid = (lo + hi) / 2
+        xs.append(mid)
+        lo = mid
+    det = QueryNeighbours()
+    assert _run(det, xs) == 6
+    assert det.evidence()["longest_bisection_run"] >= 4
+    later = _run(QueryNeighbours(halvings=0), xs)  # the cluster of near copies alone
+    assert later is None or later > 6
