@@ -43,6 +43,7 @@ def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
     """Run the pipeline over ``path``; deliver alert records to ``sinks`` as they come.
     ``references``: stored drift references to use, as the daemon does."""
     pipeline = Pipeline(config, metrics)
+    pipeline.summaries.enabled = False  # no store here: nothing would read window summaries
     if references is not None:
         apply_references(pipeline.models.detectors, references)
     path = Path(path)

@@ -164,3 +164,16 @@ def test_jobs_status_command_shows_the_leader_and_the_last_runs(
     assert "scheduler lease: pod-1" in out
     assert "cleanup" in out and "runs    1" in out and "nothing to remove" in out
     store.close()
+
+
+def test_a_bad_cron_or_time_zone_is_reported_with_its_key() -> None:
+    from monitor.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as err:
+        build_config({"jobs": {"timezone": "Europe/Berln",
+                               "drift_report": {"cron": "0 8 * * 8"},
+                               "compare": {"cron": "0 7 * *"}}}, env={})
+    problems = "\n".join(err.value.problems)
+    assert "jobs.timezone: Value error, unknown time zone 'Europe/Berln'" in problems
+    assert "jobs.drift_report.cron:" in problems and "0-7" in problems
+    assert "jobs.compare.cron:" in problems and "5 fields" in problems
