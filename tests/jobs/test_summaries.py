@@ -121,3 +121,45 @@ def test_cleanup_drops_expired_buckets_and_merges_partition_rows(store_url: str,
     bucket = now - 2 * DAY
     assert after[bucket] == kept[bucket] + 1
     store.close()
+
+
+def test_a_partition_moving_to_another_replica_is_counted_once(tmp_path: Path) -> None:
+    """Replica A loses partition 1 without a fresh checkpoint (the store was down at
+    the revoke); replica B re-reads it from the stored offset. The fleet's stored
+    summaries equal one uninterrupted reader's."""
+    events = list(stream(model="m", version="1", start=MONDAY, hours=2, per_hour=1500, seed=8))
+    parts = {0: [], 1: []}
+    for e in events:
+        parts[int(e["client_id"][1:]) % 2].append(e)
+    recs = {p: [Record(i, msgspec.json.encode(e)) for i, e in enumerate(evs)]
+            for p, evs in parts.items()}
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    cfg = config(url, str(tmp_path))
+    store = Store(url)
+    store.migrate()
+    p0, p1 = ("logs", 0), ("logs", 1)
+
+    a = Pipeline(cfg)
+    cp_a = Checkpointer(store, a, group="g", producer="a")
+    cp_a.restore([p0, p1])
+    a.process(p0, recs[0][:800])
+    a.process(p1, recs[1][:800])
+    cp_a.save()
+    a.process(p1, recs[1][800:1200])  # then the revoke's checkpoint fails
+    a.release(p1)
+    b = Pipeline(cfg)
+    cp_b = Checkpointer(store, b, group="g", producer="b")
+    assert cp_b.restore([p1]) == {p1: 800}
+    b.process(p1, recs[1][800:])
+    cp_b.save()
+    a.process(p0, recs[0][800:])
+    cp_a.save()
+
+    stored = merge_all(b.summary for b in load_buckets(store.engine, "m", 0, 2e10))
+    whole = Summary()
+    whole.add_events([msgspec.convert(e, type=Event) for e in events], sample_size=10_000,
+                     max_categories=50)
+    assert stored.n == whole.n == len(events)
+    assert stored.classes == whole.classes
+    assert stored.features["amount"].buckets == whole.features["amount"].buckets
+    store.close()
