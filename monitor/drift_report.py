@@ -364,7 +364,9 @@ def _comparison(store: Store, config: Config, model: str, start: float,
     if not pairs:
         return None
     m, b, c = pairs[0]
-    result = compare_stored(store, cfg, m, b, c, since=start, until=until)
+    live = version_traffic(store.engine, start, until).get(m, {})
+    both = max((live[v]["first"] for v in (b, c) if v in live), default=start)
+    result = compare_stored(store, cfg, m, b, c, since=both, until=until)  # both live
     return {k: result[k] for k in ("baseline", "candidate", "verdict", "reasons", "notes",
                                    "headline")}
 

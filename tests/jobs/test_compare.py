@@ -123,3 +123,20 @@ def test_compare_command_prints_and_lists_verdicts(seeded: tuple[str, str], tmp_
     assert "no model had two versions live" in capsys.readouterr().out
     assert main(["compare", "--config", str(cfg), "--list"]) == 0
     assert "worse" in capsys.readouterr().out
+
+
+def test_the_drift_report_says_whether_the_newest_version_is_worse(
+        seeded: tuple[str, str], tmp_path: Path) -> None:
+    from monitor.drift_report import build_report
+
+    url, _ = seeded
+    ctx = _ctx(url, str(tmp_path), drift_report={"reference_span_s": 4 * 3600})
+    t0 = MONDAY + 2 * DAY
+    summary = build_report(ctx.store, ctx.config, "slow", t0, t0 + DAY + 3600, now=t0 + 2 * DAY,
+                           out_dir=tmp_path)
+    comparison = summary["comparison"]
+    assert (comparison["baseline"], comparison["candidate"], comparison["verdict"]) == (
+        "1.0", "2.0", "worse")
+    assert summary["headline"].endswith("2.0 vs 1.0: worse")
+    assert "looks WORSE than 1.0" in (tmp_path / Path(summary["path"]).relative_to(tmp_path)
+                                      ).read_text()
