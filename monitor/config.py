@@ -431,6 +431,20 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
+def _env_value(raw: str) -> Any:
+    """An environment value as a YAML scalar or list ("3", "true", "[a, b]"), but a
+    string YAML would drop or mangle ("#security", "a: b") stays the string it is."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if value is None and raw.strip() not in ("", "null", "~"):
+        return raw
+    if isinstance(value, dict):
+        return raw
+    return value
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, raw in env.items():
@@ -440,7 +454,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+        node[path[-1]] = _env_value(raw)
     return tree
 
 

@@ -83,3 +83,10 @@ def test_check_config_cli_accepts_a_good_file(
     assert main(["check-config", "--config", str(path), "--show"]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "hunter2" not in out
+
+
+def test_environment_strings_yaml_would_mangle_stay_strings() -> None:
+    config = build_config({}, env={"INFERWATCH_KAFKA__CLIENT_ID": "#inferwatch",
+                                   "INFERWATCH_KAFKA__GROUP_ID": "team: fraud"})
+    assert config.kafka.client_id == "#inferwatch"
+    assert config.kafka.group_id == "team: fraud"
