@@ -192,7 +192,7 @@ class QueryNeighbours(Detector):
         codes = np.frombuffer(self._buf, dtype=np.uint8, count=h * g, offset=4 * h).reshape(h, g)
         ring = np.frombuffer(self._buf, dtype=np.float16, offset=off).reshape(h, k)
         n = min(self._filled, h)
-        if n and bool((all_hashes[:n] == digest).any()):
+        if n and digest in all_hashes[:n].tolist():
             self._repeats += 1  # a retry: neither evidence nor history
             return
         norm = math.sqrt(float(x @ x))
@@ -207,9 +207,9 @@ class QueryNeighbours(Detector):
             limit = self.radius * max(self._norm_mean, 1e-12)
             close = d2 <= limit * limit
             if code is not None:
-                changed = (codes[:n] != code).sum(axis=1)
+                changed = np.count_nonzero(codes[:n] != code, axis=1)
                 close |= (changed >= 1) & (changed <= self.sparse_groups)
-            near = int(close.sum())
+            near = int(np.count_nonzero(close))
             bisecting = self._bisection_step(d2)
         pos = self._filled % h
         if code is not None:
