@@ -53,6 +53,7 @@ class Record:
 @dataclass
 class BatchResult:
     good: int = 0
+    duplicates: int = 0
     bad: list[tuple[Record, BadRecord]] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
 
@@ -106,7 +107,14 @@ class Pipeline:
         decode = self.decoder.decode
         client_dets = state.detectors
         model_dets = self.models.detectors
+        done = state.offset if state.offset is not None else -1
         for rec in records:
+            if rec.offset < done:
+                # already in the restored state: a fetch that raced the seek to the
+                # checkpointed offset re-delivered it; counting it twice would
+                # break crash equivalence
+                result.duplicates += 1
+                continue
             event = decode(rec.value)
             state.offset = rec.offset + 1
             if isinstance(event, BadRecord):
@@ -132,6 +140,8 @@ class Pipeline:
         self.records_seen += len(records)
         for model, n in per_model.items():
             self.metrics.events.labels(model, "ok").inc(n)
+        if result.duplicates:
+            self.metrics.events.labels("", "duplicate").inc(result.duplicates)
         if result.bad:
             self.metrics.events.labels("", "bad").inc(len(result.bad))
             for reason, n in Counter(b.reason for _, b in result.bad).items():

@@ -119,3 +119,19 @@ def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice
     lines = out.read_text().splitlines()
     assert lines == [r.record for r in rows]
     store.close()
+
+
+def test_records_delivered_again_after_a_restore_are_not_counted_twice() -> None:
+    """A fetch racing the seek to the checkpointed offset may re-deliver records."""
+    records = _records()
+    once, twice = Pipeline(CONFIG), Pipeline(CONFIG)
+    once.process(("logs", 0), records)
+    half = len(records) // 2
+    twice.process(("logs", 0), records[:half])
+    result = twice.process(("logs", 0), records[half - 100:])
+    assert result.duplicates == 100
+    assert twice.pending == once.pending
+    for a, b in zip(twice.partitions[("logs", 0)].detectors,
+                    once.partitions[("logs", 0)].detectors, strict=True):
+        assert [s.detector.evidence() for s in a.slots.values()] == [
+            s.detector.evidence() for s in b.slots.values()]
