@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +38,7 @@ class FakeSlack:
     failures: list[Failure] = field(default_factory=list)  # consumed one per request
     method_failures: dict[str, list[Failure]] = field(default_factory=dict)  # per API method
     down: Failure | None = None  # every request fails while set
+    latency_s: float = 0.0  # how long each answer takes (a slow Slack)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # ts → channel message now
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: int = 0
@@ -49,6 +51,8 @@ class FakeSlack:
                 pass
 
             def do_POST(self) -> None:
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 ctype = self.headers.get("Content-Type", "")
                 body = json.loads(raw) if "json" in ctype else {

@@ -341,6 +341,7 @@ def test_an_unexpected_receiver_error_does_not_escape_the_tick(
 def test_sending_stops_at_the_budget_so_a_slow_slack_cannot_stall_the_daemon(
         sqlite_url: str, slack: FakeSlack) -> None:
     clock, alerts = Clock(), Alerts()
+    slack.latency_s = 0.01  # 40 posts take >= 0.4 s: more than one budget of 0.05 s
     n = make_notifier(sqlite_url, slack, clock, send_budget_s=0.05,
                       route={"receiver": "security", "group_by": ["client_id"]})
     n.send([alerts.fire(f"key-{i:02d}") for i in range(40)])

@@ -68,12 +68,13 @@ def ingest(cfg: Config, events: list[dict[str, Any]], *, partitions: int = 2,
     pipeline = Pipeline(cfg)
     cp = Checkpointer(store, pipeline, group="g", producer="test")
     pids = [("logs", p) for p in range(partitions)]
-    cp.restore(pids)
+    resume = cp.restore(pids)  # a later ingest continues the partitions where they stopped
     events = sorted(events, key=lambda e: e["ts"])
     per: dict[tuple[str, int], list[Record]] = {pid: [] for pid in pids}
     for e in events:
         pid = pids[hash_str(e["client_id"]) % partitions]
-        per[pid].append(Record(len(per[pid]), msgspec.json.encode(e)))
+        offset = (resume[pid] or 0) + len(per[pid])
+        per[pid].append(Record(offset, msgspec.json.encode(e)))
     for pid, recs in per.items():
         for i in range(0, len(recs), every):
             pipeline.process(pid, recs[i:i + every])
