@@ -152,6 +152,15 @@ class DaemonProcess:
         except OSError:
             return False
 
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """Wait until ``/readyz`` answers 200 (partitions assigned, state restored)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
     def rss_kb(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

@@ -95,9 +95,7 @@ def main() -> None:
                                 **extra)
             d = DaemonProcess(cfg, work)
             try:
-                deadline = time.monotonic() + 60
-                while not d.ready() and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                d.wait_ready()
                 stop = threading.Event()
                 result: dict[str, float] = {}
                 t = threading.Thread(target=lambda: result.update(
@@ -106,6 +104,7 @@ def main() -> None:
                 alerts = work / "alerts-bench.jsonl"
                 pos = 0
                 draining = False
+                deadline = float("inf")  # set once production ends
                 cpu0 = d.cpu_s()
                 while t.is_alive() or not draining or time.monotonic() < deadline:
                     if not t.is_alive() and not draining:

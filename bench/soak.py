@@ -38,9 +38,7 @@ def main() -> None:
                                 kafka={"auto_offset_reset": "latest"})
             d = DaemonProcess(cfg, work)
             try:
-                deadline = time.monotonic() + 60
-                while not d.ready() and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                d.wait_ready()
                 stop = threading.Event()
                 result: dict[str, float] = {}
                 t = threading.Thread(target=lambda: result.update(

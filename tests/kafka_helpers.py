@@ -97,6 +97,20 @@ def read_alerts(path: Path) -> list[dict[str, Any]]:
     return [msgspec.json.decode(line) for line in path.read_bytes().splitlines() if line]
 
 
+def replayed_alerts(tmp_path: Path, cfg: dict[str, Any], events: Sequence[dict[str, Any]],
+                    name: str = "replayed") -> list[dict[str, Any]]:
+    """The alert records ``inferwatch replay`` raises over ``events`` in this order:
+    what a Kafka run of the same events must match."""
+    from alerts.sinks import JsonlSink
+    from monitor.replay import replay
+
+    archive = tmp_path / f"{name}-archive.jsonl"
+    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
+    out = tmp_path / f"{name}.jsonl"
+    replay(archive, build_config(cfg, env={}), [JsonlSink(out)])
+    return read_alerts(out)
+
+
 def canonical(records: Sequence[dict[str, Any]]) -> list[bytes]:
     """Records as sorted canonical JSON: equal lists mean the same alerts."""
     enc = msgspec.json.Encoder(order="sorted")

@@ -9,16 +9,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from alerts.sinks import JsonlSink
 from monitor.broker import EmbeddedBroker
-from monitor.config import build_config
-from monitor.replay import replay
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
     canonical,
     daemon_config,
     produce,
     read_alerts,
+    replayed_alerts,
     small_detectors,
     start_daemon,
     wait_until,
@@ -90,10 +88,6 @@ def test_half_malformed_topic_processes_every_good_record_and_counts_the_bad_by_
              for m in ("fraud-scorer", "churn-model"))
     assert ok == len(good)
 
-    archive = tmp_path / "good.jsonl"
-    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in good))
-    replayed = tmp_path / "replayed.jsonl"
-    replay(archive, build_config(cfg, env={}), [JsonlSink(replayed)])
-    expected_alerts = read_alerts(replayed)
+    expected_alerts = replayed_alerts(tmp_path, cfg, good)
     assert expected_alerts, "the good records must raise alerts for the comparison to mean much"
     assert canonical(read_alerts(jsonl)) == canonical(expected_alerts)

@@ -15,17 +15,14 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
-from alerts.sinks import JsonlSink
 from monitor.broker import EmbeddedBroker
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
-from monitor.replay import replay
 from monitor.state import PartitionState
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
@@ -34,6 +31,7 @@ from tests.kafka_helpers import (
     encode_events,
     produce,
     read_alerts,
+    replayed_alerts,
     small_detectors,
     wait_until,
 )
@@ -162,12 +160,7 @@ def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
 
-    archive = tmp_path / "archive.jsonl"
-    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
-    uninterrupted = tmp_path / "uninterrupted.jsonl"
-    replay(archive, build_config(cfg, env={}), [JsonlSink(uninterrupted)])
-
-    expected = read_alerts(uninterrupted)
+    expected = replayed_alerts(tmp_path, cfg, events, "uninterrupted")
     assert len(expected) >= 4, "the stream must raise alerts for the comparison to mean much"
     assert canonical(read_alerts(jsonl)) == canonical(expected), f"kills at {fractions} {why}"
 

@@ -8,14 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from kafka import KafkaAdminClient
 
-from alerts.sinks import JsonlSink
 from monitor.broker import EmbeddedBroker, free_port, tansu_binary
-from monitor.config import build_config
-from monitor.replay import replay
 from tests.integration.proxy import TcpProxy
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
@@ -25,6 +21,7 @@ from tests.kafka_helpers import (
     encode_events,
     produce,
     read_alerts,
+    replayed_alerts,
     small_detectors,
     start_daemon,
     wait_until,
@@ -45,14 +42,6 @@ def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 def _consumed(d: DaemonThread) -> dict[int, int]:
     return {pid[1]: s.offset for pid, s in list(d.daemon.pipeline.partitions.items())
             if s.offset is not None}
-
-
-def _replayed(tmp_path: Path, cfg: dict[str, Any], events: list[dict]) -> list[dict]:
-    archive = tmp_path / "archive.jsonl"
-    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
-    out = tmp_path / "replayed.jsonl"
-    replay(archive, build_config(cfg, env={}), [JsonlSink(out)])
-    return read_alerts(out)
 
 
 def _metric(d: DaemonThread, name: str) -> float:
@@ -101,7 +90,7 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
     counted = sum(ok("inferwatch_events_total", {"model": m, "result": "ok"}) or 0
                   for m in ("fraud-scorer", "churn-model"))
     assert counted == len(events), "events lost or read twice"
-    assert canonical(read_alerts(jsonl)) == canonical(_replayed(tmp_path, cfg, events))
+    assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
 
 
 class _ProxiedBroker:
@@ -179,7 +168,7 @@ def test_broker_outage_makes_the_daemon_unready_then_it_resumes_from_committed_o
         counted = sum(ok("inferwatch_events_total", {"model": m, "result": "ok"}) or 0
                       for m in ("fraud-scorer", "churn-model"))
         assert counted >= len(events)  # at-least-once: a re-read after a rejoin is allowed
-        assert canonical(read_alerts(jsonl)) == canonical(_replayed(tmp_path, cfg, events))
+        assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
     finally:
         pb.close()
 
@@ -219,6 +208,6 @@ def test_a_member_joining_and_leaving_mid_stream_loses_and_doubles_no_alert(
         return canonical([r for r in records if "client_id" in r["subject"]])
 
     together = [r for f in files for r in read_alerts(f)]
-    single = _replayed(tmp_path, cfg(tmp_path / "x.jsonl"), events)
+    single = replayed_alerts(tmp_path, cfg(tmp_path / "x.jsonl"), events)
     assert per_client(single), "the scenario must raise per-client alerts"
     assert per_client(together) == per_client(single)

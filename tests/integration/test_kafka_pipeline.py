@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from alerts.sinks import JsonlSink
 from monitor.broker import EmbeddedBroker
-from monitor.config import build_config
-from monitor.replay import replay
 from tests.integration.scenario import (
     ALLOWED_MODELS,
     MAX_MESSAGE_BYTES,
@@ -24,6 +21,7 @@ from tests.kafka_helpers import (
     encode_events,
     produce,
     read_alerts,
+    replayed_alerts,
     small_detectors,
     start_daemon,
     wait_until,
@@ -39,17 +37,6 @@ def _config(broker: EmbeddedBroker, topic: str, store_url: str, jsonl: Path, **k
         events={"allowed_models": ALLOWED_MODELS, "max_message_bytes": MAX_MESSAGE_BYTES},
         **kw,
     )
-
-
-def _replayed(tmp_path: Path, cfg: dict, events: list[dict]) -> list[dict]:
-    """What the replay path raises over the same good events, in the same order."""
-    import msgspec
-
-    archive = tmp_path / "archive.jsonl"
-    archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
-    out = tmp_path / "replayed.jsonl"
-    replay(archive, build_config(cfg, env={}), [JsonlSink(out)])
-    return read_alerts(out)
 
 
 def _consumed_all(daemon: object, ends: dict[int, int]) -> bool:
@@ -88,7 +75,7 @@ def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
     assert ("flooding", SMALL.flooder) in kinds
     assert ("extraction", SMALL.attacker) in kinds
     assert any(r["kind"] == "drift" and r["model"] == SMALL.drift_model for r in kafka_alerts)
-    assert canonical(kafka_alerts) == canonical(_replayed(tmp_path, cfg, good))
+    assert canonical(kafka_alerts) == canonical(replayed_alerts(tmp_path, cfg, good))
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     committed = admin.list_group_offsets("g")["g"]
@@ -128,6 +115,6 @@ def test_two_daemons_in_one_group_raise_the_per_client_alerts_of_one(
         return canonical([r for r in records if "client_id" in r["subject"]])
 
     together = [r for f in files for r in read_alerts(f)]
-    single = _replayed(tmp_path, _config(broker, topic, pg_url, tmp_path / "x.jsonl"), good)
+    single = replayed_alerts(tmp_path, _config(broker, topic, pg_url, tmp_path / "x.jsonl"), good)
     assert per_client(single), "the scenario must raise per-client alerts"
     assert per_client(together) == per_client(single)
