@@ -61,6 +61,15 @@ def _stored_offsets(db: Path, group: str) -> dict[int, int]:
     return {p: off for p, (off, _) in _stored(db, group).items()}
 
 
+def _wait_for_checkpointed(db: Path, events: float, what: str, timeout_s: float = 120) -> None:
+    """Poll the checkpoint table every 10 ms (wait_until's 200 ms is too coarse here)."""
+    deadline = time.monotonic() + timeout_s
+    while sum(_stored_offsets(db, "crash").values()) < events:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what} to be checkpointed")
+        time.sleep(0.01)
+
+
 def _start(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "run", "--config", str(config_file)],
@@ -140,13 +149,14 @@ def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_
 
     # KILLS kills at random points of the stream (between or inside checkpoints),
     # then a run to the end
-    fractions = sorted(rng.uniform(0.1, 0.85) for _ in range(KILLS))
+    # (kill points stop at 60% and are watched closely: the daemon reads this stream in
+    # about a second, and a kill after the last checkpoint would test nothing)
+    fractions = sorted(rng.uniform(0.1, 0.6) for _ in range(KILLS))
     for fraction in fractions:
         proc = _start(config_file, log)
         try:
-            wait_until(lambda f=fraction: sum(_stored_offsets(db, "crash").values()) >= f * total,
-                       120, f"{fraction:.0%} of the stream checkpointed {why}")
-            time.sleep(rng.uniform(0.0, 0.15))
+            _wait_for_checkpointed(db, fraction * total, f"{fraction:.0%} of the stream {why}")
+            time.sleep(rng.uniform(0.0, 0.05))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
