@@ -50,6 +50,12 @@ class Detector:
     def update(self, event: Event) -> None:
         raise NotImplementedError
 
+    def update_many(self, events: list[Event]) -> None:
+        """``update`` each event in turn; detectors whose updates only accumulate
+        (decisions wait for ``tick``) override it with one vectorised pass."""
+        for event in events:
+            self.update(event)
+
     def tick(self, now: float) -> None:
         """Event time has reached ``now``; close whatever windows ended before it."""
 

@@ -78,6 +78,16 @@ class Keyed:
         key = self._key_of(event)
         if key is None:
             return []
+        key, slot = self._slot(key, event)
+        slot.last_ts = max(slot.last_ts, event.ts)
+        slot.detector.update(event)
+        findings = self._transition(key, slot, event.ts)
+        self.now = max(self.now, event.ts)
+        findings.extend(self._expire())
+        return findings
+
+    def _slot(self, key: Hashable, event: Event) -> tuple[Hashable, _Slot]:
+        """The slot of ``key`` (created from the prototype if new), marked most recent."""
         slot = self.slots.get(key)
         if slot is None:
             # interned: a million slots share one copy of each model name and version
@@ -89,10 +99,29 @@ class Keyed:
             self.slots.move_to_end(key)
         if slot.model_version != event.model_version:
             slot.model_version = sys.intern(event.model_version)
-        slot.last_ts = max(slot.last_ts, event.ts)
-        slot.detector.update(event)
-        findings = self._transition(key, slot, event.ts)
-        self.now = max(self.now, event.ts)
+        return key, slot
+
+    def update_batch(self, events: list[Event]) -> list[Finding]:
+        """``update`` for a batch, one ``update_many`` call per key: for model-wide
+        detectors, whose updates only accumulate until a watermark ``tick``, so
+        grouping a batch by key changes no result."""
+        groups: dict[Hashable, list[Event]] = {}
+        for event in events:
+            key = self._key_of(event)
+            if key is not None:
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [event]
+                else:
+                    group.append(event)
+        findings: list[Finding] = []
+        for group_key, group in groups.items():
+            key, slot = self._slot(group_key, group[-1])
+            ts = max(e.ts for e in group)
+            slot.last_ts = max(slot.last_ts, ts)
+            slot.detector.update_many(group)
+            findings.extend(self._transition(key, slot, ts))
+            self.now = max(self.now, ts)
         findings.extend(self._expire())
         return findings
 

@@ -127,13 +127,13 @@ class Pipeline:
                 found = keyed.update(event)
                 if found:
                     findings.extend(found)
-            for keyed in model_dets:
-                found = keyed.update(event)
-                if found:
-                    findings.extend(found)
             state.max_ts = max(state.max_ts, ts)
             per_model[event.model] += 1
             good.append(event)
+        # model-wide detectors only accumulate until the watermark closes their windows
+        # (advance()), so they take the batch at once
+        for keyed in model_dets:
+            findings.extend(keyed.update_batch(good))
         self.summaries.add(pid, good)
         result.good = sum(per_model.values())
         self.events_since_checkpoint += len(records)
