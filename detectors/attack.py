@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.base import Detector
+from detectors.base import Detector, SlotState
 from detectors.event import Event
 from detectors.flooding import RequestRate
 from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
 
 
-class ClientAttack(Detector):
+class ClientAttack(SlotState, Detector):
     """Fires when any of ``signals`` fires; named after the one that fired first.
 
     ``signals`` are detector prototypes (cloned here, so one prototype serves every
@@ -35,18 +35,14 @@ class ClientAttack(Detector):
     (True, 'flooding.request_rate', 'flooding', ['flooding.request_rate'])
     """
 
+    __slots__ = ("_active", "_lead_index", "signals")
+
     def __init__(self, *, signals: tuple[Detector, ...] | None = None) -> None:
         protos = signals if signals is not None else (
             QueryNeighbours(), LowConfidenceShare(), RequestRate())
         self.signals = tuple(p.clone() for p in protos)
         self._lead_index = 0  # the signal that names the alert (kept after it clears)
         self._active = False  # whether that signal's incident is open
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self.signals, self._lead_index, self._active)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.signals, self._lead_index, self._active = state
 
     def _lead(self) -> Detector:
         return self.signals[self._lead_index]

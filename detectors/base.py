@@ -42,6 +42,8 @@ class Detector:
     ``update``, ``detected`` and ``evidence``; ``tick`` and ``summary`` are optional.
     """
 
+    __slots__ = ()  # so that slotted per-client detectors carry no instance dict
+
     name: ClassVar[str] = "detector"
     kind: ClassVar[str] = "drift"
     atlas: ClassVar[tuple[str, ...]] = ()
@@ -95,6 +97,21 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({args})"
+
+
+class SlotState:
+    """Mixin for detectors kept once per client (a million of them): every field in
+    ``__slots__`` (no instance dict) and pickled as one flat tuple, the smallest
+    and fastest form for checkpoints."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)  # type: ignore[attr-defined]
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__, state, strict=True):  # type: ignore[attr-defined]
+            setattr(self, k, v)
 
 
 @functools.cache

@@ -3,15 +3,14 @@ denial of ML service, AML.T0034 cost harvesting)."""
 
 from __future__ import annotations
 
-import math
-from array import array
 from typing import Any
 
-from detectors.base import Detector
+from detectors import ring
+from detectors.base import Detector, SlotState
 from detectors.event import Event
 
 
-class RequestRate(Detector):
+class RequestRate(SlotState, Detector):
     """More than ``max_events`` requests in a sliding ``window_s`` of event time.
 
     The window is kept as ``buckets`` equal sub-windows of counts (a ring), so the
@@ -29,6 +28,9 @@ class RequestRate(Detector):
     kind = "flooding"
     atlas = ("AML.T0029", "AML.T0034")
 
+    __slots__ = ("_detected", "_head", "_peak", "_request_ids", "_ring", "_width", "buckets",
+                 "max_events", "window_s")
+
     def __init__(
         self, *, window_s: float = 60.0, max_events: int = 600, buckets: int = 12
     ) -> None:
@@ -36,40 +38,28 @@ class RequestRate(Detector):
         self.max_events = max_events
         self.buckets = buckets
         self._width = window_s / buckets
-        self._ring = array("I", bytes(4 * buckets))  # compact: 4 bytes a sub-window
+        self._ring = ring.counts(buckets)
         self._head = -1  # absolute index of the newest sub-window
         self._detected = False
         self._peak = 0
         self._request_ids: tuple[str, ...] = ()
 
-    def _advance(self, ts: float) -> None:
-        idx = math.floor(ts / self._width)
-        if self._head < 0:
-            self._head = idx
-            return
-        if idx <= self._head:
-            return
-        for i in range(self._head + 1, min(idx, self._head + self.buckets) + 1):
-            self._ring[i % self.buckets] = 0
-        self._head = idx
-
-    def _count(self) -> int:
-        return sum(self._ring)
-
     def update(self, event: Event) -> None:
-        self._advance(event.ts)
-        if math.floor(event.ts / self._width) > self._head - self.buckets:
-            self._ring[math.floor(event.ts / self._width) % self.buckets] += 1
+        idx = ring.sub_window(event.ts, self._width)
+        self._head = ring.advance(self._ring, self._head, idx, self.buckets)
+        if idx > self._head - self.buckets:
+            self._ring[idx % self.buckets] += 1
         self._evaluate()
         if event.request_id is not None and self._detected and len(self._request_ids) < 5:
             self._request_ids += (event.request_id,)
 
     def tick(self, now: float) -> None:
-        self._advance(now)
+        self._head = ring.advance(self._ring, self._head, ring.sub_window(now, self._width),
+                                  self.buckets)
         self._evaluate()
 
     def _evaluate(self) -> None:
-        count = self._count()
+        count = sum(self._ring)
         if self._detected and count > self._peak:
             self._peak = count
         if not self._detected and count > self.max_events:
@@ -89,7 +79,7 @@ class RequestRate(Detector):
 
     def evidence(self) -> dict[str, Any]:
         return {
-            "requests_in_window": self._count(),
+            "requests_in_window": sum(self._ring),
             "peak_requests_in_window": self._peak,
             "threshold": self.max_events,
             "window_s": self.window_s,

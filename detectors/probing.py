@@ -4,22 +4,22 @@ near the decision boundary, as model-extraction and black-box evasion attacks do
 
 from __future__ import annotations
 
-import math
-from array import array
 from typing import Any
 
-from detectors.base import Detector
+from detectors import ring
+from detectors.base import Detector, SlotState
 from detectors.event import Event
 
 
-class LowConfidenceShare(Detector):
+class LowConfidenceShare(SlotState, Detector):
     """Share of a client's answers below ``low_confidence`` over ``window_s``.
 
     Benign traffic sits mostly far from the boundary; boundary-walking queries
     (HopSkipJump-style searches, active-learning extraction) get low-confidence
     answers most of the time. Fires when at least ``min_queries`` answers in the
     window and a share of at least ``max_share`` were low; clears below half of it.
-    Counts are kept per sub-window (a ring), so state is constant per client.
+    Counts (answers, low answers) are kept per sub-window (``detectors.ring``), so
+    state is constant per client.
 
     >>> d = LowConfidenceShare(window_s=600, min_queries=20, max_share=0.5)
     >>> for i in range(40):
@@ -32,6 +32,9 @@ class LowConfidenceShare(Detector):
     name = "extraction.low_confidence_share"
     kind = "extraction"
     atlas = ("AML.T0024.002", "AML.T0043.001")
+
+    __slots__ = ("_counts", "_detected", "_head", "_request_ids", "_width", "buckets",
+                 "low_confidence", "max_share", "min_queries", "window_s")
 
     def __init__(
         self,
@@ -48,34 +51,23 @@ class LowConfidenceShare(Detector):
         self.max_share = max_share
         self.buckets = buckets
         self._width = window_s / buckets
-        self._total = array("I", bytes(4 * buckets))  # compact: 4 bytes a sub-window
-        self._low = array("I", bytes(4 * buckets))
+        self._counts = ring.counts(buckets, stride=2)  # per sub-window: answers, low answers
         self._head = -1
         self._detected = False
         self._request_ids: tuple[str, ...] = ()
 
-    def _advance(self, ts: float) -> int:
-        idx = math.floor(ts / self._width)
-        if self._head < 0:
-            self._head = idx
-        elif idx > self._head:
-            for i in range(self._head + 1, min(idx, self._head + self.buckets) + 1):
-                self._total[i % self.buckets] = 0
-                self._low[i % self.buckets] = 0
-            self._head = idx
-        return idx
-
     def update(self, event: Event) -> None:
         if event.confidence is None:
             return
-        idx = self._advance(event.ts)
+        idx = ring.sub_window(event.ts, self._width)
+        self._head = ring.advance(self._counts, self._head, idx, self.buckets, stride=2)
         if idx <= self._head - self.buckets:
             return
-        slot = idx % self.buckets
-        self._total[slot] += 1
+        slot = 2 * (idx % self.buckets)
+        self._counts[slot] += 1
         low = event.confidence < self.low_confidence
         if low:
-            self._low[slot] += 1
+            self._counts[slot + 1] += 1
         share = self._evaluate()
         # sample ids only while the client looks like a prober: a benign client's state
         # holds no request ids (they are most of an idle client's memory otherwise)
@@ -84,12 +76,13 @@ class LowConfidenceShare(Detector):
             self._request_ids += (event.request_id,)
 
     def tick(self, now: float) -> None:
-        self._advance(now)
+        self._head = ring.advance(self._counts, self._head, ring.sub_window(now, self._width),
+                                  self.buckets, stride=2)
         self._evaluate()
 
     def _share(self) -> tuple[int, float]:
-        total = sum(self._total)
-        return total, (sum(self._low) / total if total else 0.0)
+        total = sum(self._counts[0::2])
+        return total, (sum(self._counts[1::2]) / total if total else 0.0)
 
     def _evaluate(self) -> float:
         total, share = self._share()

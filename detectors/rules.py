@@ -8,17 +8,17 @@ traffic one query at a time and differ only in volume.
 
 from __future__ import annotations
 
-import math
 import zlib
 from array import array
 from typing import Any
 
-from detectors.base import Detector
+from detectors import ring
+from detectors.base import Detector, SlotState
 from detectors.event import Event
 from detectors.neighbours import query_vector
 
 
-class CountRule(Detector):
+class CountRule(SlotState, Detector):
     """More than ``max_events`` queries by one client within a sliding ``window_s``.
 
     With ``distinct``, a query whose input equals one of the client's previous 8
@@ -36,6 +36,10 @@ class CountRule(Detector):
     >>> r.detected, r.name, r.kind
     (True, 'extraction.query_volume', 'extraction')
     """
+
+    __slots__ = ("_detected", "_head", "_peak", "_recent", "_request_ids", "_ring", "_seen",
+                 "_width", "atlas", "buckets", "distinct", "kind", "max_events", "rule",
+                 "severity", "window_s")
 
     def __init__(
         self,
@@ -58,7 +62,7 @@ class CountRule(Detector):
         self.buckets = buckets
         self.distinct = distinct
         self._width = window_s / buckets
-        self._ring = array("I", bytes(4 * buckets))
+        self._ring = ring.counts(buckets)
         self._recent = array("I", bytes(4 * 8)) if distinct else None
         self._seen = 0
         self._head = -1
@@ -69,16 +73,6 @@ class CountRule(Detector):
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.rule
-
-    def _advance(self, ts: float) -> int:
-        idx = math.floor(ts / self._width)
-        if self._head < 0:
-            self._head = idx
-        elif idx > self._head:
-            for i in range(self._head + 1, min(idx, self._head + self.buckets) + 1):
-                self._ring[i % self.buckets] = 0
-            self._head = idx
-        return idx
 
     def _is_repeat(self, event: Event) -> bool:
         if self._recent is None:
@@ -94,7 +88,8 @@ class CountRule(Detector):
         return False
 
     def update(self, event: Event) -> None:
-        idx = self._advance(event.ts)
+        idx = ring.sub_window(event.ts, self._width)
+        self._head = ring.advance(self._ring, self._head, idx, self.buckets)
         if idx <= self._head - self.buckets or self._is_repeat(event):
             return
         self._ring[idx % self.buckets] += 1
@@ -103,7 +98,8 @@ class CountRule(Detector):
             self._request_ids += (event.request_id,)
 
     def tick(self, now: float) -> None:
-        self._advance(now)
+        self._head = ring.advance(self._ring, self._head, ring.sub_window(now, self._width),
+                                  self.buckets)
         self._evaluate()
 
     def _evaluate(self) -> None:
