@@ -62,6 +62,7 @@ def per_client(n: int) -> dict[str, float]:
     done = 0
     for batch in client_batches(n):
         pipeline.process(pid, batch)
+        pipeline.advance()  # as the daemon does after every poll: closes model-wide windows
         pipeline.pending.clear()
         done += len(batch)
         if done in probe:
