@@ -30,8 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, islice
-from operator import itemgetter
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -49,19 +49,27 @@ CONF_BINS = 100
 OTHER = "__other__"
 
 
+_MAX_PENDING = 64  # batches of bucket keys a sketch holds before folding them into its dict
+
+
 class Sketch:
     """A mergeable quantile sketch of one numeric quantity (bucket key -> count),
-    plus the exact count, missing count, sum, sum of squares, min and max.
+    plus the exact count, missing (null) count, sum, sum of squares, min and max.
+
+    Bucket keys of added batches wait as arrays and are counted into ``buckets``
+    when it is read (or every ``_MAX_PENDING`` batches): one ``np.unique`` per
+    checkpoint instead of a dict update per key and batch.
 
     >>> s = Sketch(); s.add(np.arange(1.0, 101.0))
     >>> round(s.quantile(0.5)), s.n, round(s.mean, 1)
     (50, 100, 50.5)
     """
 
-    __slots__ = ("buckets", "max", "min", "missing", "n", "sum", "sumsq")
+    __slots__ = ("_buckets", "_pending", "max", "min", "missing", "n", "sum", "sumsq")
 
     def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}
+        self._buckets: dict[int, int] = {}
+        self._pending: list[np.ndarray] = []
         self.n = 0
         self.missing = 0
         self.sum = 0.0
@@ -73,24 +81,43 @@ class Sketch:
         return (self.buckets, self.n, self.missing, self.sum, self.sumsq, self.min, self.max)
 
     def __setstate__(self, state: tuple) -> None:
-        (self.buckets, self.n, self.missing, self.sum, self.sumsq, self.min, self.max) = state
+        (self._buckets, self.n, self.missing, self.sum, self.sumsq, self.min, self.max) = state
+        self._pending = []
 
-    def add(self, values: np.ndarray) -> None:
-        missing = np.isnan(values)
-        self.missing += int(missing.sum())
-        x = values[~missing]
-        if not x.size:
-            return
-        self.n += int(x.size)
-        self.sum += float(x.sum())
-        self.sumsq += float((x * x).sum())
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
-        keys = bucket_keys(x)
-        uniq, counts = np.unique(keys, return_counts=True)
-        b = self.buckets
+    @property
+    def buckets(self) -> dict[int, int]:
+        if self._pending:
+            self._fold()
+        return self._buckets
+
+    def _fold(self) -> None:
+        uniq, counts = np.unique(np.concatenate(self._pending), return_counts=True)
+        self._pending = []
+        b = self._buckets
         for k, c in zip(uniq.tolist(), counts.tolist(), strict=True):
             b[k] = b.get(k, 0) + c
+
+    def add(self, values: np.ndarray, absent: int = 0) -> None:
+        """Add values, NaN for null; ``absent`` of the NaNs stand for events without
+        the value at all (not counted as missing)."""
+        missing = np.isnan(values)
+        self.missing += int(missing.sum()) - absent
+        x = values[~missing]
+        if x.size:
+            self._add_present(bucket_keys(x), (x.size, float(x.sum()), float((x * x).sum()),
+                                               float(x.min()), float(x.max())))
+
+    def _add_present(self, keys: np.ndarray, stats: tuple[int, float, float, float, float]) -> None:
+        """Values present: their bucket keys and (count, sum, sum of squares, min, max)."""
+        n, total, sumsq, lo, hi = stats
+        self.n += n
+        self.sum += total
+        self.sumsq += sumsq
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
+        self._pending.append(keys)
+        if len(self._pending) >= _MAX_PENDING:
+            self._fold()
 
     def merge(self, other: Sketch) -> None:
         b = self.buckets
@@ -142,6 +169,26 @@ def bucket_keys(x: np.ndarray) -> np.ndarray:
     return np.where(small, 0, np.where(x < 0, -idx, idx))
 
 
+def add_rows(sketches: Sequence[Sketch], xt: np.ndarray, absent: Sequence[int]) -> None:
+    """Add row ``j`` of ``xt`` (features x events, C order) to ``sketches[j]``: the
+    rows without NaN in one numpy pass (row sums are the same pairwise sums as
+    ``Sketch.add``'s), the others one by one."""
+    nan = np.isnan(xt).any(axis=1)
+    if nan.any():
+        for j in np.flatnonzero(nan).tolist():
+            sketches[j].add(xt[j], absent[j])
+        keep = np.flatnonzero(~nan)
+        xt = xt[keep]
+        sketches = [sketches[j] for j in keep.tolist()]
+    if not sketches:
+        return
+    n = xt.shape[1]
+    stats = zip([n] * len(sketches), xt.sum(axis=1).tolist(), (xt * xt).sum(axis=1).tolist(),
+                xt.min(axis=1).tolist(), xt.max(axis=1).tolist(), strict=True)
+    for sk, keys, st in zip(sketches, bucket_keys(xt), stats, strict=True):
+        sk._add_present(keys, st)
+
+
 def _values(keys: np.ndarray) -> np.ndarray:
     mag = 2.0 * GAMMA ** (np.abs(keys) - _OFFSET) / (GAMMA + 1.0)
     return np.where(keys == 0, 0.0, np.sign(keys) * mag)
@@ -150,23 +197,47 @@ def _values(keys: np.ndarray) -> np.ndarray:
 _EMPTY: dict[str, Any] = {}
 
 
-def _numeric_matrix(feats: Sequence[dict[str, Any]], names: list[str]) -> np.ndarray | None:
-    """Rows x ``names`` as floats (missing and None as NaN) in one pass; None when a
-    value is not a number (then the columns are read one by one)."""
-    get = itemgetter(*names)
+def _feature_names(feats: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, int], list | None]:
+    """The sorted feature names of a batch, per name how many events lack it, and
+    when every event has the same names (the common case), their values in rows."""
+    m = len(feats[0])
+    if m > 1 and min(map(len, feats)) == max(map(len, feats)):
+        names = sorted(feats[0])
+        try:
+            return names, {}, list(map(itemgetter(*names), feats))
+        except KeyError:
+            pass
+    present = Counter(chain.from_iterable(feats))
+    n = len(feats)
+    return sorted(present), {k: n - c for k, c in present.items() if c < n}, None
+
+
+def _numeric_matrix(feats: Sequence[dict[str, Any]], names: list[str],
+                    rows: list | None) -> np.ndarray | None:
+    """``names`` x events as floats (missing and None as NaN), C order; None when a
+    value is not a number (then the columns are read one by one). ``rows``: the
+    values of ``names`` per event, when already read."""
+    if rows is None:
+        get = itemgetter(*names)
+        try:
+            rows = list(map(get, feats))
+        except KeyError:
+            rows = [tuple(f.get(n) for n in names) for f in feats]
     try:
-        rows = [get(f) for f in feats]
-    except KeyError:
-        rows = [tuple(f.get(n) for n in names) for f in feats]
-    try:
-        x = np.array(rows, dtype=float)
+        if len(names) > 1:  # all present and numeric: straight into an array
+            x = np.fromiter(chain.from_iterable(rows), dtype=float, count=len(rows) * len(names))
+        else:
+            x = np.array(rows, dtype=float)
     except (TypeError, ValueError):
-        return None
-    return x.reshape(len(feats), len(names))
+        try:  # None becomes NaN here, not in fromiter
+            x = np.array(rows, dtype=float)
+        except (TypeError, ValueError):
+            return None
+    return np.ascontiguousarray(x.reshape(len(feats), len(names)).T)
 
 
-def _count_into(target: dict[str, int], values: Iterable[Any], cap: int) -> None:
-    for v, c in Counter(values).items():
+def _count_into(target: dict[str, int], counts: dict[Any, int], cap: int) -> None:
+    for v, c in counts.items():
         key = str(v)
         if key not in target and len(target) >= cap:
             key = OTHER
@@ -212,40 +283,28 @@ class Summary:
         self.first_ts = min(self.first_ts, *ts)
         self.last_ts = max(self.last_ts, *ts)
         feats = [e.features or _EMPTY for e in events]
-        names = sorted(set().union(*feats))
+        names, absent, rows = _feature_names(feats)
         numeric = [n for n in names if n not in self.categories]
-        matrix = _numeric_matrix(feats, numeric) if numeric else None
-        for j, name in enumerate(names if matrix is None else numeric):
-            col: np.ndarray | None
-            if matrix is not None:
-                col = matrix[:, j]
-            else:
-                values = [f.get(name) for f in feats]
-                try:
-                    col = None if name in self.categories else np.array(values, dtype=float)
-                except (TypeError, ValueError):
-                    col = None
-                if col is None:
-                    cats = self.categories.setdefault(name, {})
-                    _count_into(cats, (v for v in values if v is not None), max_categories)
-                    continue
-            sketch = self.features.get(name)
-            if sketch is None:
-                sketch = self.features[name] = Sketch()
-            sketch.add(col)
+        matrix = _numeric_matrix(feats, numeric, rows if len(numeric) == len(names) else None
+                                 ) if numeric else None
         if matrix is not None:
-            for name in names:
-                if name in self.categories:
-                    cats = self.categories[name]
-                    _count_into(cats, (v for f in feats if (v := f.get(name)) is not None),
-                                max_categories)
-        preds = [e.prediction for e in events if e.prediction is not None]
-        num_preds = [p for p in preds if isinstance(p, int | float) and not isinstance(p, bool)]
-        if num_preds:
-            self.prediction.add(np.asarray(num_preds, dtype=float))
-        if len(num_preds) < len(preds):
-            _count_into(self.classes, (p for p in preds if isinstance(p, str | bool)),
-                        max_categories)
+            add_rows([self._sketch(n) for n in numeric], matrix, [absent.get(n, 0) for n in numeric])
+        for name in names:
+            if matrix is not None and name not in self.categories:
+                continue
+            values = [f.get(name) for f in feats]
+            if name not in self.categories:
+                try:
+                    col = np.array(values, dtype=float)
+                except (TypeError, ValueError):
+                    pass
+                else:
+                    self._sketch(name).add(col, absent.get(name, 0))
+                    continue
+            counts = Counter(values)
+            counts.pop(None, None)
+            _count_into(self.categories.setdefault(name, {}), counts, max_categories)
+        self._add_predictions([e.prediction for e in events], max_categories)
         conf = np.array([e.confidence for e in events], dtype=float)
         conf = conf[~np.isnan(conf)]
         if conf.size:
@@ -258,18 +317,44 @@ class Summary:
         self.correct += sum(labelled)
         self._sample(events, sample_size)
 
+    def _sketch(self, name: str) -> Sketch:
+        sketch = self.features.get(name)
+        if sketch is None:
+            sketch = self.features[name] = Sketch()
+        return sketch
+
+    def _add_predictions(self, predictions: list[Any], max_categories: int) -> None:
+        counts = Counter(predictions)
+        counts.pop(None, None)
+        if all(type(p) is str for p in counts):  # class labels only (the common case)
+            _count_into(self.classes, counts, max_categories)
+            return
+        preds = [p for p in predictions if p is not None]
+        num_preds = [p for p in preds if isinstance(p, int | float) and not isinstance(p, bool)]
+        if num_preds:
+            self.prediction.add(np.asarray(num_preds, dtype=float))
+        if len(num_preds) < len(preds):
+            _count_into(self.classes, Counter(p for p in preds if isinstance(p, str | bool)),
+                        max_categories)
+
     def _sample(self, events: Sequence[Event], k: int) -> None:
         if k <= 0:
             return
         crc = zlib.crc32
-        hashes = [crc(e.request_id.encode()) if e.request_id is not None
-                  else crc(msgspec.json.encode(e)) for e in events]
+        ids = [e.request_id for e in events]
+        hashes = (list(map(crc, map(str.encode, cast(list[str], ids)))) if None not in ids else
+                  [crc(e.request_id.encode()) if e.request_id is not None
+                   else crc(msgspec.json.encode(e)) for e in events])
+        # the sample is sorted by hash: its last is the largest
+        limit = self.sample[-1][0] if len(self.sample) >= k else 1 << 32
+        candidates = np.flatnonzero(np.asarray(hashes, dtype=np.int64) < limit).tolist()
+        if not candidates:
+            return
         # max-heap on the hash; the sequence number keeps ties from comparing dicts
         heap = [(-s[0], i, s[1:]) for i, s in enumerate(self.sample)]
         heapq.heapify(heap)
         seq = len(heap)
-        limit = -heap[0][0] if len(heap) >= k else 1 << 32
-        for i in np.flatnonzero(np.asarray(hashes, dtype=np.int64) < limit).tolist():
+        for i in candidates:
             h = hashes[i]
             if h >= limit:
                 continue
@@ -343,6 +428,8 @@ def merge_all(summaries: Iterable[Summary], *, sample_size: int | None = None) -
 
 
 Key = tuple[str, str, float]  # (model, version, bucket_start)
+_MODEL_VERSION = attrgetter("model", "model_version")
+_TS = attrgetter("ts")
 
 
 class SummaryCollector:
@@ -360,17 +447,23 @@ class SummaryCollector:
         if not self.enabled or not events:
             return
         width = self.bucket_s
-        keys = [(e.model, e.model_version, e.ts // width) for e in events]
-        groups: dict[Key, Sequence[Event]]
-        if len(set(keys)) == 1:  # the common case: one model version, one bucket
-            model, version, b = keys[0]
-            groups = {(model, version, b * width): events}
-        else:
-            groups = defaultdict(list)
-            for (model, version, b), e in zip(keys, events, strict=True):
-                groups[(model, version, b * width)].append(e)  # type: ignore[attr-defined]
+        versions = list(map(_MODEL_VERSION, events))
+        ts = np.fromiter(map(_TS, events), dtype=float, count=len(events))
+        starts = (ts // width * width).tolist()
+        groups: dict[tuple[tuple[str, str], float], Sequence[Event]]
+        if versions.count(versions[0]) == len(versions) and starts.count(starts[0]) == len(starts):
+            groups = {(versions[0], starts[0]): events}  # the common case: one version, one bucket
+        else:  # events of each (version, bucket) in batch order, via a stable sort of group codes
+            keys = list(zip(versions, starts, strict=True))
+            code = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+            codes = np.fromiter(map(code.__getitem__, keys), dtype=np.int64, count=len(keys))
+            order = np.argsort(codes, kind="stable").tolist()
+            ends = np.cumsum(np.bincount(codes)).tolist()
+            groups = {k: [events[i] for i in order[a:b]]
+                      for k, a, b in zip(code, [0, *ends], ends, strict=False)}
         deltas = self.deltas.setdefault(pid, {})
-        for key, evs in groups.items():
+        for ((model, version), start), evs in groups.items():
+            key = (model, version, start)
             s = deltas.get(key)
             if s is None:
                 s = deltas[key] = Summary()
