@@ -3,6 +3,10 @@
 The identity field mapping decodes straight into a typed msgspec struct (type
 checks in C); a remapped one decodes to a dict, picks the dotted paths, and
 converts with the same struct, so both apply exactly the same rules.
+
+An event with a Unix-seconds timestamp decodes straight into ``Event`` (no copy);
+any failure there, or an RFC 3339 timestamp, is decoded again as ``_Wire``, which
+decides the outcome exactly as before.
 """
 
 from __future__ import annotations
@@ -71,12 +75,19 @@ class Decoder:
     def __init__(self, config: EventsConfig) -> None:
         self.config = config
         self._typed = msgspec.json.Decoder(_Wire)
+        self._event = msgspec.json.Decoder(Event)
+        self._text_ts = False  # the last event had an RFC 3339 timestamp: skip the Event try
         self._generic = msgspec.json.Decoder()
         self._identity = config.fields.is_identity()
         self._paths = {
             name: getattr(config.fields, name).split(".") for name in _WIRE_FIELDS
         }
         self._allowed = frozenset(config.allowed_models)
+        # the limits, read once (a pydantic attribute costs as much as a check)
+        self._max_bytes = config.max_message_bytes
+        self._max_string = config.max_string_length
+        self._max_features = config.max_features
+        self._max_embedding = config.max_embedding
 
     def decode(self, value: bytes | None) -> Event | BadRecord:
         try:
@@ -89,10 +100,10 @@ class Decoder:
     def _decode(self, value: bytes | None) -> Event | BadRecord:
         if value is None:
             return BadRecord("not_json", "empty message (tombstone)")
-        if len(value) > self.config.max_message_bytes:
-            return BadRecord("too_large", f"{len(value)} bytes > {self.config.max_message_bytes}")
+        if len(value) > self._max_bytes:
+            return BadRecord("too_large", f"{len(value)} bytes > {self._max_bytes}")
         try:
-            wire = self._typed.decode(value) if self._identity else self._remapped(value)
+            wire = self._identity_decode(value) if self._identity else self._remapped(value)
         except UnicodeDecodeError as exc:
             return BadRecord("not_utf8", str(exc)[:200])
         except msgspec.DecodeError as exc:
@@ -100,6 +111,16 @@ class Decoder:
         if isinstance(wire, BadRecord):
             return wire
         return self._validate(wire)
+
+    def _identity_decode(self, value: bytes) -> Event | _Wire:
+        if not self._text_ts:
+            try:
+                return self._event.decode(value)
+            except Exception:  # _Wire decides: a text timestamp, or the reason  # noqa: S110
+                pass
+        wire = self._typed.decode(value)
+        self._text_ts = isinstance(wire.ts, str)
+        return wire
 
     def _remapped(self, value: bytes) -> _Wire | BadRecord:
         doc = self._generic.decode(value)
@@ -135,7 +156,7 @@ class Decoder:
 
     def _check_features(self, features: dict[str, FeatureValue]) -> BadRecord | None:
         """The exact per-feature checks, for the rare record the fast path doubts."""
-        limit = self.config.max_string_length
+        limit = self._max_string
         for key, v in features.items():
             if isinstance(v, float) and not math.isfinite(v):
                 return BadRecord("not_finite", f"feature {key[:80]!r}")
@@ -143,14 +164,13 @@ class Decoder:
                 return BadRecord("too_large", f"feature {key[:80]!r} value too long")
         return None
 
-    def _validate(self, w: _Wire) -> Event | BadRecord:
-        cfg = self.config
+    def _validate(self, w: _Wire | Event) -> Event | BadRecord:
         ts = _timestamp(w.ts)
         if ts is None:
             return BadRecord("bad_timestamp", f"ts {str(w.ts)[:40]!r} is not RFC 3339 or Unix seconds")
         if self._allowed and w.model not in self._allowed:
             return BadRecord("unknown_model", f"model {w.model[:80]!r} is not allow-listed")
-        limit = cfg.max_string_length
+        limit = self._max_string
         if (len(w.model) > limit or len(w.model_version) > limit
                 or (w.client_id is not None and len(w.client_id) > limit)
                 or (w.request_id is not None and len(w.request_id) > limit)
@@ -159,50 +179,47 @@ class Decoder:
                 text = getattr(w, name)
                 if text is not None and len(text) > limit:
                     return BadRecord("too_large", f"{name} longer than {limit}")
-        if w.features is not None:
-            if len(w.features) > cfg.max_features:
-                return BadRecord("too_large", f"{len(w.features)} features > {cfg.max_features}")
-            if not _all_finite_numbers(w.features.values()):
-                bad = self._check_features(w.features)
+        features = w.features
+        if features is not None:
+            if len(features) > self._max_features:
+                return BadRecord("too_large", f"{len(features)} features > {self._max_features}")
+            if not _all_finite_numbers(features.values()):
+                bad = self._check_features(features)
                 if bad is not None:
                     return bad
         if w.embedding is not None:
-            if len(w.embedding) > cfg.max_embedding:
-                return BadRecord("too_large", f"embedding of {len(w.embedding)} > {cfg.max_embedding}")
+            if len(w.embedding) > self._max_embedding:
+                return BadRecord("too_large", f"embedding of {len(w.embedding)} > {self._max_embedding}")
             if not _all_finite_numbers(w.embedding) and not all(map(math.isfinite, w.embedding)):
                 return BadRecord("not_finite", "embedding")
         confidence = w.confidence
-        if w.probabilities is not None:
-            probs = list(w.probabilities.values()) if isinstance(w.probabilities, dict) else w.probabilities
-            if len(probs) > cfg.max_features:
+        probabilities = w.probabilities
+        if probabilities is not None:
+            probs = probabilities.values() if isinstance(probabilities, dict) else probabilities
+            if len(probs) > self._max_features:
                 return BadRecord("too_large", f"{len(probs)} probabilities")
-            if probs and not (_all_finite_numbers(probs) and min(probs) >= 0.0 and max(probs) <= 1.0):
-                return BadRecord("out_of_range", "probabilities outside [0, 1]")
-            if confidence is None and probs:
-                confidence = max(probs)
+            if probs:
+                top = max(probs)
+                if not (_all_finite_numbers(probs) and min(probs) >= 0.0 and top <= 1.0):
+                    return BadRecord("out_of_range", "probabilities outside [0, 1]")
+                if confidence is None:
+                    confidence = top
         if confidence is not None and not 0.0 <= confidence <= 1.0:
             return BadRecord("out_of_range", f"confidence {confidence!r} outside [0, 1]")
-        for name, v in (("prediction", w.prediction), ("latency_ms", w.latency_ms),
-                        ("label", w.label)):
-            if isinstance(v, float) and not math.isfinite(v):
-                return BadRecord("not_finite", name)
-        if w.latency_ms is not None and w.latency_ms < 0:
+        prediction, latency_ms, label = w.prediction, w.latency_ms, w.label
+        if isinstance(prediction, float) and not math.isfinite(prediction):
+            return BadRecord("not_finite", "prediction")
+        if latency_ms is not None and not math.isfinite(latency_ms):
+            return BadRecord("not_finite", "latency_ms")
+        if isinstance(label, float) and not math.isfinite(label):
+            return BadRecord("not_finite", "label")
+        if latency_ms is not None and latency_ms < 0:
             return BadRecord("out_of_range", "latency_ms < 0")
-        return Event(
-            ts=ts,
-            model=w.model,
-            model_version=w.model_version,
-            client_id=w.client_id,
-            request_id=w.request_id,
-            source_ip=w.source_ip,
-            features=w.features,
-            embedding=w.embedding,
-            prediction=w.prediction,
-            probabilities=w.probabilities,
-            confidence=confidence,
-            latency_ms=w.latency_ms,
-            label=w.label,
-        )
+        if isinstance(w, Event):
+            return w if confidence is w.confidence else msgspec.structs.replace(
+                w, confidence=confidence)
+        return Event(ts, w.model, w.model_version, w.client_id, w.request_id, w.source_ip,
+                     features, w.embedding, prediction, probabilities, confidence, latency_ms, label)
 
 
 def _all_finite_numbers(values: Any) -> bool:

@@ -96,3 +96,14 @@ def test_arbitrary_json_objects_never_raise_and_good_ones_are_finite(doc: dict) 
     if isinstance(got, Event):
         assert math.isfinite(got.ts)
         assert got.confidence is None or 0 <= got.confidence <= 1
+
+
+def test_numeric_and_text_timestamps_interleaved_decode_as_each_does_alone() -> None:
+    d = Decoder(EventsConfig())
+    enc = msgspec.json.encode
+    number, text = enc({**GOOD, "ts": 1_767_225_600}), enc(GOOD)
+    bad = enc({**GOOD, "confidence": 1.5, "ts": 5})
+    for raw in [number, text, number, bad, text, bad, text, number]:
+        assert d.decode(raw) == Decoder(EventsConfig()).decode(raw)
+    ev = d.decode(number)
+    assert isinstance(ev, Event) and ev.ts == 1_767_225_600.0 and ev.confidence == 0.7

@@ -101,3 +101,12 @@ def test_deep_nesting_is_counted_not_fatal() -> None:
     d = DECODERS[0]
     assert d.decode(b'{"a":' * 100_000 + b"1" + b"}" * 100_000).reason == "too_deep"
     assert isinstance(d.decode(b"[" * 100_000 + b"]" * 100_000), BadRecord)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(event_like, plausible))
+def test_what_the_decoder_saw_before_never_changes_an_outcome(doc: dict) -> None:
+    raw = msgspec.json.encode(doc)
+    after_text = Decoder(EventsConfig())
+    after_text.decode(b'{"ts": "2026-01-01T00:00:00Z", "model": "m", "model_version": "1"}')
+    assert after_text.decode(raw) == Decoder(EventsConfig()).decode(raw)
