@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from river.drift import ADWIN
 
 from detectors.base import Detector
@@ -39,10 +40,16 @@ _Q = 1 << 20
 # reference SDs are fed at 10x so the variance term, which scales with them, decides.
 _GAIN = 10.0
 SIGNALS = ("confidence", "margin", "entropy")
+_SUM_ROWS = 1 << 22  # q^2 < 2^40: 2^22 of them sum inside int64
+_FOLD_ROWS = 2048
 
 
 class _Sums:
-    __slots__ = ("correct", "labelled", "lconf", "lconf2", "lconf_ok", "n", "s1", "s2")
+    """Integer sums over answers. Answers wait in ``pending`` until ``fold`` adds them
+    in one vectorised pass: at ``_FOLD_ROWS``, when the bucket closes, and before
+    pickling (checkpoints hold sums only)."""
+
+    __slots__ = ("correct", "labelled", "lconf", "lconf2", "lconf_ok", "n", "pending", "s1", "s2")
 
     def __init__(self) -> None:
         self.n = 0
@@ -53,8 +60,10 @@ class _Sums:
         self.lconf = 0  # sum of q(confidence) over labelled events
         self.lconf2 = 0  # sum of q(confidence)^2 over labelled events
         self.lconf_ok = 0  # sum of q(confidence) over correctly answered events
+        self.pending: list[Event] = []  # answered events not summed yet
 
     def add(self, other: _Sums) -> None:
+        other.fold()
         self.n += other.n
         for i in range(3):
             self.s1[i] += other.s1[i]
@@ -65,6 +74,34 @@ class _Sums:
         self.lconf2 += other.lconf2
         self.lconf_ok += other.lconf_ok
 
+    def fold(self) -> None:
+        """Quantise the pending answers' signals to multiples of 2^-20 and sum them."""
+        if not self.pending:
+            return
+        events, self.pending = self.pending, []
+        q = np.rint(np.clip(signal_table(events), 0.0, 1.0) * _Q).astype(np.int64)
+        q2 = q * q
+        self.n += len(events)
+        for i in range(3):
+            self.s1[i] += _isum(q[:, i])
+            self.s2[i] += _isum(q2[:, i])
+        rows = [r for r, e in enumerate(events) if e.label is not None and e.prediction is not None]
+        if rows:
+            ok = np.array([str(events[r].label) == str(events[r].prediction) for r in rows])
+            self.labelled += len(rows)
+            self.correct += int(ok.sum())
+            self.lconf += _isum(q[rows, 0])
+            self.lconf2 += _isum(q2[rows, 0])
+            self.lconf_ok += _isum(q[rows, 0][ok])
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.fold()
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
 
 def _gap(s: _Sums) -> tuple[float, float]:
     """Mean and variance of (confidence - correct) over labelled events."""
@@ -74,20 +111,57 @@ def _gap(s: _Sums) -> tuple[float, float]:
     return mean, max(sq - mean * mean, 0.0)
 
 
-def signals(event: Event) -> tuple[float, float, float] | None:
-    """(confidence, margin, normalised entropy) of one answer, when known."""
+def answered(event: Event) -> bool:
+    """Whether the event carries an answer: probabilities (two or more) or a confidence."""
     probs = event.probabilities
-    values = list(probs.values()) if isinstance(probs, dict) else list(probs or [])
-    if len(values) >= 2:
-        top = sorted(values, reverse=True)
-        total = math.fsum(values) or 1.0
-        ent = -math.fsum(p / total * math.log(p / total) for p in values if p > 0)
-        conf = event.confidence if event.confidence is not None else top[0]
-        return conf, top[0] - top[1], ent / math.log(len(values))
-    if event.confidence is not None:
-        c = event.confidence
-        return c, 2 * c - 1, 0.0  # a binary answer reported by its confidence alone
-    return None
+    return event.confidence is not None or (probs is not None and len(probs) >= 2)
+
+
+def signal_table(events: list[Event]) -> np.ndarray:
+    """(confidence, margin, normalised entropy) of each ``answered`` event, one row
+    each. Vectorised, yet exactly the per-answer arithmetic: sums with ``math.fsum``,
+    logs with ``math.log``. An answer without probabilities is binary: (c, 2c - 1, 0).
+
+    >>> e = Event(ts=0, model="m", model_version="1", probabilities=[0.5, 0.25, 0.25])
+    >>> signal_table([e, Event(ts=0, model="m", model_version="1", confidence=0.8)]).round(3)
+    array([[0.5  , 0.25 , 0.946],
+           [0.8  , 0.6  , 0.   ]])
+    """
+    by_size: dict[int, tuple[list[int], list[list[float]]]] = {}
+    binary: list[int] = []
+    for i, e in enumerate(events):
+        probs = e.probabilities
+        values = list(probs.values()) if isinstance(probs, dict) else list(probs or ())
+        if len(values) >= 2:
+            rows, table = by_size.setdefault(len(values), ([], []))
+            rows.append(i)
+            table.append(values)
+        else:
+            binary.append(i)
+    out = np.empty((len(events), 3))
+    for k, (rows, table) in by_size.items():
+        p = np.array(table, dtype=float)
+        ranked = np.sort(p, axis=1)
+        total = np.fromiter(map(math.fsum, table), float, len(table))
+        total[total == 0.0] = 1.0
+        share = p / total[:, None]
+        logs = np.zeros_like(share)
+        live = p > 0
+        logs[live] = np.fromiter(map(math.log, share[live].tolist()), float, int(live.sum()))
+        ent = -np.fromiter(map(math.fsum, (share * logs).tolist()), float, len(table))
+        conf = [events[i].confidence for i in rows]
+        out[rows, 0] = [ranked[r, -1] if c is None else c for r, c in enumerate(conf)]
+        out[rows, 1] = ranked[:, -1] - ranked[:, -2]
+        out[rows, 2] = ent / math.log(k)
+    if binary:
+        c = np.array([events[i].confidence for i in binary], dtype=float)
+        out[binary] = np.column_stack([c, 2 * c - 1, np.zeros(len(binary))])
+    return out
+
+
+def _isum(a: np.ndarray) -> int:
+    """Exact sum of non-negative int64 values below 2^40 (in chunks that cannot overflow)."""
+    return sum(int(a[lo:lo + _SUM_ROWS].sum()) for lo in range(0, len(a), _SUM_ROWS))
 
 
 class ConfidenceDrift(Detector):
@@ -152,31 +226,24 @@ class ConfidenceDrift(Detector):
         self._last: dict[str, Any] = {}
 
     def update(self, event: Event) -> None:
-        sig = signals(event)
-        if sig is None:
+        self.update_many([event])
+
+    def update_many(self, events: list[Event]) -> None:
+        """Add the answered events to their buckets (summed in bulk, see ``_Sums``)."""
+        answers = [e for e in events if answered(e)]
+        if not answers:
             return
-        acc = self._buckets.add(event.ts)
-        if acc is None:
-            return
-        acc.n += 1
-        for i, v in enumerate(sig):
-            q = round(min(max(v, 0.0), 1.0) * _Q)
-            acc.s1[i] += q
-            acc.s2[i] += q * q
-        if event.label is not None and event.prediction is not None:
-            acc.labelled += 1
-            ok = str(event.label) == str(event.prediction)
-            q = round(min(max(sig[0], 0.0), 1.0) * _Q)
-            acc.correct += ok
-            acc.lconf += q
-            acc.lconf2 += q * q
-            acc.lconf_ok += q if ok else 0
+        for acc, rows in self._buckets.add_many(np.array([e.ts for e in answers], dtype=float)):
+            acc.pending.extend([answers[i] for i in rows.tolist()])
+            if len(acc.pending) >= _FOLD_ROWS:
+                acc.fold()
 
     def tick(self, now: float) -> None:
         for start, b in self._buckets.close_until(now):
             self._close(start, start + self.bucket_s, b)
 
     def _close(self, start: float, end: float, b: _Sums) -> None:
+        b.fold()
         self._labels(start, end, b)
         if not self._ref_ready:
             self._ref.add(b)

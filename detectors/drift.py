@@ -19,6 +19,7 @@ gone null, a unit change): a p-value below the budget's share for one window
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from detectors.reference import (
     Layout,
     Reference,
     build_reference,
+    numbers,
 )
 from detectors.windows import TumblingWindows
 
@@ -90,16 +92,56 @@ class ReferenceSet:
         return f"ReferenceSet([{keys}])"
 
 
+_Row = tuple[dict[str, Any] | None, Any, float | None]  # features, prediction, confidence
+
+
 class _Bucket:
-    __slots__ = ("cats", "counts", "end", "nums", "raw", "segs")
+    """One bucket's rows: pending ones as they came, the rest folded into ``counts``."""
+
+    __slots__ = ("counts", "rows")
 
     def __init__(self) -> None:
-        self.raw: list[dict[str, Any]] = []  # before the reference exists
-        self.nums: list[list[float]] = []
-        self.cats: list[list[int]] = []
-        self.segs: list[int] = []
+        self.rows: list[_Row] = []  # all of them until the layout exists
         self.counts: Counts | None = None
-        self.end = 0.0
+
+
+def _values(row: _Row) -> dict[str, Any]:
+    """A row as name → value, with ``@prediction`` and ``@confidence`` when known."""
+    feats, prediction, confidence = row
+    values = dict(feats) if feats else {}
+    if prediction is not None:
+        values[PREDICTION] = prediction
+    if confidence is not None:
+        values[CONFIDENCE] = confidence
+    return values
+
+
+def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` encoded on ``layout`` as their ``_values`` (the arguments of
+    ``Layout.fold``); plain numeric features are read with one C-level getter a row."""
+    empty: dict[str, Any] = {}
+    feats = [r[0] or empty for r in rows]
+    special = {PREDICTION: 1, CONFIDENCE: 2}
+
+    def column(name: str) -> list[Any]:
+        col = [f.get(name) for f in feats]
+        k = special.get(name)
+        return col if k is None else [v if r[k] is None else r[k] for v, r in zip(col, rows, strict=True)]
+
+    plain = [j for j, name in enumerate(layout.numeric) if name not in special]
+    names = [layout.numeric[j] for j in plain]
+    x = np.empty((len(rows), len(layout.numeric)))
+    if names:
+        pick = operator.itemgetter(*names) if len(names) > 1 else (lambda f: (f[names[0]],))
+        try:
+            table = list(map(pick, feats))
+        except KeyError:  # some row lacks a feature
+            table = [tuple(map(f.get, names)) for f in feats]
+        x[:, plain] = numbers(table, len(names))
+    for j, name in enumerate(layout.numeric):
+        if name in special:
+            x[:, j] = numbers([(v,) for v in column(name)], 1)[:, 0]
+    return layout.encode_columns(x, {name: column(name) for name in layout.columns}, len(rows))
 
 
 def _r(x: float, digits: int = 4) -> float | None:
@@ -284,58 +326,49 @@ class DistributionDrift(Detector):
         self._last: dict[str, Any] = {}
 
     # -- collection -----------------------------------------------------------------
-    def _values(self, event: Event) -> dict[str, Any] | None:
-        feats = event.features
-        if not self.predictions or (event.prediction is None and event.confidence is None):
-            return feats or None
-        values = dict(feats) if feats else {}
-        if event.prediction is not None:
-            values[PREDICTION] = event.prediction
-        if event.confidence is not None:
-            values[CONFIDENCE] = event.confidence
-        return values
-
     def update(self, event: Event) -> None:
+        self.update_many([event])
+
+    def update_many(self, events: list[Event]) -> None:
+        """Add events to their buckets; they are encoded on the layout in bulk, when
+        ``_FOLD_ROWS`` are pending in a bucket or it closes."""
+        if not events:
+            return
         if not self._looked_up:
             self._looked_up = True
-            self._model, self._version = event.model, event.model_version
+            first = events[0]
+            self._model, self._version = first.model, first.model_version
             if self.references is not None:
-                found = self.references.get(event.model, event.model_version)
+                found = self.references.get(first.model, first.model_version)
                 if found is not None:
                     self.set_reference(found)
-        values = self._values(event)
-        if values is None:
+        rows: list[_Row] = []
+        ts = []
+        for e in events:
+            row = (e.features, e.prediction, e.confidence) if self.predictions else (
+                e.features, None, None)
+            if row[0] or row[1] is not None or row[2] is not None:
+                rows.append(row)
+                ts.append(e.ts)
+        if not rows:
             return
-        b = self._buckets.add(event.ts)
-        if b is None:
-            return
-        if math.isnan(self._ref_start) or event.ts < self._ref_start:
-            self._ref_start = event.ts
-        if self._layout is None:
-            b.raw.append(values)
-            return
-        nums, cats, seg = self._layout.encode(values)
-        b.nums.append(nums)
-        b.cats.append(cats)
-        b.segs.append(seg)
-        if len(b.segs) >= _FOLD_ROWS:
-            self._fold(b)
+        times = np.asarray(ts, dtype=float)
+        for b, idx in self._buckets.add_many(times):
+            first_ts = float(times[idx].min())
+            if math.isnan(self._ref_start) or first_ts < self._ref_start:
+                self._ref_start = first_ts
+            b.rows.extend([rows[i] for i in idx.tolist()])
+            if self._layout is not None and len(b.rows) >= _FOLD_ROWS:
+                self._fold(b)
 
     def _fold(self, b: _Bucket) -> None:
         layout = self._layout
         assert layout is not None
-        if b.raw:
-            for values in b.raw:
-                nums, cats, seg = layout.encode(values)
-                b.nums.append(nums)
-                b.cats.append(cats)
-                b.segs.append(seg)
-            b.raw = []
         if b.counts is None:
             b.counts = Counts.zeros(layout)
-        if b.segs:
-            layout.fold(b.counts, b.nums, b.cats, b.segs)
-            b.nums, b.cats, b.segs = [], [], []
+        if b.rows:
+            layout.fold(b.counts, *_encode(layout, b.rows))
+            b.rows = []
 
     # -- windows --------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -362,7 +395,7 @@ class DistributionDrift(Detector):
         (whole buckets), then every event up to ``reference_events`` is counted in
         them; only the first stretch is ever held raw."""
         if self._layout is None:
-            self._ref_rows.extend(b.raw)
+            self._ref_rows.extend(map(_values, b.rows))
             if len(self._ref_rows) < min(self.reference_events, LAYOUT_ROWS):
                 return
             first = build_reference(
@@ -388,7 +421,7 @@ class DistributionDrift(Detector):
         self.notices.append(
             f"drift reference built from the first {ref.n} events "
             f"({len(ref.layout.features)} features) up to event time {end}")
-        # buckets still open hold raw rows: they are encoded when they close
+        # buckets still open hold rows: they are encoded when they close
 
     def set_reference(self, ref: Reference) -> None:
         self.reference = ref

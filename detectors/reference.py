@@ -26,9 +26,11 @@ True
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,40 +119,57 @@ class Layout:
         return [*self.categories[j - len(self.numeric)], "other", "unseen", "missing"]
 
     # -- encoding -------------------------------------------------------------------
-    def encode(self, values: Mapping[str, Any]) -> tuple[list[float], list[int], int]:
-        """One row: numeric values (NaN = missing), categorical cell indices, slice."""
-        get = values.get
-        nums = [as_number(get(n)) for n in self.numeric]
-        cats = []
-        for j, name in enumerate(self.categorical):
-            v = get(name)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                cats.append(len(self.categories[j]) + 2)
-                continue
-            s = v if isinstance(v, str) else str(v)
-            i = self._derived["lookup"][j].get(s)
-            if i is None:
-                i = len(self.categories[j]) + (0 if s in self.known[j] else 1)
-            cats.append(i)
-        seg = 0
-        if self.segment_by is not None:
-            v = get(self.segment_by)
-            if v is not None:
-                seg = self._derived["segment_lookup"].get(v if isinstance(v, str) else str(v), 0)
-        return nums, cats, seg
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns :meth:`encode_columns` reads: categorical features, the segment."""
+        seg = () if self.segment_by is None else (self.segment_by,)
+        return self.categorical + seg
 
-    def count(self, rows: Iterable[Mapping[str, Any]]) -> Counts:
+    def encode_columns(self, x: np.ndarray, cols: Mapping[str, Sequence[Any]], n: int,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` rows as ``x``, their numeric values (rows x ``numeric``, see :func:`numbers`),
+        and the other columns by name (an absent one is missing everywhere): the
+        arguments of :meth:`fold`."""
+        none = [None] * n
+        c = np.empty((n, len(self.categorical)), dtype=np.int64)
+        for j, name in enumerate(self.categorical):
+            c[:, j] = _codes(cols.get(name, none), self._derived["lookup"][j],
+                             functools.partial(self._category, j))
+        if self.segment_by is None:
+            return x, c, np.zeros(n, np.int64)
+        s = _codes(cols.get(self.segment_by, none), self._derived["segment_lookup"], self._segment)
+        return x, c, s
+
+    def _category(self, j: int, v: Any) -> int:
+        """Cell of value ``v`` of categorical feature ``j``: its category, else ``other``
+        (the reference saw it) or ``unseen``; ``missing`` for None and NaN."""
+        top = len(self.categories[j])
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return top + 2
+        s = v if isinstance(v, str) else str(v)
+        i = self._derived["lookup"][j].get(s)
+        if i is None:
+            i = top + (0 if s in self.known[j] else 1)
+        return i
+
+    def _segment(self, v: Any) -> int:
+        """Slice of segment value ``v`` (0: not a top segment, or None)."""
+        if v is None:
+            return 0
+        return self._derived["segment_lookup"].get(v if isinstance(v, str) else str(v), 0)
+
+    def count(self, rows: Sequence[Mapping[str, Any]]) -> Counts:
         """Counts of plain rows (name → value mappings)."""
         counts = Counts.zeros(self)
-        enc = [self.encode(r) for r in rows]
-        if enc:
-            nums, cats, segs = zip(*enc, strict=True)
-            self.fold(counts, nums, cats, segs)
+        if rows:
+            x = numbers([[r.get(name) for name in self.numeric] for r in rows], len(self.numeric))
+            cols = {name: [r.get(name) for r in rows] for name in self.columns}
+            self.fold(counts, *self.encode_columns(x, cols, len(rows)))
         return counts
 
-    def fold(self, counts: Counts, nums: Sequence[Sequence[float]],
-             cats: Sequence[Sequence[int]], segs: Sequence[int]) -> None:
-        """Add encoded rows to ``counts`` (vectorised, in chunks)."""
+    def fold(self, counts: Counts, nums: Sequence[Sequence[float]] | np.ndarray,
+             cats: Sequence[Sequence[int]] | np.ndarray, segs: Sequence[int] | np.ndarray) -> None:
+        """Add encoded rows to ``counts`` (vectorised, in chunks so moments stay in int64)."""
         for lo in range(0, len(segs), _CHUNK):
             hi = lo + _CHUNK
             s = np.asarray(segs[lo:hi], dtype=np.int64)
@@ -192,6 +211,27 @@ class Layout:
                 rows = slice(None) if sl == 0 else (s == sl)
                 counts.m1[sl] += _ints(q[rows].sum(axis=0))
                 counts.m2[sl] += _ints(q2[rows].sum(axis=0))
+
+
+_PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
+
+
+def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
+    """``as_number`` of every value of a table (rows x ``width``) as a float matrix;
+    plain numbers and None (NaN) in C-level passes, anything else value by value."""
+    if _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
+        flat = np.fromiter(itertools.chain.from_iterable(rows), float, len(rows) * width)
+        return flat.reshape(len(rows), width)
+    return np.array([[as_number(v) for v in r] for r in rows], dtype=float).reshape(len(rows), width)
+
+
+def _codes(col: Sequence[Any], lookup: Mapping[str, int], code: Callable[[Any], int]) -> np.ndarray:
+    """``code`` of every value; when all are strings found in ``lookup``, one C-level pass."""
+    if all(type(v) is str for v in col):
+        codes = list(map(lookup.get, col))
+        if None not in codes:
+            return np.array(codes, dtype=np.int64)
+    return np.fromiter(map(code, col), np.int64, len(col))
 
 
 def _ints(a: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import numpy as np
+
 A = TypeVar("A")
 
 
@@ -44,6 +46,25 @@ class TumblingWindows(Generic[A]):
         if acc is None:
             acc = self.open[start] = self.new()
         return acc
+
+    def add_many(self, ts: np.ndarray) -> list[tuple[A, np.ndarray]]:
+        """``add`` for many times at once: each open window's accumulator with the
+        (ascending) indices of ``ts`` it holds; late times are counted and dropped.
+
+        >>> w = TumblingWindows(60.0, 0.0, list)
+        >>> [(acc, rows.tolist()) for acc, rows in w.add_many(np.array([70.0, 5.0, 61.0]))]
+        [([], [1]), ([], [0, 2])]
+        """
+        starts = np.floor(ts / self.width_s) * self.width_s  # = math.floor(t / w) * w
+        live = starts + self.width_s > self.closed_until
+        self.late += int(live.size - np.count_nonzero(live))
+        out = []
+        for start in np.unique(starts[live]).tolist():
+            acc = self.open.get(start)
+            if acc is None:
+                acc = self.open[start] = self.new()
+            out.append((acc, np.flatnonzero(live & (starts == start))))
+        return out
 
     def next_close(self) -> float | None:
         """The watermark that closes the oldest open window."""
