@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from alerts.manager import AlertManager
 from alerts.model import Alert
 from alerts.sinks import record_json
@@ -41,9 +43,9 @@ def tune_gc() -> None:
         gc.set_threshold(*GC_THRESHOLDS)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One raw message of a partition."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """One raw message of a partition (a struct: built ten times faster than a frozen
+    dataclass, once per message)."""
 
     offset: int
     value: bytes | None
