@@ -19,7 +19,6 @@ gone null, a unit change): a p-value below the budget's share for one window
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from detectors.reference import (
     Reference,
     build_reference,
     numbers,
+    pick,
 )
 from detectors.windows import TumblingWindows
 
@@ -118,7 +118,7 @@ def _values(row: _Row) -> dict[str, Any]:
 
 def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``rows`` encoded on ``layout`` as their ``_values`` (the arguments of
-    ``Layout.fold``); plain numeric features are read with one C-level getter a row."""
+    ``Layout.fold``)."""
     empty: dict[str, Any] = {}
     feats = [r[0] or empty for r in rows]
     special = {PREDICTION: 1, CONFIDENCE: 2}
@@ -132,12 +132,7 @@ def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, n
     names = [layout.numeric[j] for j in plain]
     x = np.empty((len(rows), len(layout.numeric)))
     if names:
-        pick = operator.itemgetter(*names) if len(names) > 1 else (lambda f: (f[names[0]],))
-        try:
-            table = list(map(pick, feats))
-        except KeyError:  # some row lacks a feature
-            table = [tuple(map(f.get, names)) for f in feats]
-        x[:, plain] = numbers(table, len(names))
+        x[:, plain] = numbers(pick(feats, names), len(names))
     for j, name in enumerate(layout.numeric):
         if name in special:
             x[:, j] = numbers([(v,) for v in column(name)], 1)[:, 0]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ class Layout:
         """Counts of plain rows (name → value mappings)."""
         counts = Counts.zeros(self)
         if rows:
-            x = numbers([[r.get(name) for name in self.numeric] for r in rows], len(self.numeric))
+            x = numbers(pick(rows, self.numeric), len(self.numeric))
             cols = {name: [r.get(name) for r in rows] for name in self.columns}
             self.fold(counts, *self.encode_columns(x, cols, len(rows)))
         return counts
@@ -214,6 +215,19 @@ class Layout:
 
 
 _PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
+
+
+def pick(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The values of ``names`` in every row, None where absent (one C-level getter a row)."""
+    if not names:
+        return [()] * len(rows)
+    if len(names) == 1:
+        return [(r.get(names[0]),) for r in rows]
+    get = operator.itemgetter(*names)
+    try:
+        return list(map(get, rows))
+    except KeyError:  # some row lacks a name
+        return [tuple(map(r.get, names)) for r in rows]
 
 
 def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
@@ -377,22 +391,15 @@ def build_layout(
     fixed confidence histogram ``CONFIDENCE_EDGES``). Deterministic: column
     order is sorted, ties in category counts break by name."""
     fixed = {CONFIDENCE: CONFIDENCE_EDGES, **(fixed_edges or {})}
-    kinds: dict[str, bool] = {}  # name -> categorical?
-    for r in rows:
-        for k, v in r.items():
-            if v is None:
-                kinds.setdefault(k, False)
-            elif isinstance(v, str):
-                kinds[k] = True
-            else:
-                kinds.setdefault(k, False)
-    names = sorted(kinds)
+    names = sorted(set().union(*rows))
+    cols = dict(zip(names, zip(*pick(rows, names), strict=True), strict=True)) if rows else {}
+    kinds = {n: any(map(isinstance, cols[n], itertools.repeat(str))) for n in names}  # categorical?
     numeric = tuple(n for n in names if not kinds[n])
     categorical = tuple(n for n in names if kinds[n])
     edges, center, scale = [], [], []
     qs = np.linspace(0.0, 1.0, bins + 1)
     for name in numeric:
-        col = np.asarray([as_number(r.get(name)) for r in rows], dtype=float)
+        col = numbers([cols[name]], len(rows))[0]
         col = col[~np.isnan(col)]
         if name in fixed:
             e = np.asarray(fixed[name], dtype=float)
@@ -409,8 +416,7 @@ def build_layout(
         scale.append(sd if sd > 0 and math.isfinite(sd) else 1.0)
     categories, known = [], []
     for name in categorical:
-        seen = Counter(str(v) if not isinstance(v, str) else v
-                       for r in rows if (v := r.get(name)) is not None)
+        seen = Counter(str(v) if not isinstance(v, str) else v for v in cols[name] if v is not None)
         ranked = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
         categories.append(tuple(k for k, _ in ranked[:top_k]))
         known.append(frozenset(k for k, _ in ranked[:max_known]))
