@@ -233,8 +233,8 @@ class ConfidenceDrift(Detector):
         answers = [e for e in events if answered(e)]
         if not answers:
             return
-        for acc, rows in self._buckets.add_many(np.array([e.ts for e in answers], dtype=float)):
-            acc.pending.extend([answers[i] for i in rows.tolist()])
+        for acc, rows in self._buckets.add_many([e.ts for e in answers]):
+            acc.pending.extend(map(answers.__getitem__, rows))
             if len(acc.pending) >= _FOLD_ROWS:
                 acc.fold()
 

@@ -347,12 +347,11 @@ class DistributionDrift(Detector):
                 ts.append(e.ts)
         if not rows:
             return
-        times = np.asarray(ts, dtype=float)
-        for b, idx in self._buckets.add_many(times):
-            first_ts = float(times[idx].min())
+        for b, idx in self._buckets.add_many(ts):
+            first_ts = min(map(ts.__getitem__, idx))
             if math.isnan(self._ref_start) or first_ts < self._ref_start:
                 self._ref_start = first_ts
-            b.rows.extend([rows[i] for i in idx.tolist()])
+            b.rows.extend(map(rows.__getitem__, idx))
             if self._layout is not None and len(b.rows) >= _FOLD_ROWS:
                 self._fold(b)
 

@@ -47,15 +47,19 @@ class TumblingWindows(Generic[A]):
             acc = self.open[start] = self.new()
         return acc
 
-    def add_many(self, ts: np.ndarray) -> list[tuple[A, np.ndarray]]:
+    def add_many(self, ts: list[float]) -> list[tuple[A, list[int]]]:
         """``add`` for many times at once: each open window's accumulator with the
         (ascending) indices of ``ts`` it holds; late times are counted and dropped.
 
         >>> w = TumblingWindows(60.0, 0.0, list)
-        >>> [(acc, rows.tolist()) for acc, rows in w.add_many(np.array([70.0, 5.0, 61.0]))]
+        >>> w.add_many([70.0, 5.0, 61.0])
         [([], [1]), ([], [0, 2])]
         """
-        starts = np.floor(ts / self.width_s) * self.width_s  # = math.floor(t / w) * w
+        if len(ts) == 1:  # the per-event path
+            acc = self.add(ts[0])
+            return [] if acc is None else [(acc, [0])]
+        times = np.asarray(ts, dtype=float)
+        starts = np.floor(times / self.width_s) * self.width_s  # = math.floor(t / w) * w
         live = starts + self.width_s > self.closed_until
         self.late += int(live.size - np.count_nonzero(live))
         out = []
@@ -63,7 +67,7 @@ class TumblingWindows(Generic[A]):
             acc = self.open.get(start)
             if acc is None:
                 acc = self.open[start] = self.new()
-            out.append((acc, np.flatnonzero(live & (starts == start))))
+            out.append((acc, np.flatnonzero(live & (starts == start)).tolist()))
         return out
 
     def next_close(self) -> float | None:
