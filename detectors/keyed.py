@@ -5,15 +5,17 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Literal
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Literal
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, SlotState
 from detectors.event import Event
 
 KeyKind = Literal["client", "model"]
 
 
-class _Slot:
+class _Slot(SlotState):
     __slots__ = ("detector", "firing", "last_notified", "last_ts", "model", "model_version")
 
     def __init__(self, detector: Detector, model: str, model_version: str) -> None:
@@ -23,6 +25,18 @@ class _Slot:
         self.last_ts = float("-inf")
         self.firing = False
         self.last_notified = float("-inf")
+
+
+@dataclass
+class Changes:
+    """The keys whose state changed since the last ``Keyed.clear_changes()``:
+    ``moved`` were created or seen (the tail of the LRU order, oldest first, with
+    sequence numbers that continue the order), ``ticked`` changed in place,
+    ``removed`` expired. A checkpoint writes just these."""
+
+    moved: list[tuple[Hashable, int, _Slot]]
+    ticked: list[tuple[Hashable, _Slot]]
+    removed: list[Hashable]
 
 
 class Keyed:
@@ -60,6 +74,47 @@ class Keyed:
         self.slots: OrderedDict[Hashable, _Slot] = OrderedDict()
         self.firing_keys: set[Hashable] = set()
         self.now = float("-inf")
+        self.tracking = False  # record changes for incremental checkpoints (changes())
+        self.next_seq = 0  # LRU sequence number of the next key moved to the end
+        self._new_changes()
+
+    def _new_changes(self) -> None:
+        self._moved: set[Hashable] = set()
+        self._ticked: set[Hashable] = set()
+        self._removed: set[Hashable] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_moved", "_ticked", "_removed")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._new_changes()
+
+    def start_tracking(self) -> None:
+        """Record changes from now on, counting every current key as changed."""
+        self.tracking = True
+        self._new_changes()
+        self._moved.update(self.slots)
+
+    def changes(self) -> Changes:
+        """What changed since the last ``clear_changes()`` (see ``Changes``)."""
+        moved = list(islice(reversed(self.slots), len(self._moved)))
+        moved.reverse()
+        return Changes(
+            moved=[(k, self.next_seq + i, self.slots[k]) for i, k in enumerate(moved)],
+            ticked=[(k, self.slots[k]) for k in self._ticked if k not in self._moved],
+            removed=list(self._removed),
+        )
+
+    def clear_changes(self, changes: Changes) -> None:
+        """Forget ``changes`` once they are stored; their sequence numbers are used."""
+        self.next_seq += len(changes.moved)
+        self._new_changes()
+
+    def restore_slots(self, slots: list[tuple[Hashable, _Slot]]) -> None:
+        """Refill the keys from stored slots, in LRU order (oldest first)."""
+        self.slots = OrderedDict(slots)
+        self.firing_keys = {k for k, slot in slots if slot.firing}
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -95,8 +150,12 @@ class Keyed:
             key = (model, key[1])  # type: ignore[index]
             slot = _Slot(self.prototype.clone(), model, sys.intern(event.model_version))
             self.slots[key] = slot
+            if self.tracking:
+                self._removed.discard(key)
         else:
             self.slots.move_to_end(key)
+        if self.tracking:
+            self._moved.add(key)
         if slot.model_version != event.model_version:
             slot.model_version = sys.intern(event.model_version)
         return key, slot
@@ -133,6 +192,8 @@ class Keyed:
         keys = list(self.slots) if self.key == "model" else list(self.firing_keys)
         for key in keys:
             slot = self.slots[key]
+            if self.tracking:
+                self._ticked.add(key)
             step = slot.detector.next_decision()
             while step is not None and step <= now:
                 slot.detector.tick(step)
@@ -168,6 +229,10 @@ class Keyed:
             if slot.last_ts >= horizon and len(self.slots) <= self.max_keys:
                 break
             del self.slots[key]
+            if self.tracking:
+                self._moved.discard(key)
+                self._ticked.discard(key)
+                self._removed.add(key)
             if slot.firing:
                 self.firing_keys.discard(key)
                 findings.append(self._finding(key, slot, "resolved", self.now))

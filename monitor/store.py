@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
@@ -83,6 +83,17 @@ checkpoints = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# per-client detector state, one row per (partition scope, keyed detector, client):
+# a checkpoint writes only the clients that changed since the last one
+client_checkpoints = sa.Table(
+    "client_checkpoints", metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),
+    sa.Column("detector", sa.Integer, primary_key=True),
+    sa.Column("client", sa.String(2048), primary_key=True),  # JSON [model, client_id]
+    sa.Column("seq", sa.BigInteger, nullable=False),  # LRU order within the detector
+    sa.Column("state", sa.LargeBinary, nullable=False),
+)
+
 window_summaries = sa.Table(
     "window_summaries", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
@@ -122,6 +133,17 @@ sa.Index("ix_reports_kind_model", reports.c.kind, reports.c.model, reports.c.cre
 class Checkpoint:
     state: bytes
     next_offset: int | None
+
+
+@dataclass
+class ClientRows:
+    """Changed per-client states of one partition scope (see ``client_checkpoints``):
+    ``upsert`` rows (detector, client, seq, state), ``update`` rows whose LRU
+    position did not change (detector, client, state), ``delete`` (detector, client)."""
+
+    upsert: list[tuple[int, str, int, bytes]]
+    update: list[tuple[int, str, bytes]]
+    delete: list[tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -221,15 +243,19 @@ class Store:
         changed_alerts: Iterable[StoredAlert],
         alert_meta: dict[str, dict[str, Any]],
         *,
+        clients: dict[str, ClientRows] | None = None,
         extra: Callable[[Connection], None] | None = None,
     ) -> None:
-        """One transaction: detector states with their offsets, the alert records
-        they produced (into the outbox) and the alerts' current state; ``extra``
-        writes more in the same transaction (window summaries)."""
+        """One transaction: detector states with their offsets (and the changed
+        per-client states of each scope), the alert records they produced (into the
+        outbox) and the alerts' current state; ``extra`` writes more in the same
+        transaction (window summaries)."""
         now = _now()
         with self.engine.begin() as conn:
             if extra is not None:
                 extra(conn)
+            for scope, rows in (clients or {}).items():
+                self._write_clients(conn, scope, rows)
             self._upsert(conn, checkpoints, [
                 {"scope": scope, "state": cp.state, "next_offset": cp.next_offset,
                  "updated_at": now}
@@ -252,6 +278,28 @@ class Store:
                 .where(checkpoints.c.scope == scope)
             ).first()
         return None if row is None else Checkpoint(row.state, row.next_offset)
+
+    def _write_clients(self, conn: Connection, scope: str, rows: ClientRows) -> None:
+        t = client_checkpoints
+        match = (t.c.scope == sa.bindparam("s")) & (t.c.detector == sa.bindparam("d")) & (
+            t.c.client == sa.bindparam("c"))
+        if rows.delete:
+            conn.execute(t.delete().where(match),
+                         [{"s": scope, "d": d, "c": c} for d, c in rows.delete])
+        self._upsert(conn, t, [{"scope": scope, "detector": d, "client": c, "seq": q, "state": st}
+                               for d, c, q, st in rows.upsert], ["scope", "detector", "client"])
+        if rows.update:
+            conn.execute(t.update().where(match).values(state=sa.bindparam("st")),
+                         [{"s": scope, "d": d, "c": c, "st": st} for d, c, st in rows.update])
+
+    def load_clients(self, scope: str) -> list[tuple[int, str, bytes]]:
+        """The stored per-client states of ``scope``: (detector, client, state), in
+        LRU order per detector."""
+        t = client_checkpoints
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.detector, t.c.client, t.c.state)
+                                .where(t.c.scope == scope).order_by(t.c.detector, t.c.seq))
+            return [(r.detector, r.client, r.state) for r in rows]
 
     # -- alerts and outbox ----------------------------------------------------------
     def firing_alerts(self) -> list[StoredAlert]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import msgspec
@@ -132,3 +133,54 @@ def test_records_delivered_again_after_a_restore_are_not_counted_twice() -> None
                     once.partitions[("logs", 0)].detectors, strict=True):
         assert [s.detector.evidence() for s in a.slots.values()] == [
             s.detector.evidence() for s in b.slots.values()]
+
+
+def _client_rows(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.text("SELECT COUNT(*) FROM client_checkpoints")).scalar_one()
+
+
+def test_checkpoints_write_only_changed_clients_and_restarts_rebuild_the_same_state(
+    store_url: str,
+) -> None:
+    # clients idle for 60 s of event time expire: their rows must go too
+    config = build_config({"detectors": {"flooding": {"max_events": 300},
+                                         "probing": {"min_queries": 20}},
+                           "state": {"client_idle_s": 60}}, env={})
+    records = _records()
+    pid = ("logs", 0)
+    whole = Pipeline(config)
+    whole.process(pid, records)
+    whole.advance()
+
+    store = Store(store_url)
+    store.migrate()
+    cuts = [0, len(records) // 4, len(records) // 2, 3 * len(records) // 4, len(records)]
+    for start, end in itertools.pairwise(cuts):
+        p = Pipeline(config)  # a restart before each stretch
+        cp = Checkpointer(store, p, group="g", producer="a")
+        cp.restore([pid])
+        p.process(pid, records[start:end - 10])
+        p.advance()
+        cp.save()
+        keyed = p.partitions[pid].detectors[0]
+        assert _client_rows(store) == len(keyed), "one row per tracked client, expired ones deleted"
+        # ten more events: the next checkpoint writes just the clients they touched
+        p.process(pid, records[end - 10:end])
+        p.advance()
+        changed = keyed.changes()
+        touched = {e.client_id for e in map(p.decoder.decode, (r.value for r in records[end - 10:end]))}
+        assert {k[1] for k, _, _ in changed.moved} == touched
+        cp.save()
+        assert not keyed.changes().moved
+
+    restored = Pipeline(config)
+    Checkpointer(store, restored, group="g", producer="a").restore([pid])
+    for resumed, straight in zip(restored.partitions[pid].detectors,
+                                 whole.partitions[pid].detectors, strict=True):
+        assert list(resumed.slots) == list(straight.slots)  # same LRU order
+        assert resumed.firing_keys == straight.firing_keys
+        assert [s.detector.evidence() for s in resumed.slots.values()] == [
+            s.detector.evidence() for s in straight.slots.values()]
+    assert len(whole.partitions[pid].detectors[0]) < SCENARIO.benign_clients + 2, "none expired"
+    store.close()
