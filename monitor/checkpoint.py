@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from alerts.model import Alert
 from detectors.keyed import Changes, Keyed
@@ -44,6 +45,7 @@ class Checkpointer:
         self.pipeline = pipeline
         self.group = group
         self.producer = producer
+        self._replace: set[str] = set()  # scopes whose stored clients the next save replaces
 
     def partition_scope(self, pid: PartitionId) -> str:
         return f"partition:{self.group}:{pid[0]}:{pid[1]}"
@@ -68,7 +70,7 @@ class Checkpointer:
         for pid in pids:
             part, scope = p.partitions[pid], self.partition_scope(pid)
             states[scope] = Checkpoint(_dump(_shell(part)), part.offset)
-            rows = clients[scope] = ClientRows([], [], [])
+            rows = clients[scope] = ClientRows([], [], [], replace=scope in self._replace)
             for index, keyed in enumerate(part.detectors):
                 if not keyed.tracking:  # never stored yet: all of it
                     keyed.start_tracking()
@@ -94,6 +96,7 @@ class Checkpointer:
                                    extra=write_summaries if summaries else None)
         for keyed, found in changes:
             keyed.clear_changes(found)
+        self._replace -= set(clients)
         p.summaries.committed(summaries)
         del p.pending[: len(pending)]
         for a in changed:
@@ -116,7 +119,7 @@ class Checkpointer:
         offsets: dict[PartitionId, int | None] = {}
         for pid in pids:
             cp = self.store.load_checkpoint(self.partition_scope(pid))
-            state = None if cp is None else self.load_partition(pid, cp)
+            state = None if cp is None else self._load_or_start_afresh(pid, cp)
             p.adopt(pid, state)
             offsets[pid] = None if cp is None else cp.next_offset
         fresh = all(not k.slots for k in p.models.detectors) and p.models.watermark == float("-inf")
@@ -131,6 +134,23 @@ class Checkpointer:
         apply_references(p.models.detectors, load_references(self.store))
         return offsets
 
+
+    def _load_or_start_afresh(self, pid: PartitionId, cp: Checkpoint) -> PartitionState:
+        """The stored state, or — when this version cannot read it (written by an
+        incompatible release, or damaged) — fresh detectors at the stored offset, so
+        the daemon goes on without skipping an event; the next save replaces the rows."""
+        try:
+            return self.load_partition(pid, cp)
+        except SQLAlchemyError:
+            raise  # the store is away: the caller retries
+        except Exception as exc:  # any unpickling failure
+            log.error("the stored detector state of partition %s[%d] cannot be read (%s: %s); "
+                      "its per-client detectors start afresh at offset %s, no event is skipped",
+                      pid[0], pid[1], type(exc).__name__, exc, cp.next_offset)
+            self._replace.add(self.partition_scope(pid))
+            state = self.pipeline.new_partition_state()
+            state.offset = cp.next_offset
+            return state
 
     def load_partition(self, pid: PartitionId, cp: Checkpoint) -> PartitionState:
         """A partition's stored shell refilled with its stored clients."""

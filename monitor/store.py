@@ -139,11 +139,13 @@ class Checkpoint:
 class ClientRows:
     """Changed per-client states of one partition scope (see ``client_checkpoints``):
     ``upsert`` rows (detector, client, seq, state), ``update`` rows whose LRU
-    position did not change (detector, client, state), ``delete`` (detector, client)."""
+    position did not change (detector, client, state), ``delete`` (detector, client);
+    ``replace`` deletes every stored client of the scope first."""
 
     upsert: list[tuple[int, str, int, bytes]]
     update: list[tuple[int, str, bytes]]
     delete: list[tuple[int, str]]
+    replace: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,8 @@ class Store:
         t = client_checkpoints
         match = (t.c.scope == sa.bindparam("s")) & (t.c.detector == sa.bindparam("d")) & (
             t.c.client == sa.bindparam("c"))
+        if rows.replace:
+            conn.execute(t.delete().where(t.c.scope == scope))
         if rows.delete:
             conn.execute(t.delete().where(match),
                          [{"s": scope, "d": d, "c": c} for d, c in rows.delete])

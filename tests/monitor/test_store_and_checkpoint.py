@@ -184,3 +184,32 @@ def test_checkpoints_write_only_changed_clients_and_restarts_rebuild_the_same_st
             s.detector.evidence() for s in straight.slots.values()]
     assert len(whole.partitions[pid].detectors[0]) < SCENARIO.benign_clients + 2, "none expired"
     store.close()
+
+
+def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_stored_offset(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    records = _records()
+    pid = ("logs", 0)
+    store = Store(store_url)
+    store.migrate()
+    first = Pipeline(CONFIG)
+    cp = Checkpointer(store, first, group="g", producer="a")
+    first.process(pid, records[:500])
+    cp.save()
+    with store.engine.begin() as conn:  # as if written by an incompatible release
+        conn.execute(sa.text("UPDATE client_checkpoints SET state = :junk"), {"junk": b"\x80\x05junk"})
+
+    second = Pipeline(CONFIG)
+    cp = Checkpointer(store, second, group="g", producer="a")
+    assert cp.restore([pid]) == {pid: 500}
+    assert "cannot be read" in caplog.text and "offset 500" in caplog.text
+    assert len(second.partitions[pid].detectors[0]) == 0
+    second.process(pid, records[500:510])
+    cp.save()  # the unreadable rows are replaced by what the fresh detectors hold
+    assert _client_rows(store) == len(second.partitions[pid].detectors[0]) > 0
+    third = Pipeline(CONFIG)
+    assert Checkpointer(store, third, group="g", producer="a").restore([pid]) == {pid: 510}
+    assert list(third.partitions[pid].detectors[0].slots) == list(
+        second.partitions[pid].detectors[0].slots)
+    store.close()
