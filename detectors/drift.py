@@ -124,9 +124,13 @@ def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, n
     special = {PREDICTION: 1, CONFIDENCE: 2}
 
     def column(name: str) -> list[Any]:
-        col = [f.get(name) for f in feats]
         k = special.get(name)
-        return col if k is None else [v if r[k] is None else r[k] for v, r in zip(col, rows, strict=True)]
+        if k is None:
+            return [f.get(name) for f in feats]
+        col = [r[k] for r in rows]
+        if None in col:
+            col = [f.get(name) if v is None else v for v, f in zip(col, feats, strict=True)]
+        return col
 
     plain = [j for j, name in enumerate(layout.numeric) if name not in special]
     names = [layout.numeric[j] for j in plain]
@@ -135,7 +139,7 @@ def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, n
         x[:, plain] = numbers(pick(feats, names), len(names))
     for j, name in enumerate(layout.numeric):
         if name in special:
-            x[:, j] = numbers([(v,) for v in column(name)], 1)[:, 0]
+            x[:, j] = numbers([column(name)], len(rows))[0]
     return layout.encode_columns(x, {name: column(name) for name in layout.columns}, len(rows))
 
 

@@ -241,7 +241,7 @@ def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
 
 def _codes(col: Sequence[Any], lookup: Mapping[str, int], code: Callable[[Any], int]) -> np.ndarray:
     """``code`` of every value; when all are strings found in ``lookup``, one C-level pass."""
-    if all(type(v) is str for v in col):
+    if set(map(type, col)) <= {str}:
         codes = list(map(lookup.get, col))
         if None not in codes:
             return np.array(codes, dtype=np.int64)
