@@ -44,6 +44,14 @@ class ClientAttack(SlotState, Detector):
         self._lead_index = 0  # the signal that names the alert (kept after it clears)
         self._active = False  # whether that signal's incident is open
 
+    def export_state(self) -> tuple[Any, ...]:
+        return (tuple(s.export_state() for s in self.signals), self._lead_index, self._active)
+
+    def import_state(self, state: tuple[Any, ...]) -> None:
+        signals, self._lead_index, self._active = state
+        for signal, saved in zip(self.signals, signals, strict=True):
+            signal.import_state(saved)
+
     def _lead(self) -> Detector:
         return self.signals[self._lead_index]
 

@@ -81,6 +81,18 @@ class Detector:
         window closes (its end); None means "the time of the triggering call"."""
         return None
 
+    def export_state(self) -> Any:
+        """The state as plain data (no class references): the compact form of a
+        per-client checkpoint row; ``import_state`` on a clone restores it."""
+        return self.__getstate__()
+
+    def import_state(self, state: Any) -> None:
+        setstate = getattr(self, "__setstate__", None)
+        if setstate is None:  # a plain instance dict
+            self.__dict__.update(state)
+        else:
+            setstate(state)
+
     def summary(self, subject: dict[str, str], model: str) -> str:
         """One sentence a person can act on."""
         who = ", ".join(f"{k} {v}" for k, v in sorted(subject.items())) or "the model"

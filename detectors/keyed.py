@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal
 
-from detectors.base import Detector, Finding, SlotState
+from detectors.base import Detector, Finding
 from detectors.event import Event
 
 KeyKind = Literal["client", "model"]
 
 
-class _Slot(SlotState):
+class _Slot:
     __slots__ = ("detector", "firing", "last_notified", "last_ts", "model", "model_version")
 
     def __init__(self, detector: Detector, model: str, model_version: str) -> None:
@@ -111,10 +111,23 @@ class Keyed:
         self.next_seq += len(changes.moved)
         self._new_changes()
 
-    def restore_slots(self, slots: list[tuple[Hashable, _Slot]]) -> None:
-        """Refill the keys from stored slots, in LRU order (oldest first)."""
-        self.slots = OrderedDict(slots)
-        self.firing_keys = {k for k, slot in slots if slot.firing}
+    @staticmethod
+    def export_slot(slot: _Slot) -> tuple[Any, ...]:
+        """A key's state as plain data (see ``Detector.export_state``)."""
+        return (slot.model, slot.model_version, slot.last_ts, slot.firing, slot.last_notified,
+                slot.detector.export_state())
+
+    def restore_slots(self, slots: list[tuple[Hashable, tuple[Any, ...]]]) -> None:
+        """Refill the keys from exported slots, in LRU order (oldest first)."""
+        self.slots = OrderedDict()
+        self.firing_keys = set()
+        for key, (model, version, last_ts, firing, last_notified, state) in slots:
+            slot = _Slot(self.prototype.clone(), model, version)
+            slot.detector.import_state(state)
+            slot.last_ts, slot.firing, slot.last_notified = last_ts, firing, last_notified
+            self.slots[key] = slot
+            if firing:
+                self.firing_keys.add(key)
 
     def __len__(self) -> int:
         return len(self.slots)

@@ -18,6 +18,7 @@ import pickle
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -76,8 +77,10 @@ class Checkpointer:
                     keyed.start_tracking()
                 found = keyed.changes()
                 changes.append((keyed, found))
-                rows.upsert += [(index, _client(k), seq, _dump(slot)) for k, seq, slot in found.moved]
-                rows.update += [(index, _client(k), _dump(slot)) for k, slot in found.ticked]
+                export = keyed.export_slot
+                rows.upsert += [(index, _client(k), seq, _dump(export(slot)))
+                                for k, seq, slot in found.moved]
+                rows.update += [(index, _client(k), _dump(export(slot))) for k, slot in found.ticked]
                 rows.delete += [(index, _client(k)) for k in found.removed]
         states[self.model_scope(p.partitions)] = Checkpoint(_dump(p.models), None)
         changed = list(p.alerts.changed.values())
@@ -156,12 +159,12 @@ class Checkpointer:
         """A partition's stored shell refilled with its stored clients."""
         state = pickle.loads(cp.state)
         assert isinstance(state, PartitionState)
-        slots: list[list[tuple[Hashable, object]]] = [[] for _ in state.detectors]
+        slots: list[list[tuple[Hashable, Any]]] = [[] for _ in state.detectors]
         for index, client, blob in self.store.load_clients(self.partition_scope(pid)):
             model, client_id = json.loads(client)
             slots[index].append(((sys.intern(model), client_id), pickle.loads(blob)))
         for keyed, stored in zip(state.detectors, slots, strict=True):
-            keyed.restore_slots(stored)  # type: ignore[arg-type]
+            keyed.restore_slots(stored)
             keyed.tracking = True
         return state
 
