@@ -77,9 +77,10 @@ class ClientAttack(SlotState, Detector):
             # signal still firing opens the next incident on the following event or tick
             self._active = self.signals[self._lead_index].detected
             return
-        lead = next((i for i, s in enumerate(self.signals) if s.detected), None)
-        if lead is not None:
-            self._lead_index, self._active = lead, True
+        for i, s in enumerate(self.signals):
+            if s.detected:
+                self._lead_index, self._active = i, True
+                return
 
     def update(self, event: Event) -> None:
         for s in self.signals:

@@ -46,7 +46,8 @@ class RequestRate(SlotState, Detector):
 
     def update(self, event: Event) -> None:
         idx = ring.sub_window(event.ts, self._width)
-        self._head = ring.advance(self._ring, self._head, idx, self.buckets)
+        if idx > self._head:  # a new sub-window (or the first event)
+            self._head = ring.advance(self._ring, self._head, idx, self.buckets)
         if idx > self._head - self.buckets:
             self._ring[idx % self.buckets] += 1
         self._evaluate()

@@ -147,11 +147,14 @@ class Keyed:
         if key is None:
             return []
         key, slot = self._slot(key, event)
-        slot.last_ts = max(slot.last_ts, event.ts)
+        ts = event.ts
+        slot.last_ts = max(slot.last_ts, ts)
         slot.detector.update(event)
-        findings = self._transition(key, slot, event.ts)
-        self.now = max(self.now, event.ts)
-        findings.extend(self._expire())
+        findings = self._transition(key, slot, ts)
+        self.now = max(self.now, ts)
+        if self.slots and (len(self.slots) > self.max_keys
+                           or next(iter(self.slots.values())).last_ts < self.now - self.idle_s):
+            findings.extend(self._expire())
         return findings
 
     def _slot(self, key: Hashable, event: Event) -> tuple[Hashable, _Slot]:

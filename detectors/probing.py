@@ -60,7 +60,8 @@ class LowConfidenceShare(SlotState, Detector):
         if event.confidence is None:
             return
         idx = ring.sub_window(event.ts, self._width)
-        self._head = ring.advance(self._counts, self._head, idx, self.buckets, stride=2)
+        if idx > self._head:  # a new sub-window (or the first event)
+            self._head = ring.advance(self._counts, self._head, idx, self.buckets, stride=2)
         if idx <= self._head - self.buckets:
             return
         slot = 2 * (idx % self.buckets)
