@@ -37,7 +37,7 @@ class RequestRate(SlotState, Detector):
         self.window_s = window_s
         self.max_events = max_events
         self.buckets = buckets
-        self._width = window_s / buckets
+        self._width = ring.width(window_s, buckets)
         self._ring = ring.counts(buckets)
         self._head = -1  # absolute index of the newest sub-window
         self._detected = False

@@ -15,6 +15,9 @@ from detectors.event import Event
 KeyKind = Literal["client", "model"]
 
 
+_NEVER = float("-inf")  # one object for every new slot's timestamps
+
+
 class _Slot:
     __slots__ = ("detector", "firing", "last_notified", "last_ts", "model", "model_version")
 
@@ -22,9 +25,9 @@ class _Slot:
         self.detector = detector
         self.model = model
         self.model_version = model_version
-        self.last_ts = float("-inf")
+        self.last_ts = _NEVER
         self.firing = False
-        self.last_notified = float("-inf")
+        self.last_notified = _NEVER
 
 
 @dataclass

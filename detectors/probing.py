@@ -50,7 +50,7 @@ class LowConfidenceShare(SlotState, Detector):
         self.min_queries = min_queries
         self.max_share = max_share
         self.buckets = buckets
-        self._width = window_s / buckets
+        self._width = ring.width(window_s, buckets)
         self._counts = ring.counts(buckets, stride=2)  # per sub-window: answers, low answers
         self._head = -1
         self._detected = False

@@ -13,6 +13,14 @@ from __future__ import annotations
 import math
 from array import array
 
+_WIDTHS: dict[tuple[float, int], float] = {}
+
+
+def width(window_s: float, buckets: int) -> float:
+    """The sub-window length, one float object shared by every client's detector
+    (a million clients would otherwise hold a million equal floats)."""
+    return _WIDTHS.setdefault((window_s, buckets), window_s / buckets)
+
 
 def counts(buckets: int, stride: int = 1) -> array:
     """A zeroed ring (4-byte unsigned counts)."""

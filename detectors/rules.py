@@ -61,7 +61,7 @@ class CountRule(SlotState, Detector):
         self.max_events = max_events
         self.buckets = buckets
         self.distinct = distinct
-        self._width = window_s / buckets
+        self._width = ring.width(window_s, buckets)
         self._ring = ring.counts(buckets)
         self._recent = array("I", bytes(4 * 8)) if distinct else None
         self._seen = 0
