@@ -18,7 +18,13 @@ two changes that keep benign clients quiet:
   not enough: a query counts as a *hit* only when at least ``min_neighbours``
   distinct near copies sit among the last ``history`` distinct queries, i.e. a
   cluster larger than any augmentation burst, and the client fires after
-  ``min_hits`` hits within ``window_s``.
+  ``min_hits`` hits within ``window_s``;
+- two search patterns count as hits before any cluster forms: a binary search
+  (``halvings`` steps in a row, each half the one before) and a coordinate-wise
+  walk (``sparse_steps`` queries in a row, each differing from the query before
+  it in 1 to ``sparse_groups`` groups: SimBA changes one pixel per query, so it
+  is seen after 4 steps instead of after 5 near copies of one query have piled
+  up). A person editing one field at a time looks the same after 4 edits.
 
 Distances are relative: L2 distance divided by the client's running mean query
 norm, so the radius means "within 2% of a typical query of this client" for
@@ -29,6 +35,7 @@ unevenly scaled features in the producer, or send an ``embedding``).
 from __future__ import annotations
 
 import math
+import sys
 import zlib
 from typing import Any, ClassVar
 
@@ -39,6 +46,7 @@ from detectors.event import Event
 
 _PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
 _MIXERS: dict[int, np.ndarray] = {}
+_TOP_BYTE = 7 if sys.byteorder == "little" else 0
 
 
 def query_vector(event: Event) -> np.ndarray | None:
@@ -83,8 +91,8 @@ def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
         rng = np.random.default_rng(bits.shape[0])
         odd = rng.integers(0, 2**63, bits.shape[0], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         mixer = _MIXERS[bits.shape[0]] = np.asarray(odd, dtype=np.uint64)
-    sums = (bits * mixer).reshape(-1, groups).sum(axis=0, dtype=np.uint64)
-    return (sums >> np.uint64(56)).astype(np.uint8)
+    sums = (bits * mixer).reshape(-1, groups).sum(axis=0)
+    return sums.view(np.uint8)[_TOP_BYTE::8]  # the top byte of each sum (its best-mixed bits)
 
 
 class QueryNeighbours(Detector):
@@ -96,7 +104,9 @@ class QueryNeighbours(Detector):
     norm, and a query that differs from a recent one in at most ``sparse_groups`` of
     ``groups`` feature groups (inputs with at least 4 features) is a near copy too;
     a query with at least ``min_neighbours`` near copies in the history is a
-    hit; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
+    hit, and so is the ``halvings``-th bisection step or the ``sparse_steps``-th
+    sparse step in a row, or the ``star_steps``-th query in a row around one
+    centre; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
 
     >>> d = QueryNeighbours()
@@ -114,11 +124,12 @@ class QueryNeighbours(Detector):
     atlas: ClassVar[tuple[str, ...]] = ("AML.T0043.001", "AML.T0024.002")
     severity = "critical"
 
-    __slots__ = ("_buf", "_filled", "_first_hit", "_halvings", "_hits", "_last_hit",
-                 "_max_halvings", "_max_near", "_norm_mean", "_queries", "_repeats",
-                 "_request_ids", "_step", "_window_hits", "dims", "groups", "halvings",
-                 "history", "min_hits", "min_neighbours", "radius", "sparse_groups",
-                 "window_s")
+    __slots__ = ("_anchor", "_buf", "_filled", "_first_hit", "_halvings", "_hits", "_last_hit",
+                 "_max_halvings", "_max_near", "_max_sparse", "_max_star", "_norm_mean",
+                 "_queries", "_repeats", "_request_ids", "_sparse", "_star", "_step",
+                 "_window_hits", "dims", "groups", "halvings", "history", "min_hits",
+                 "min_neighbours", "radius", "sparse_groups", "sparse_steps", "star_radius",
+                 "star_steps", "window_s")
 
     def __init__(
         self,
@@ -130,6 +141,9 @@ class QueryNeighbours(Detector):
         sparse_groups: int = 2,
         min_neighbours: int = 5,
         halvings: int = 4,
+        sparse_steps: int = 4,
+        star_steps: int = 6,
+        star_radius: float = 0.3,
         min_hits: int = 1,
         window_s: float = 600.0,
     ) -> None:
@@ -140,6 +154,9 @@ class QueryNeighbours(Detector):
         self.sparse_groups = sparse_groups
         self.min_neighbours = min_neighbours
         self.halvings = halvings
+        self.sparse_steps = sparse_steps
+        self.star_steps = star_steps
+        self.star_radius = star_radius
         self.min_hits = min_hits
         self.window_s = window_s
         # (history,) uint32 input hashes, (history, groups) group codes, then
@@ -158,6 +175,11 @@ class QueryNeighbours(Detector):
         self._step = 0.0  # distance of the latest query to its nearest earlier one
         self._halvings = 0  # current run of bisection steps
         self._max_halvings = 0
+        self._sparse = 0  # current run of sparse steps (each a sparse copy of the one before)
+        self._max_sparse = 0
+        self._anchor = -1  # distinct-query number of the current star's centre
+        self._star = 0  # current run of queries around it
+        self._max_star = 0
         self._request_ids: tuple[str, ...] = ()
 
     # -- state ---------------------------------------------------------------------------
@@ -194,23 +216,31 @@ class QueryNeighbours(Detector):
         n = min(self._filled, h)
         if n and digest in all_hashes[:n].tolist():
             self._repeats += 1  # a retry: neither evidence nor history
+            self._star = 0  # ... and a resent input starts any star over
             return
         norm = math.sqrt(float(x @ x))
         # running mean of the query norm (exact mean for the first 64, then EW)
         self._norm_mean += (norm - self._norm_mean) / min(self._queries - self._repeats, 64)
         near = 0
         code = group_codes(x, g) if g else None
-        bisecting = False
+        chain = False
         if n:
-            diff = ring[:n] - s
-            d2 = np.einsum("ij,ij->i", diff, diff)
+            d2 = ((ring[:n] - s) ** 2).sum(axis=1)
             limit = self.radius * max(self._norm_mean, 1e-12)
             close = d2 <= limit * limit
+            prev = (self._filled - 1) % h
+            sparse_step = False
             if code is not None:
-                changed = np.count_nonzero(codes[:n] != code, axis=1)
-                close |= (changed >= 1) & (changed <= self.sparse_groups)
+                changed = (codes[:n] != code).sum(axis=1)
+                sparse = (changed >= 1) & (changed <= self.sparse_groups)
+                close |= sparse
+                sparse_step = bool(sparse[prev])
             near = int(np.count_nonzero(close))
-            bisecting = self._bisection_step(d2)
+            nearest = int(d2.argmin())
+            d2_min = float(d2[nearest])
+            chain = self._bisection_step(d2_min, float(d2[prev]))
+            chain |= self._sparse_step(sparse_step)
+            chain |= self._star_step(d2, nearest, self.star_radius * self._norm_mean)
         pos = self._filled % h
         if code is not None:
             codes[pos] = code
@@ -218,23 +248,50 @@ class QueryNeighbours(Detector):
         all_hashes[pos] = digest
         self._filled += 1
         self._max_near = max(self._max_near, near)
-        if near >= self.min_neighbours or bisecting:
+        if near >= self.min_neighbours or chain:
             self._hit(event)
 
-    def _bisection_step(self, d2: np.ndarray) -> bool:
+    def _bisection_step(self, d2_min: float, d2_prev: float) -> bool:
         """A binary search (HopSkipJump, Sign-OPT, GeoDA locating the boundary) halves
         its step: each query lands at half the previous step from the query before
         it. ``halvings`` such steps in a row count as a hit."""
-        step = math.sqrt(float(d2.min()))
-        h = self.history
+        step = math.sqrt(d2_min)
         # the previous query is (one of) the nearest: bisection's midpoint is equally far
         # from both ends of its interval, and one end is always the previous query
-        recent = float(d2[(self._filled - 1) % h]) <= 1.21 * step * step
+        recent = d2_prev <= 1.21 * step * step
         halved = recent and self._step > 0 and 0.45 <= step / self._step <= 0.55
         self._step = step
         self._halvings = self._halvings + 1 if halved else 0
         self._max_halvings = max(self._max_halvings, self._halvings)
         return 0 < self.halvings <= self._halvings
+
+    def _sparse_step(self, step: bool) -> bool:
+        """Coordinate-wise search (SimBA, ZOO) changes one or two coordinates of its
+        current point per query: each query differs from the one before it in 1 to
+        ``sparse_groups`` feature groups. ``sparse_steps`` such queries in a row count
+        as a hit (augmented copies change every feature, retries none)."""
+        self._sparse = self._sparse + 1 if step else 0
+        self._max_sparse = max(self._max_sparse, self._sparse)
+        return 0 < self.sparse_steps <= self._sparse
+
+    def _star_step(self, d2: np.ndarray, nearest: int, scale: float) -> bool:
+        """A noise search around one input (GeoDA's and Foolbox's hunt for a first
+        adversarial point: the input plus noise of growing size) sends queries that
+        all sit around that input: for each, the centre is (within 1.5x) as near as
+        its nearest earlier query, and within ``star_radius`` of a typical query.
+        ``star_steps`` such queries in a row count as a hit. Their distances are not
+        tested for growth: the 8-value sketches blur them too much. An augmentation
+        burst is such a star of 2-4 copies, one more when the next input happens to
+        be close; an input resent later starts over (see ``update``)."""
+        f, h = self._filled, self.history
+        a = self._anchor
+        d2a = float(d2[a % h]) if a >= 0 and f - a <= h else math.inf
+        if d2a <= 2.25 * float(d2[nearest]) and d2a <= scale * scale:
+            self._star += 1
+        else:  # the nearest earlier query is the centre of the next star
+            self._anchor, self._star = f - 1 - (f - 1 - nearest) % h, 1
+        self._max_star = max(self._max_star, self._star)
+        return 0 < self.star_steps <= self._star
 
     def _hit(self, event: Event) -> None:
         ts = event.ts
@@ -265,6 +322,8 @@ class QueryNeighbours(Detector):
             "clustered_queries_total": self._hits,
             "max_near_copies": self._max_near,
             "longest_bisection_run": self._max_halvings,
+            "longest_sparse_run": self._max_sparse,
+            "longest_star_run": self._max_star,
             "first_hit_query": self._first_hit,
             "min_neighbours": self.min_neighbours,
             "history": self.history,

@@ -132,7 +132,8 @@ def test_fires_on_coordinate_wise_probing_simba_style() -> None:
         q[int(rng.integers(64))] += 0.3 if i % 2 else -0.3
         xs.append(q)
     assert _run(QueryNeighbours(), xs) is not None
-    assert _run(QueryNeighbours(sparse_groups=0), xs) is None  # not close in L2
+    # not close in L2: without the sparse copies only the star around x sees it, later
+    assert _run(QueryNeighbours(sparse_groups=0, star_steps=0), xs) is None
 
 
 def test_explainer_style_coalitions_are_not_sparse_copies() -> None:
@@ -155,3 +156,75 @@ def test_fires_on_a_binary_search_before_any_cluster_forms() -> None:
     assert det.evidence()["longest_bisection_run"] >= 4
     later = _run(QueryNeighbours(halvings=0), xs)  # the cluster of near copies alone
     assert later is None or later > 6
+
+
+def _simba_walk(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """SimBA (pixel basis): try +eps then -eps on one random coordinate of the current
+    point, keep the step when it helps (here: every third try)."""
+    x = rng.uniform(0, 1, 64)
+    xs = [x.copy()]
+    for i in range(n):
+        q = x.copy()
+        q[int(rng.integers(64))] += 0.3 if i % 2 else -0.3
+        xs.append(q)
+        if i % 3 == 2:
+            x = q
+    return xs
+
+
+def test_a_coordinate_wise_walk_fires_on_its_run_of_sparse_steps() -> None:
+    xs = _simba_walk(np.random.default_rng(13), 40)
+    det = QueryNeighbours()
+    assert _run(det, xs) == 5  # the start, then 4 one-coordinate steps in a row
+    assert det.evidence()["longest_sparse_run"] >= 4
+    later = _run(QueryNeighbours(sparse_steps=0), xs)  # near copies alone take longer
+    assert later is None or later > 5
+
+
+def test_single_field_edits_need_a_run_not_one_step() -> None:
+    rng = np.random.default_rng(14)
+    xs = []
+    for _ in range(300):  # a new record, then up to 2 one-field edits of it
+        x = rng.uniform(0, 1, 64)
+        xs.append(x)
+        for _ in range(int(rng.integers(0, 3))):
+            x = x.copy()
+            x[int(rng.integers(64))] = rng.uniform(0, 1)
+            xs.append(x)
+    det = QueryNeighbours()
+    assert _run(det, xs) is None
+    assert det.evidence()["longest_sparse_run"] == 2
+
+
+def _noise_ramp(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """GeoDA's search for a first adversarial point: the input plus Gaussian noise of
+    growing size, clipped to the valid range."""
+    x = rng.uniform(0, 1, 64)
+    return [x] + [np.clip(x + 0.02 * k * rng.normal(size=64), 0, 1) for k in range(1, n)]
+
+
+def test_a_noise_ramp_around_one_input_fires_within_ten_queries() -> None:
+    det = QueryNeighbours()
+    first = _run(det, _noise_ramp(np.random.default_rng(15), 30))
+    assert first is not None and first <= 10, first
+    assert det.evidence()["longest_star_run"] >= 6
+    assert _run(QueryNeighbours(star_steps=0), _noise_ramp(np.random.default_rng(15), 10)) is None
+
+
+def test_an_input_augmented_again_later_starts_its_star_over() -> None:
+    rng = np.random.default_rng(16)
+    inputs = [rng.uniform(0, 1, 64) for _ in range(3)]
+    xs = []
+    for x in inputs * 3:  # the same 3 inputs, each sent with 4 noisy copies, 3 times
+        xs += [x] + [np.clip(x + 0.01 * rng.normal(size=64), 0, 1) for _ in range(4)]
+    det = QueryNeighbours()
+    assert _run(det, xs) is None
+    assert det.evidence()["longest_star_run"] <= 5
+
+
+def test_the_search_rules_come_from_the_config() -> None:
+    config = build_config({"detectors": {"neighbours": {"sparse_steps": 0, "star_steps": 8,
+                                                        "star_radius": 0.5}}}, env={})
+    (signal,) = [s for s in client_detectors(config)[0].prototype.signals
+                 if isinstance(s, QueryNeighbours)]
+    assert (signal.sparse_steps, signal.star_steps, signal.star_radius) == (0, 8, 0.5)
