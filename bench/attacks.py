@@ -463,8 +463,10 @@ def verdicts(rows: list[list[str]], budget_rows: list[list[str]], alerted: int, 
                f" ({r[3]}, median {r[6]} s)")
     for name in ["CopycatCNN natural", "KnockoffNets natural"]:
         r, b = row(rows, name), row(budget_rows, name)
-        out.append(f"- {name}: >= 80% by 1,000 queries: {'met' if num(r[3]) >= 80 else 'MISSED'}"
-                   f" by default ({r[3]}); {b[3]} with the volume budget and batch allow-list")
+        ok = num(r[3]) >= 80 and num(r[5]) <= 1000
+        out.append(f"- {name}: >= 80% by 1,000 queries: {'met' if ok else 'MISSED'}"
+                   f" by default ({r[3]}, p90 {r[5]} queries); {b[3]} with the volume budget "
+                   "and batch allow-list")
     per_1000 = 1000 * alerted / benign
     out.append(f"- False alarms <= 1 per 1,000 benign clients per day (retry and augmentation "
                f"included): {'met' if per_1000 <= 1 else 'MISSED'} ({alerted} of {benign:,}"
@@ -549,6 +551,15 @@ times of one simulated day among {n_benign:,} benign clients; {len(ts):,} events
 detectors off). A run is detected when any per-client alert fires for its client
 (Sybil: for any of its 10 keys; queries counted over all 10).
 
+What `extraction.query_coverage` keys on here: the natural-data thieves send 800
+*distinct* pool images in 160 s over all 10 classes; the heavy batch scorers send as
+many images just as fast over all 10 classes, but draw them from the same 899-image
+pool with replacement, so a fifth of their first 400 queries repeat an earlier one
+(distinct share ~0.8 < 0.95). That repeat share is the only thing that tells them
+apart in this bench: a batch job whose records are all distinct would fire (allow-list
+it), and a thief that pads its sweep with repeats or stays under 400 new inputs an hour
+is not seen by it (the volume budget below still bounds it).
+
 {attack_t}
 
 Benign population (false alarms; `*` explainer clients are reported separately and not
@@ -559,8 +570,8 @@ in the overall figure). Overall: {benign_alerted} of {n_benign:,} benign clients
 
 **With a volume budget.** The same day with one count rule added (`detectors.rules:
 [{{{rule}}}]`) and the heavy batch scorers allow-listed (`detectors.allow_clients:
-["heavy-*"]`): natural-data extraction looks like ordinary traffic query by query, so
-only its volume gives it away, and a legitimate heavy scorer sends the same volume.
+["heavy-*"]`): a daily distinct-input budget bounds any sweep, slow ones too, but a
+legitimate heavy scorer sends the same volume.
 Benign clients alerted: {budget_alerted} of {n_benign:,} = **{1000 * budget_alerted /
 n_benign:.1f} per 1,000 per day**.
 

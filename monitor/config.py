@@ -155,8 +155,22 @@ class NeighboursConfig(_Section):
     sparse_groups: int = Field(2, ge=0, le=64)
     min_neighbours: int = Field(5, ge=1)
     halvings: int = Field(4, ge=0)  # bisection steps in a row that count as a hit (0: off)
+    sparse_steps: int = Field(4, ge=0)  # 1-2-group steps in a row that count as a hit (0: off)
+    star_steps: int = Field(6, ge=0)  # queries in a row around one earlier input: a hit (0: off)
+    star_radius: float = Field(0.3, gt=0, le=10)  # how far around it, relative like radius
     min_hits: int = Field(1, ge=1)
     window_s: float = Field(600.0, gt=0)
+
+
+class CoverageConfig(_Section):
+    """Natural-data sweeps (detectors.coverage.QueryCoverage): many new inputs over
+    many classes from one client within a window."""
+
+    enabled: bool = True
+    window_s: float = Field(3600.0, gt=0)
+    min_queries: int = Field(400, ge=1)
+    min_distinct: float = Field(0.95, gt=0, le=1)
+    min_classes: float = Field(3.0, ge=1, le=16)
 
 
 class CountRuleConfig(_Section):
@@ -222,6 +236,7 @@ class DetectorsConfig(_Section):
     flooding: FloodingConfig = FloodingConfig()
     probing: ProbingConfig = ProbingConfig()
     neighbours: NeighboursConfig = NeighboursConfig()
+    coverage: CoverageConfig = CoverageConfig()
     # Client ids (or prefixes ending in "*") the per-client attack detectors ignore.
     allow_clients: list[str] = Field(default_factory=list)
     # Windowed count rules (detectors/rules.py), e.g. a daily distinct-input budget.

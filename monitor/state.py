@@ -9,6 +9,7 @@ from detectors.allow import AllowListed
 from detectors.attack import ClientAttack
 from detectors.base import Detector
 from detectors.confidence import ConfidenceDrift
+from detectors.coverage import QueryCoverage
 from detectors.drift import DistributionDrift, ReferenceSet
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
@@ -30,7 +31,8 @@ def client_detectors(config: Config) -> list[Keyed]:
         protos.append(QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius,
                                       groups=n.groups, sparse_groups=n.sparse_groups,
                                       min_neighbours=n.min_neighbours, halvings=n.halvings,
-                                      min_hits=n.min_hits,
+                                      sparse_steps=n.sparse_steps, star_steps=n.star_steps,
+                                      star_radius=n.star_radius, min_hits=n.min_hits,
                                       window_s=n.window_s))
     if d.probing.enabled:
         b = d.probing
@@ -38,6 +40,10 @@ def client_detectors(config: Config) -> list[Keyed]:
                                          min_queries=b.min_queries, max_share=b.max_share))
     if d.flooding.enabled:
         protos.append(RequestRate(window_s=d.flooding.window_s, max_events=d.flooding.max_events))
+    if d.coverage.enabled:
+        c = d.coverage
+        protos.append(QueryCoverage(window_s=c.window_s, min_queries=c.min_queries,
+                                    min_distinct=c.min_distinct, min_classes=c.min_classes))
     protos.extend(CountRule(rule=r.name, kind=r.kind, severity=r.severity, atlas=tuple(r.atlas),
                             window_s=r.window_s, max_events=r.max_events, distinct=r.distinct)
                   for r in d.rules)
