@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import pickle
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import numpy as np
 
 from bench import data
 from bench.report import write_section
+from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
+from monitor.store import Store
 
 
 def rss_kb() -> int:
@@ -74,13 +77,40 @@ def per_client(n: int) -> dict[str, float]:
     per_key = (r1 - r0) * 1024 / (c1 - c0)
     clients = len(pipeline.partitions[pid].detectors[0])
     state = pipeline.partitions[pid]
-    t = time.perf_counter()
-    blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    dump_s = time.perf_counter() - t
     return {"clients": clients, "keyed": len(state.detectors), "tracked": c1,
             "rss_mib": r1 / 1024, "per_client_b": (r1 - r0) * 1024 / (clients - clients // 10),
             "per_key_b": per_key, "events_s": n / elapsed,
-            "checkpoint_mib": len(blob) / 2**20, "checkpoint_s": dump_s}
+            **checkpoint_costs(pipeline, pid, n)}
+
+
+def checkpoint_costs(pipeline: Pipeline, pid: tuple[str, int], n: int, again: int = 10_000) -> dict:
+    """What checkpoints of that state cost on SQLite: the first (every client new), one
+    after ``again`` more events of known clients (only they are written), and a restore
+    of the partition into a fresh pipeline (a restart or a rebalance)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/state.db")
+        store.migrate()
+        checkpointer = Checkpointer(store, pipeline, group="bench", producer="bench")
+        t = time.perf_counter()
+        checkpointer.save()
+        first_s = time.perf_counter() - t
+        print(f"first checkpoint: {first_s:.1f} s")
+        for batch in client_batches(again, seed=6):
+            pipeline.process(pid, [Record(n + r.offset, r.value) for r in batch])
+            pipeline.advance()
+        pipeline.pending.clear()
+        t = time.perf_counter()
+        checkpointer.save()
+        next_s = time.perf_counter() - t
+        fresh = Pipeline(pipeline.config)
+        t = time.perf_counter()
+        Checkpointer(store, fresh, group="bench", producer="bench").restore([pid])
+        restore_s = time.perf_counter() - t
+        assert len(fresh.partitions[pid].detectors[0]) == len(pipeline.partitions[pid].detectors[0])
+        db_mib = (Path(tmp) / "state.db").stat().st_size / 2**20
+        store.close()
+    return {"first_checkpoint_s": first_s, "again": again, "next_checkpoint_s": next_s,
+            "restore_s": restore_s, "db_mib": db_mib}
 
 
 def per_model(events: int) -> list[tuple[int, int, float]]:
@@ -113,6 +143,7 @@ def main() -> None:
     gc.collect()
     c = per_client(args.clients)
     n_models = len(data.MODELS)
+    db, again, nxt = f"{c['db_mib']:,.0f}", f"{c['again']:,}", f"{c['next_checkpoint_s']:.2f}"
     body = f"""One process, `Pipeline` with every detector on (the defaults), events with 25 features
 and 10-class probabilities.
 
@@ -125,7 +156,9 @@ default `state.max_clients` is 1,000,000 and none is idle for an hour of event t
 | resident memory at the end | {c['rss_mib']:,.0f} MiB |
 | **RSS per tracked client** (from 10% to 100% of them; target < 1 KB) | **{c['per_client_b']:,.0f} B** |
 | events/s while adding new clients | {c['events_s']:,.0f} |
-| one checkpoint of that partition (pickled) | {c['checkpoint_mib']:,.0f} MiB, {c['checkpoint_s']:.1f} s |
+| first checkpoint (every client new; SQLite) | {c['first_checkpoint_s']:.1f} s, {db} MiB on disk |
+| the next checkpoint, after {again} events of known clients (only they are written) | {nxt} s |
+| restore of the partition (restart, rebalance) | {c['restore_s']:.1f} s |
 
 **Model-wide state** ({n_models} models x 25 features, the benchmark stream of
 `bench.throughput`): the pickled size must stay flat as traffic grows.
