@@ -128,9 +128,9 @@ class Layout:
 
     def encode_columns(self, x: np.ndarray, cols: Mapping[str, Sequence[Any]], n: int,
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``n`` rows as ``x``, their numeric values (rows x ``numeric``, see :func:`numbers`),
-        and the other columns by name (an absent one is missing everywhere): the
-        arguments of :meth:`fold`."""
+        """The arguments of :meth:`fold` for ``n`` rows: ``x`` holds their numeric values
+        (rows x ``numeric``, see :func:`numbers`), ``cols`` the :attr:`columns` by name
+        (an absent column is missing everywhere)."""
         none = [None] * n
         c = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, name in enumerate(self.categorical):
