@@ -34,6 +34,28 @@ from monitor.summaries import write_deltas
 log = logging.getLogger(__name__)
 
 
+# The layout of the pickled detector state; bump it when a release changes the state
+# of a detector: stored state of another format is set aside (with an error in the
+# log) instead of being fed to detectors that would misread it.
+STATE_FORMAT = 2
+
+
+class StateFormatError(ValueError):
+    """Stored state written in another ``STATE_FORMAT``."""
+
+
+def _dump_state(obj: object) -> bytes:
+    return _dump((STATE_FORMAT, obj))
+
+
+def _load_state(blob: bytes) -> Any:
+    loaded = pickle.loads(blob)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == STATE_FORMAT):
+        found = loaded[0] if isinstance(loaded, tuple) and loaded else "none"
+        raise StateFormatError(f"state format {found}, this version reads {STATE_FORMAT}")
+    return loaded[1]
+
+
 def _dump(obj: object) -> bytes:
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -70,7 +92,7 @@ class Checkpointer:
         changes: list[tuple[Keyed, Changes]] = []
         for pid in pids:
             part, scope = p.partitions[pid], self.partition_scope(pid)
-            states[scope] = Checkpoint(_dump(_shell(part)), part.offset)
+            states[scope] = Checkpoint(_dump_state(_shell(part)), part.offset)
             rows = clients[scope] = ClientRows([], [], [], replace=scope in self._replace)
             for index, keyed in enumerate(part.detectors):
                 if not keyed.tracking:  # never stored yet: all of it
@@ -82,7 +104,7 @@ class Checkpointer:
                                 for k, seq, slot in found.moved]
                 rows.update += [(index, _client(k), _dump(export(slot))) for k, slot in found.ticked]
                 rows.delete += [(index, _client(k)) for k in found.removed]
-        states[self.model_scope(p.partitions)] = Checkpoint(_dump(p.models), None)
+        states[self.model_scope(p.partitions)] = Checkpoint(_dump_state(p.models), None)
         changed = list(p.alerts.changed.values())
         stored = [StoredAlert(a.fingerprint, a.status, p.pending_record(a), _dump(a))
                   for a in changed]
@@ -129,10 +151,15 @@ class Checkpointer:
         if fresh:
             cp = self.store.load_checkpoint(self.model_scope(pids))
             if cp is not None:
-                models = pickle.loads(cp.state)
-                assert isinstance(models, ModelState)
-                p.models = models
-                log.info("restored model-wide state (watermark %s)", models.watermark)
+                try:
+                    models = _load_state(cp.state)
+                except StateFormatError as exc:
+                    log.error("the stored model-wide state cannot be read (%s): drift and "
+                              "confidence windows start afresh", exc)
+                else:
+                    assert isinstance(models, ModelState)
+                    p.models = models
+                    log.info("restored model-wide state (watermark %s)", models.watermark)
         p.alerts.load(pickle.loads(a.state) for a in self.store.firing_alerts())
         apply_references(p.models.detectors, load_references(self.store))
         return offsets
@@ -157,7 +184,7 @@ class Checkpointer:
 
     def load_partition(self, pid: PartitionId, cp: Checkpoint) -> PartitionState:
         """A partition's stored shell refilled with its stored clients."""
-        state = pickle.loads(cp.state)
+        state = _load_state(cp.state)
         assert isinstance(state, PartitionState)
         slots: list[list[tuple[Hashable, Any]]] = [[] for _ in state.detectors]
         for index, client, blob in self.store.load_clients(self.partition_scope(pid)):

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from alerts.outbox import Dispatcher
 from alerts.sinks import JsonlSink
+from monitor import checkpoint
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
@@ -212,4 +213,26 @@ def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_s
     assert Checkpointer(store, third, group="g", producer="a").restore([pid]) == {pid: 510}
     assert list(third.partitions[pid].detectors[0].slots) == list(
         second.partitions[pid].detectors[0].slots)
+    store.close()
+
+
+def test_state_of_another_format_is_set_aside_for_fresh_detectors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pid = ("logs", 0)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    old = Pipeline(CONFIG)
+    old.process(pid, _records()[:300])
+    old.advance()
+    current = checkpoint.STATE_FORMAT
+    monkeypatch.setattr(checkpoint, "STATE_FORMAT", current - 1)  # a release with another layout
+    Checkpointer(store, old, group="g", producer="a").save()
+    monkeypatch.undo()
+
+    new = Pipeline(CONFIG)
+    assert Checkpointer(store, new, group="g", producer="a").restore([pid]) == {pid: 300}
+    assert f"state format {current - 1}, this version reads {current}" in caplog.text
+    assert "drift and confidence windows start afresh" in caplog.text
+    assert len(new.partitions[pid].detectors[0]) == 0 and not any(k.slots for k in new.models.detectors)
     store.close()
