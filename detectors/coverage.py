@@ -58,8 +58,8 @@ class QueryCoverage(SlotState, Detector):
     previous one ended, so a sweep that starts a client is never split. A window
     only counts queries until it has ``min_queries // 8`` of them; then the 96-byte
     bitmap and class counts are allocated and the share and classes are measured
-    on the queries from there on (an ordinary client never gets that far: its
-    state is a few numbers). O(1) per event. Clears ``window_s`` after it last
+    on the queries from there on, every 8th query (an ordinary client never gets
+    that far: its state is a few numbers). O(1) per event. Clears ``window_s`` after it last
     fired.
 
     >>> d = QueryCoverage(min_queries=50)
@@ -117,7 +117,8 @@ class QueryCoverage(SlotState, Detector):
             if c < 0xFFFF:
                 c += 1
                 buf[b], buf[b + 1] = c & 0xFF, c >> 8
-        if self._count >= self.min_queries:
+        # measured on every 8th query: counting the bitmap's bits is the costly part
+        if self._count >= self.min_queries and self._count % 8 == 0:
             measured, distinct, classes = self._figures()
             if distinct >= self.min_distinct * measured and classes >= self.min_classes:
                 self._fired_at = ts

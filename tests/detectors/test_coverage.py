@@ -45,7 +45,7 @@ def test_a_sweep_of_new_inputs_over_all_classes_fires_at_min_queries() -> None:
     order = rng.permutation(len(xs))[:800]  # a transfer set: each input once
     det = QueryCoverage()
     first = _run(det, xs[order], ys[order])
-    assert first is not None and 400 <= first <= 460, first
+    assert first is not None and 400 <= first <= 464, first
     ev = det.evidence()
     assert ev["distinct_share"] >= 0.95 and ev["effective_classes"] >= 5
     assert len(ev["sample_request_ids"]) == 5
@@ -79,14 +79,14 @@ def test_a_sweep_slower_than_min_queries_per_window_is_not_seen() -> None:
 def test_clears_a_window_after_firing_and_fires_again_on_the_next_sweep() -> None:
     rng = np.random.default_rng(5)
     xs, ys = _pool(rng)
-    det = QueryCoverage(window_s=600, min_queries=100)
-    assert _run(det, xs[:200], ys[:200]) == 100
+    det = QueryCoverage(window_s=600, min_queries=96)  # measured every 8th query
+    assert _run(det, xs[:200], ys[:200]) == 96
     det.tick(T0 + 200 / 5 + 601)
     assert not det.detected and det.evidence()["sample_request_ids"] == []
     later = T0 + 2000
-    for i in range(100):
+    for i in range(96):
         det.update(_event(later + i, xs[300 + i], int(ys[300 + i]), i))
-    assert det.detected and det.evidence()["queries_in_window"] == 100
+    assert det.detected and det.evidence()["queries_in_window"] == 96
 
 
 def test_state_is_small_bounded_and_survives_pickle() -> None:
