@@ -183,15 +183,15 @@ class Keyed:
         """``update`` for a batch, one ``update_many`` call per key: for model-wide
         detectors, whose updates only accumulate until a watermark ``tick``, so
         grouping a batch by key changes no result."""
-        groups: dict[Hashable, list[Event]] = {}
+        groups: dict[Hashable, list[Event]] = {}  # in the order of each key's last event
         for event in events:
             key = self._key_of(event)
             if key is not None:
-                group = groups.get(key)
+                group = groups.pop(key, None)
                 if group is None:
-                    groups[key] = [event]
-                else:
-                    group.append(event)
+                    group = []
+                group.append(event)
+                groups[key] = group
         findings: list[Finding] = []
         for group_key, group in groups.items():
             key, slot = self._slot(group_key, group[-1])

@@ -170,3 +170,16 @@ def test_batching_changes_nothing(seed: int, make: Any) -> None:
     # the stream exercises what it claims to: decisions and an incident
     assert sum(1 for s in seen_one if s[2] is not None) > 10
     assert any(f[0] == "firing" for s in seen_one for f in s[0])
+
+
+def test_a_batch_leaves_the_keys_in_the_order_events_would() -> None:
+    """Expiry walks the keys oldest first: a batch must leave them in the order one
+    event at a time would (by each key's last event)."""
+    events = [Event(ts=float(i), model="m", model_version=v, confidence=0.9)
+              for i, v in enumerate(["1", "2", "3", "1", "2"])]
+    one = Keyed(ConfidenceDrift(), key="model")
+    for e in events:
+        one.update(e)
+    many = Keyed(ConfidenceDrift(), key="model")
+    many.update_batch(events)
+    assert list(many.slots) == list(one.slots) == [("m", "3"), ("m", "1"), ("m", "2")]
