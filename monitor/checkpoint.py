@@ -92,18 +92,20 @@ class Checkpointer:
         changes: list[tuple[Keyed, Changes]] = []
         for pid in pids:
             part, scope = p.partitions[pid], self.partition_scope(pid)
-            states[scope] = Checkpoint(_dump_state(_shell(part)), part.offset)
             rows = clients[scope] = ClientRows([], [], [], replace=scope in self._replace)
+            found_here = []
             for index, keyed in enumerate(part.detectors):
                 if not keyed.tracking:  # never stored yet: all of it
                     keyed.start_tracking()
                 found = keyed.changes()
+                found_here.append(found)
                 changes.append((keyed, found))
                 export = keyed.export_slot
                 rows.upsert += [(index, _client(k), seq, _dump(export(slot)))
                                 for k, seq, slot in found.moved]
                 rows.update += [(index, _client(k), _dump(export(slot))) for k, slot in found.ticked]
                 rows.delete += [(index, _client(k)) for k in found.removed]
+            states[scope] = Checkpoint(_dump_state(_shell(part, found_here)), part.offset)
         states[self.model_scope(p.partitions)] = Checkpoint(_dump_state(p.models), None)
         changed = list(p.alerts.changed.values())
         stored = [StoredAlert(a.fingerprint, a.status, p.pending_record(a), _dump(a))
@@ -196,13 +198,15 @@ class Checkpointer:
         return state
 
 
-def _shell(part: PartitionState) -> PartitionState:
-    """``part`` without its clients (they are stored one row each)."""
+def _shell(part: PartitionState, changes: list[Changes]) -> PartitionState:
+    """``part`` without its clients (they are stored one row each), as it will be
+    once ``changes`` are stored: its sequence numbers used."""
     shells = []
-    for keyed in part.detectors:
+    for keyed, found in zip(part.detectors, changes, strict=True):
         shell = copy.copy(keyed)
         shell.slots = OrderedDict()
         shell.firing_keys = set()
+        shell.next_seq = keyed.next_seq + len(found.moved)
         shells.append(shell)
     return PartitionState(shells, part.offset, part.max_ts, part.next_tick)
 

@@ -236,3 +236,28 @@ def test_state_of_another_format_is_set_aside_for_fresh_detectors(
     assert "drift and confidence windows start afresh" in caplog.text
     assert len(new.partitions[pid].detectors[0]) == 0 and not any(k.slots for k in new.models.detectors)
     store.close()
+
+
+def test_a_client_seen_after_a_restart_is_the_newest_after_the_next_restart(tmp_path: Path) -> None:
+    pid = ("logs", 0)
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    first = Pipeline(CONFIG)
+    first.process(pid, _records()[:300])
+    Checkpointer(store, first, group="g", producer="a").save()
+
+    second = Pipeline(CONFIG)
+    cp = Checkpointer(store, second, group="g", producer="a")
+    cp.restore([pid])
+    keyed = second.partitions[pid].detectors[0]
+    model, oldest = next(iter(keyed.slots))
+    ts = max(slot.last_ts for slot in keyed.slots.values()) + 1
+    event = {"ts": ts, "model": model, "model_version": "1", "client_id": oldest}
+    second.process(pid, [Record(300, msgspec.json.encode(event))])
+    assert len(keyed) > 2 and list(keyed.slots)[-1] == (model, oldest)
+    cp.save()
+
+    third = Pipeline(CONFIG)
+    Checkpointer(store, third, group="g", producer="a").restore([pid])
+    assert list(third.partitions[pid].detectors[0].slots) == list(keyed.slots)
+    store.close()
