@@ -8,6 +8,7 @@ nullable columns), so an upgrade never loses data.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -89,7 +90,10 @@ client_checkpoints = sa.Table(
     "client_checkpoints", metadata,
     sa.Column("scope", sa.String(1024), primary_key=True),
     sa.Column("detector", sa.Integer, primary_key=True),
-    sa.Column("client", sa.String(2048), primary_key=True),  # JSON [model, client_id]
+    # sha256 of `client`: client ids are producer-controlled, and a long one must not
+    # break an index (PostgreSQL's btree entries stop at ~2.7 KB)
+    sa.Column("client_hash", sa.String(64), primary_key=True),
+    sa.Column("client", sa.Text, nullable=False),  # JSON [model, client_id]
     sa.Column("seq", sa.BigInteger, nullable=False),  # LRU order within the detector
     sa.Column("state", sa.LargeBinary, nullable=False),
 )
@@ -284,17 +288,18 @@ class Store:
     def _write_clients(self, conn: Connection, scope: str, rows: ClientRows) -> None:
         t = client_checkpoints
         match = (t.c.scope == sa.bindparam("s")) & (t.c.detector == sa.bindparam("d")) & (
-            t.c.client == sa.bindparam("c"))
+            t.c.client_hash == sa.bindparam("h"))
         if rows.replace:
             conn.execute(t.delete().where(t.c.scope == scope))
         if rows.delete:
             conn.execute(t.delete().where(match),
-                         [{"s": scope, "d": d, "c": c} for d, c in rows.delete])
-        self._upsert(conn, t, [{"scope": scope, "detector": d, "client": c, "seq": q, "state": st}
-                               for d, c, q, st in rows.upsert], ["scope", "detector", "client"])
+                         [{"s": scope, "d": d, "h": _hash(c)} for d, c in rows.delete])
+        self._upsert(conn, t, [{"scope": scope, "detector": d, "client_hash": _hash(c), "client": c,
+                                "seq": q, "state": st} for d, c, q, st in rows.upsert],
+                     ["scope", "detector", "client_hash"])
         if rows.update:
             conn.execute(t.update().where(match).values(state=sa.bindparam("st")),
-                         [{"s": scope, "d": d, "c": c, "st": st} for d, c, st in rows.update])
+                         [{"s": scope, "d": d, "h": _hash(c), "st": st} for d, c, st in rows.update])
 
     def load_clients(self, scope: str) -> list[tuple[int, str, bytes]]:
         """The stored per-client states of ``scope``: (detector, client, state), in
@@ -356,3 +361,7 @@ class Store:
         with self.engine.begin() as conn:
             self._upsert(conn, sink_cursors,
                          [{"sink": sink, "last_seq": seq, "updated_at": _now()}], ["sink"])
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

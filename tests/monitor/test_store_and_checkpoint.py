@@ -261,3 +261,22 @@ def test_a_client_seen_after_a_restart_is_the_newest_after_the_next_restart(tmp_
     Checkpointer(store, third, group="g", producer="a").restore([pid])
     assert list(third.partitions[pid].detectors[0].slots) == list(keyed.slots)
     store.close()
+
+
+def test_the_longest_client_ids_a_producer_may_send_checkpoint_and_restore(store_url: str) -> None:
+    pid = ("logs", 0)
+    longest = CONFIG.events.max_string_length
+    clients = ["\u00e9" * longest, "\U0001f600" * longest, "k" * longest]
+    records = [Record(i, msgspec.json.encode({
+        "ts": 1e9 + i, "model": "\u00e9" * longest, "model_version": "1", "client_id": c,
+        "features": {"x": float(i)}})) for i, c in enumerate(clients)]
+    store = Store(store_url)
+    store.migrate()
+    first = Pipeline(CONFIG)
+    first.process(pid, records)
+    assert len(first.partitions[pid].detectors[0]) == 3
+    Checkpointer(store, first, group="g", producer="a").save()
+    second = Pipeline(CONFIG)
+    Checkpointer(store, second, group="g", producer="a").restore([pid])
+    assert [c for _, c in second.partitions[pid].detectors[0].slots] == clients
+    store.close()
