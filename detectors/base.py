@@ -9,7 +9,6 @@ names, so ``repr()`` and ``clone()`` show and reproduce the configuration.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
@@ -119,18 +118,26 @@ class SlotState:
     __slots__ = ()
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.__slots__)  # type: ignore[attr-defined]
+        names: tuple[str, ...] = type(self).__slots__
+        return tuple(getattr(self, k) for k in names)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for k, v in zip(self.__slots__, state, strict=True):  # type: ignore[attr-defined]
+        names: tuple[str, ...] = type(self).__slots__
+        for k, v in zip(names, state, strict=True):
             setattr(self, k, v)
 
 
-@functools.cache
+_PARAM_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _param_names(cls: type) -> tuple[str, ...]:
     """Keyword-only constructor parameters of ``cls``, read once per class:
     ``clone()`` runs for every new client, and ``inspect.signature`` took 40% of
     the hot path (see BENCHMARKS.md, "Where the time goes")."""
-    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
-    return tuple(name for name, p in sig.parameters.items()
-                 if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY)
+    names = _PARAM_NAMES.get(cls)
+    if names is None:
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+        names = _PARAM_NAMES[cls] = tuple(
+            name for name, p in sig.parameters.items()
+            if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY)
+    return names

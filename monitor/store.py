@@ -260,8 +260,8 @@ class Store:
         with self.engine.begin() as conn:
             if extra is not None:
                 extra(conn)
-            for scope, rows in (clients or {}).items():
-                self._write_clients(conn, scope, rows)
+            for scope, client_rows in (clients or {}).items():
+                self._write_clients(conn, scope, client_rows)
             self._upsert(conn, checkpoints, [
                 {"scope": scope, "state": cp.state, "next_offset": cp.next_offset,
                  "updated_at": now}
