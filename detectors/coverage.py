@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 from detectors.base import Detector, SlotState
 from detectors.event import Event
-from detectors.neighbours import query_vector
+from detectors.neighbours import query_input
 
 _BITS = 512  # bitmap of input hashes: linear counting is accurate to ~4% up to ~1,000 inputs
 _CLASS_BUCKETS = 16
@@ -107,9 +107,9 @@ class QueryCoverage(SlotState, Detector):
             if self._count < max(1, self.min_queries // 8):
                 return
             buf = self._buf = bytearray(_OFF + 2 * _CLASS_BUCKETS)
-        x = query_vector(event)
-        if x is not None:
-            h = zlib.crc32(x.tobytes()) % _BITS
+        query = query_input(event)
+        if query is not None:
+            h = query[1] % _BITS
             buf[h >> 3] |= 1 << (h & 7)
         if event.prediction is not None:
             b = _OFF + 2 * (zlib.crc32(str(event.prediction).encode()) % _CLASS_BUCKETS)

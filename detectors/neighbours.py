@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import Detector
+from detectors.base import Detector, SlotState
 from detectors.event import Event
 
 _PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
@@ -64,6 +64,20 @@ def query_vector(event: Event) -> np.ndarray | None:
         values = [0.0 if v is None else float(v) for v in feats.values()
                   if not isinstance(v, str)]
     return np.asarray(values, dtype=np.float64) if values else None
+
+
+_LAST_QUERY: list[Any] = [None, None, 0]  # the event last asked about, its vector, its hash
+
+
+def query_input(event: Event) -> tuple[np.ndarray, int] | None:
+    """``query_vector(event)`` and the CRC-32 of its bytes (the input's identity for
+    retries and novelty), computed once per event however many per-client signals
+    ask: a one-entry memo on the (immutable) event object."""
+    last = _LAST_QUERY
+    if last[0] is not event:
+        x = query_vector(event)
+        last[0], last[1], last[2] = event, x, 0 if x is None else zlib.crc32(x.tobytes())
+    return None if last[1] is None else (last[1], last[2])
 
 
 def _projection(d: int, dims: int) -> np.ndarray:
@@ -95,7 +109,7 @@ def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
     return sums.view(np.uint8)[_TOP_BYTE::8]  # the top byte of each sum (its best-mixed bits)
 
 
-class QueryNeighbours(Detector):
+class QueryNeighbours(SlotState, Detector):
     """Fires when a client's queries form a tight cluster of distinct inputs.
 
     Parameters: ``history`` distinct recent queries are kept (as ``dims``-value
@@ -182,14 +196,6 @@ class QueryNeighbours(Detector):
         self._max_star = 0
         self._request_ids: tuple[str, ...] = ()
 
-    # -- state ---------------------------------------------------------------------------
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for k, v in zip(self.__slots__, state, strict=True):
-            setattr(self, k, v)
-
     def _sketch(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] > self.dims:
             x = x @ _projection(x.shape[0], self.dims)
@@ -197,11 +203,11 @@ class QueryNeighbours(Detector):
 
     def update(self, event: Event) -> None:
         self.tick(event.ts)
-        x = query_vector(event)
-        if x is None:
+        query = query_input(event)
+        if query is None:
             return
+        x, digest = query
         self._queries += 1
-        digest = zlib.crc32(x.tobytes())
         s = self._sketch(x)
         k = s.shape[0]
         h = self.history

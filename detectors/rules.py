@@ -8,14 +8,13 @@ traffic one query at a time and differ only in volume.
 
 from __future__ import annotations
 
-import zlib
 from array import array
 from typing import Any
 
 from detectors import ring
 from detectors.base import Detector, SlotState
 from detectors.event import Event
-from detectors.neighbours import query_vector
+from detectors.neighbours import query_input
 
 
 class CountRule(SlotState, Detector):
@@ -77,10 +76,10 @@ class CountRule(SlotState, Detector):
     def _is_repeat(self, event: Event) -> bool:
         if self._recent is None:
             return False
-        x = query_vector(event)
-        if x is None:
+        query = query_input(event)
+        if query is None:
             return False
-        digest = zlib.crc32(x.tobytes())
+        digest = query[1]
         if digest in self._recent[: min(self._seen, 8)]:
             return True
         self._recent[self._seen % 8] = digest
