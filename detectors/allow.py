@@ -46,6 +46,9 @@ class AllowListed(Keyed):
         return client_id in self.allow_exact or (
             bool(self.allow_prefixes) and client_id.startswith(self.allow_prefixes))
 
+    def accepts(self, event: Event) -> bool:
+        return not self.allowed(event.client_id)
+
     def update(self, event: Event) -> list[Finding]:
         if self.allowed(event.client_id):
             return []

@@ -11,6 +11,7 @@ incident per client, not one message per signal.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from detectors.base import Detector, SlotState
@@ -81,6 +82,15 @@ class ClientAttack(SlotState, Detector):
             if s.detected:
                 self._lead_index, self._active = i, True
                 return
+
+    def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
+                current: Mapping[Hashable, Detector | None]) -> None:
+        for j, signal in enumerate(self.signals):
+            if type(signal).prepare is Detector.prepare:
+                continue  # nothing to do for the batch
+            signal.prepare(events, keys, {
+                key: det.signals[j] if isinstance(det, ClientAttack) else None
+                for key, det in current.items()})
 
     def update(self, event: Event) -> None:
         for s in self.signals:

@@ -10,6 +10,7 @@ names, so ``repr()`` and ``clone()`` show and reproduce the configuration.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -56,6 +57,14 @@ class Detector:
         (decisions wait for ``tick``) override it with one vectorised pass."""
         for event in events:
             self.update(event)
+
+    def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
+                current: Mapping[Hashable, Detector | None]) -> None:
+        """Called on the prototype before a batch of per-client ``update`` calls:
+        ``events`` in order, ``keys[i]`` the key of ``events[i]``, ``current`` the
+        clone of each key as the batch starts (None: not created yet). A detector
+        may do the batch's numeric work here at once; its ``update`` must give
+        exactly what it would without it."""
 
     def tick(self, now: float) -> None:
         """Event time has reached ``now``; close whatever windows ended before it."""

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 from detectors.base import Detector, SlotState
 from detectors.event import Event
-from detectors.neighbours import query_input
+from detectors.queries import query_input
 
 _BITS = 512  # bitmap of input hashes: linear counting is accurate to ~4% up to ~1,000 inputs
 _CLASS_BUCKETS = 16

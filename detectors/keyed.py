@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal
@@ -144,6 +144,30 @@ class Keyed:
         if self.key == "client":
             return {"client_id": key[1]}  # type: ignore[index]
         return {}
+
+    def prepare(self, events: Sequence[Event]) -> None:
+        """Announce the batch that ``update`` will take next, event by event, so the
+        prototype can do its numeric work for all of it at once (see
+        ``Detector.prepare``; results are the same without it)."""
+        keyed: list[Event] = []
+        keys: list[Hashable] = []
+        current: dict[Hashable, Detector | None] = {}
+        slots = self.slots
+        for event in events:
+            key = self._key_of(event)
+            if key is None or not self.accepts(event):
+                continue
+            keyed.append(event)
+            keys.append(key)
+            if key not in current:
+                slot = slots.get(key)
+                current[key] = None if slot is None else slot.detector
+        if keyed:
+            self.prototype.prepare(keyed, keys, current)
+
+    def accepts(self, event: Event) -> bool:
+        """Whether ``update`` takes this event (subclasses filter)."""
+        return True
 
     def update(self, event: Event) -> list[Finding]:
         key = self._key_of(event)

@@ -36,48 +36,18 @@ from __future__ import annotations
 
 import math
 import sys
-import zlib
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from detectors import queries
 from detectors.base import Detector, SlotState
 from detectors.event import Event
 
 _PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
 _MIXERS: dict[int, np.ndarray] = {}
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
-
-
-def query_vector(event: Event) -> np.ndarray | None:
-    """The numeric query: the embedding if any, else the numeric features in the
-    producer's key order (bools as 0/1, nulls as 0; strings are left out). None:
-    nothing numeric."""
-    if event.embedding:
-        return np.asarray(event.embedding, dtype=np.float64)
-    feats = event.features
-    if not feats:
-        return None
-    try:  # all numbers (the common case): one C loop
-        return np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
-    except (TypeError, ValueError):
-        values = [0.0 if v is None else float(v) for v in feats.values()
-                  if not isinstance(v, str)]
-    return np.asarray(values, dtype=np.float64) if values else None
-
-
-_LAST_QUERY: list[Any] = [None, None, 0]  # the event last asked about, its vector, its hash
-
-
-def query_input(event: Event) -> tuple[np.ndarray, int] | None:
-    """``query_vector(event)`` and the CRC-32 of its bytes (the input's identity for
-    retries and novelty), computed once per event however many per-client signals
-    ask: a one-entry memo on the (immutable) event object."""
-    last = _LAST_QUERY
-    if last[0] is not event:
-        x = query_vector(event)
-        last[0], last[1], last[2] = event, x, 0 if x is None else zlib.crc32(x.tobytes())
-    return None if last[1] is None else (last[1], last[2])
 
 
 def _projection(d: int, dims: int) -> np.ndarray:
@@ -92,21 +62,193 @@ def _projection(d: int, dims: int) -> np.ndarray:
     return mat
 
 
+def _row_sums(terms: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum over ``axis``, term by term in index order (an accumulation: each partial
+    sum is the one before plus the next term): the same float result for a row
+    whether it is computed alone or among a batch (BLAS products and numpy's
+    pairwise sums may group the terms differently), so a replay and a Kafka run,
+    batched differently, agree to the bit."""
+    return np.take(np.add.accumulate(terms, axis=axis), -1, axis=axis)
+
+
+def _sketches(x: np.ndarray, dims: int) -> np.ndarray:
+    """The queries (rows of ``x``) projected to ``dims`` values when longer."""
+    d = x.shape[1]
+    if d <= dims:
+        return x
+    return _row_sums(x[:, :, None] * _projection(d, dims), axis=1)
+
+
 def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
-    """One byte per feature group (feature ``j`` in group ``j % groups``) that changes
-    when any value of the group changes: two queries that differ in one feature
-    differ in exactly one code."""
+    """One byte per feature group (feature ``j`` in group ``j % groups``) for each
+    query (row of ``x``), that changes when any value of the group changes: two
+    queries that differ in one feature differ in exactly one code."""
     bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
-    pad = (-bits.shape[0]) % groups
+    pad = (-bits.shape[1]) % groups
     if pad:
-        bits = np.concatenate([bits, np.zeros(pad, np.uint64)])
-    mixer = _MIXERS.get(bits.shape[0])
+        bits = np.concatenate([bits, np.zeros((bits.shape[0], pad), np.uint64)], axis=1)
+    width = bits.shape[1]
+    mixer = _MIXERS.get(width)
     if mixer is None:  # odd 64-bit multipliers, the same in every process
-        rng = np.random.default_rng(bits.shape[0])
-        odd = rng.integers(0, 2**63, bits.shape[0], dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-        mixer = _MIXERS[bits.shape[0]] = np.asarray(odd, dtype=np.uint64)
-    sums = (bits * mixer).reshape(-1, groups).sum(axis=0)
-    return sums.view(np.uint8)[_TOP_BYTE::8]  # the top byte of each sum (its best-mixed bits)
+        rng = np.random.default_rng(width)
+        odd = rng.integers(0, 2**63, width, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        mixer = _MIXERS[width] = np.asarray(odd, dtype=np.uint64)
+    sums = (bits * mixer).reshape(bits.shape[0], -1, groups).sum(axis=1)
+    # the top byte of each sum (its best-mixed bits)
+    return np.ascontiguousarray(sums.view(np.uint8)[:, _TOP_BYTE::8])
+
+
+def _layout(history: int, k: int, g: int) -> tuple[int, int]:
+    """Offset of the sketches and total size of a client's ring buffer: ``history``
+    uint32 input hashes, ``history x g`` group codes, then ``history x k`` float16
+    sketches (2-byte aligned). With ``k <= dims`` the size determines (k, g)."""
+    off = 4 * history + (history * g + 1) // 2 * 2
+    return off, off + history * 2 * k
+
+
+class _Client:
+    """A client's ring as the batch pass sees it, event after event."""
+
+    __slots__ = ("config", "filled", "hashes", "norm_mean", "owner", "queries", "repeats",
+                 "ring", "size")
+
+    def __init__(self, owner: QueryNeighbours | None, config: tuple[Any, ...], ring: list[int],
+                 hashes: list[int]) -> None:
+        self.owner = owner  # the detector the steps are for (None: not yet created) ...
+        self.config = config  # ... and the parameters they were computed with
+        self.size = len(owner._buf) if owner is not None and owner._buf is not None else -1
+        self.filled = owner._filled if owner is not None else 0
+        self.queries = owner._queries if owner is not None else 0
+        self.repeats = owner._repeats if owner is not None else 0
+        self.norm_mean = owner._norm_mean if owner is not None else 0.0
+        self.ring = ring  # row in the layout's pool of each ring position
+        self.hashes = hashes
+
+
+class _Step:
+    """What one event does to its client's ring, computed with the batch: the
+    client's counts before it (to check the step still applies), and the
+    comparisons with the client's recent queries."""
+
+    __slots__ = ("client", "code", "d2", "digest", "event", "filled", "n", "near",
+                 "nearest", "norm_mean", "queries", "repeat", "size", "sketch", "sparse_prev")
+
+    def __init__(self, event: Event, client: _Client, size: int, digest: int) -> None:
+        self.event = event
+        self.client = client
+        self.queries = client.queries
+        self.filled = client.filled
+        self.size = size  # the ring buffer size this query's layout needs
+        self.digest = digest
+        self.repeat = False
+        self.n = 0  # distinct queries it is compared with
+        self.norm_mean = 0.0
+        self.near = 0
+        self.nearest = 0
+        self.sparse_prev = False
+        self.d2: list[float] = []
+        self.code: memoryview | None = None
+        self.sketch: memoryview | None = None
+
+
+class _Pool:
+    """The queries of one ring layout in a batch: the rings of the batch's clients
+    as it starts, then the batch's own queries, as rows of one array, so that every
+    comparison of the batch is one gather and a few array operations."""
+
+    def __init__(self, history: int, k: int, g: int) -> None:
+        self.h, self.k, self.g = history, k, g
+        self.offsets: dict[int, int] = {}  # query group -> its first row here
+        self.sketches: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.rows = 0
+        self.starts: list[_Client] = []
+        self.start_bufs: list[bytes] = []
+        self.compared: list[tuple[_Step, int, int, list[int]]] = []
+
+    def add_group(self, j: int, sketches: np.ndarray, codes: np.ndarray | None) -> None:
+        self.offsets[j] = self.rows
+        self.rows += sketches.shape[0]
+        self.sketches.append(sketches)
+        if codes is not None:
+            self.codes.append(codes)
+
+    def add_start(self, owner: QueryNeighbours, config: tuple[Any, ...]) -> _Client:
+        base = len(self.starts) * self.h
+        client = _Client(owner, config, list(range(base, base + self.h)), [])
+        self.starts.append(client)
+        self.start_bufs.append(bytes(owner._buf))  # type: ignore[arg-type]
+        return client
+
+    def gather_starts(self) -> None:
+        """Read the starting rings: hashes for the retry check, sketches and codes
+        as the first rows of the pool."""
+        h, k, g = self.h, self.k, self.g
+        size = _layout(h, k, g)[1]
+        raw = np.frombuffer(b"".join(self.start_bufs), dtype=np.uint8).reshape(-1, size)
+        for client, hashes in zip(self.starts, raw[:, :4 * h].copy().view(np.uint32).tolist(),
+                                  strict=True):
+            client.hashes = hashes
+        self.start_sketches = raw[:, size - 2 * h * k:].copy().view(np.float16).reshape(-1, k)
+        self.start_codes = raw[:, 4 * h:4 * h + h * g].reshape(-1, max(g, 1))
+        self.first_row = len(self.starts) * h
+
+    def row_of(self, j: int, row: int) -> int:
+        return self.offsets[j] + row
+
+    def pooled(self, at: int) -> int:
+        return self.first_row + at
+
+    def compare(self, step: _Step, at: int, prev: int, ring: list[int]) -> None:
+        self.compared.append((step, at, prev, ring[:]))
+
+    def finish(self, radius: float, sparse_groups: int) -> None:
+        """The comparisons of every query of this layout with its client's ring."""
+        h, k, g = self.h, self.k, self.g
+        queries = (self.sketches[0] if len(self.sketches) == 1
+                   else np.concatenate(self.sketches))
+        stored = queries.astype(np.float16)
+        raw = memoryview(stored).cast("B")
+        codes = None
+        if g:
+            codes = self.codes[0] if len(self.codes) == 1 else np.concatenate(self.codes)
+            raw_codes = memoryview(codes).cast("B")
+        for step, at, _, _ in self.compared:
+            step.sketch = raw[at * 2 * k:(at + 1) * 2 * k]
+            if codes is not None:
+                step.code = raw_codes[at * g:(at + 1) * g]
+        compared = [c for c in self.compared if c[0].n]
+        if not compared:
+            return
+        pool = np.concatenate([self.start_sketches, stored]).astype(np.float64)
+        at = np.fromiter((c[1] for c in compared), dtype=np.intp, count=len(compared))
+        n = np.fromiter((c[0].n for c in compared), dtype=np.intp, count=len(compared))
+        valid = np.arange(h) < n[:, None]
+        # positions beyond n may still name rows of another layout: point them anywhere
+        ring = np.where(valid, np.array([c[3] for c in compared], dtype=np.intp), 0)
+        limit = radius * np.maximum(
+            np.fromiter((c[0].norm_mean for c in compared), dtype=np.float64,
+                        count=len(compared)), 1e-12)
+        diff = pool[ring] - queries[at][:, None, :]
+        d2 = np.where(valid, _row_sums(diff * diff), np.inf)
+        close = d2 <= (limit * limit)[:, None]
+        rows = np.arange(len(compared))
+        prev = np.fromiter((c[2] for c in compared), dtype=np.intp, count=len(compared))
+        sparse_prev = [False] * len(compared)
+        if codes is not None:
+            stored_codes = np.concatenate([self.start_codes, codes])
+            changed = (stored_codes[ring] != codes[at][:, None, :]).sum(axis=2)
+            sparse = (changed >= 1) & (changed <= sparse_groups)
+            close |= sparse
+            sparse_prev = sparse[rows, prev].tolist()
+        near = np.count_nonzero(close & valid, axis=1).tolist()
+        nearest = d2.argmin(axis=1).tolist()
+        for (step, *_), row, nr, ns, sp in zip(compared, d2.tolist(), near, nearest,
+                                               sparse_prev, strict=True):
+            step.d2, step.near, step.nearest, step.sparse_prev = row, nr, ns, sp
+
+
+_STEPS: list[Any] = [{}]  # id(event) -> _Step, for the batch being processed
 
 
 class QueryNeighbours(SlotState, Detector):
@@ -122,6 +264,11 @@ class QueryNeighbours(SlotState, Detector):
     sparse step in a row, or the ``star_steps``-th query in a row around one
     centre; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
+
+    The pipeline announces each batch (``prepare``): the sketches, group codes and
+    ring comparisons of all its events are then computed in a few numpy passes,
+    and ``update`` only applies each event's step. Without ``prepare``, ``update``
+    computes the step of its one event with the same arithmetic (the same bits).
 
     >>> d = QueryNeighbours()
     >>> base = [1.0, 2.0, 3.0, 4.0]
@@ -196,66 +343,140 @@ class QueryNeighbours(SlotState, Detector):
         self._max_star = 0
         self._request_ids: tuple[str, ...] = ()
 
-    def _sketch(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[0] > self.dims:
-            x = x @ _projection(x.shape[0], self.dims)
-        return x
+    def _config(self) -> tuple[Any, ...]:
+        return (self.history, self.dims, self.groups, self.radius, self.sparse_groups)
+
+    # -- the batch pass ---------------------------------------------------------------
+    def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
+                current: Mapping[Hashable, Detector | None]) -> None:
+        """Compare every query of the batch with its client's recent queries in a few
+        numpy passes (``keys[i]`` is the client of ``events[i]``, ``current`` its
+        detector as the batch starts, None for a client not seen yet); ``update``
+        then takes each event's step from here."""
+        _STEPS[0] = self._steps(events, keys, current, queries.prepare(events))
+
+    def _steps(self, events: Sequence[Event], keys: Sequence[Hashable],
+               current: Mapping[Hashable, Detector | None],
+               batch: queries.QueryBatch) -> dict[int, _Step]:
+        h = self.history
+        # per query length: sketches, norms, group codes and the ring layout
+        per_group = []
+        for x in batch.groups:
+            d = x.shape[1]
+            k = min(d, self.dims)
+            g = self.groups if d >= max(4, self.groups) else 0
+            sk = _sketches(x, self.dims)
+            per_group.append((_layout(h, k, g)[1], k, g, sk, np.sqrt(_row_sums(x * x)).tolist(),
+                              group_codes(x, g) if g else None))
+        # the layouts (ring sizes) of the batch, with their rows in one pool each
+        pools: dict[int, _Pool] = {}
+        for j, (size, k, g, sk, _, codes) in enumerate(per_group):
+            pool = pools.get(size)
+            if pool is None:
+                pool = pools[size] = _Pool(h, k, g)
+            pool.add_group(j, sk, codes)
+        # clients as the batch starts: their ring buffers, gathered per layout
+        clients: dict[Hashable, _Client] = {}
+        config = self._config()
+        for key in dict.fromkeys(keys):
+            det = current.get(key)
+            owner = det if isinstance(det, QueryNeighbours) else None
+            pool = pools.get(len(owner._buf)) if owner is not None and owner._buf else None
+            if pool is None:
+                clients[key] = _Client(owner, config, [0] * h, [0] * h)
+            else:
+                clients[key] = pool.add_start(owner, config)
+        for pool in pools.values():
+            pool.gather_starts()
+        # the events in order, one client's ring at a time (retries leave it as it is)
+        steps: dict[int, _Step] = {}
+        for i, event in enumerate(events):
+            where = batch.where[i]
+            if where is None:
+                continue
+            j, row, digest = where
+            size, norms = per_group[j][0], per_group[j][4]
+            client = clients[keys[i]]
+            step = _Step(event, client, size, digest)
+            steps[id(event)] = step
+            client.queries += 1
+            if client.size != size:
+                client.size, client.filled = size, 0
+            n = min(client.filled, h)
+            if n and digest in client.hashes[:n]:
+                step.repeat = True
+                client.repeats += 1
+                continue
+            client.norm_mean += ((norms[row] - client.norm_mean)
+                                 / min(client.queries - client.repeats, 64))
+            step.norm_mean, step.n = client.norm_mean, n
+            pool = pools[size]
+            at = pool.row_of(j, row)
+            pool.compare(step, at, (client.filled - 1) % h, client.ring)
+            pos = client.filled % h
+            client.ring[pos] = pool.pooled(at)
+            client.hashes[pos] = digest
+            client.filled += 1
+        for pool in pools.values():
+            pool.finish(self.radius, self.sparse_groups)
+        return steps
+
+    # -- one event ----------------------------------------------------------------------
+    def _step_of(self, event: Event) -> _Step | None:
+        """This event's step from the prepared batch, if it still applies to this
+        detector; else computed for the event alone (the same arithmetic)."""
+        step = _STEPS[0].get(id(event))
+        if step is not None and step.event is event and step.queries == self._queries \
+                and step.filled == self._filled:
+            owner = step.client.owner
+            if owner is self:
+                return step
+            if owner is None and step.client.config == self._config():
+                step.client.owner = self  # a new client's first update claims its steps
+                return step
+        steps = self._steps([event], [None], {None: self}, queries.QueryBatch([event]))
+        return steps.get(id(event))
 
     def update(self, event: Event) -> None:
         self.tick(event.ts)
-        query = query_input(event)
-        if query is None:
+        step = self._step_of(event)
+        if step is None:  # nothing numeric
             return
-        x, digest = query
         self._queries += 1
-        s = self._sketch(x)
-        k = s.shape[0]
         h = self.history
-        g = self.groups if x.shape[0] >= max(4, self.groups) else 0
-        off = 4 * h + (h * g + 1) // 2 * 2  # float16 sketches start 2-byte aligned
-        if self._buf is None or len(self._buf) != off + h * 2 * k:
-            self._buf = bytearray(off + h * 2 * k)
+        if self._buf is None or len(self._buf) != step.size:
+            self._buf = bytearray(step.size)
             self._filled = 0
-        all_hashes = np.frombuffer(self._buf, dtype=np.uint32, count=h)
-        codes = np.frombuffer(self._buf, dtype=np.uint8, count=h * g, offset=4 * h).reshape(h, g)
-        ring = np.frombuffer(self._buf, dtype=np.float16, offset=off).reshape(h, k)
-        n = min(self._filled, h)
-        if n and digest in all_hashes[:n].tolist():
+        if step.repeat:
             self._repeats += 1  # a retry: neither evidence nor history
             self._star = 0  # ... and a resent input starts any star over
             return
-        norm = math.sqrt(float(x @ x))
-        # running mean of the query norm (exact mean for the first 64, then EW)
-        self._norm_mean += (norm - self._norm_mean) / min(self._queries - self._repeats, 64)
-        near = 0
-        code = group_codes(x, g) if g else None
+        self._norm_mean = step.norm_mean
         chain = False
-        if n:
-            d2 = ((ring[:n] - s) ** 2).sum(axis=1)
-            limit = self.radius * max(self._norm_mean, 1e-12)
-            close = d2 <= limit * limit
+        if step.n:
+            d2 = step.d2
             prev = (self._filled - 1) % h
-            sparse_step = False
-            if code is not None:
-                changed = (codes[:n] != code).sum(axis=1)
-                sparse = (changed >= 1) & (changed <= self.sparse_groups)
-                close |= sparse
-                sparse_step = bool(sparse[prev])
-            near = int(np.count_nonzero(close))
-            nearest = int(d2.argmin())
-            d2_min = float(d2[nearest])
-            chain = self._bisection_step(d2_min, float(d2[prev]))
-            chain |= self._sparse_step(sparse_step)
-            chain |= self._star_step(d2, nearest, self.star_radius * self._norm_mean)
-        pos = self._filled % h
-        if code is not None:
-            codes[pos] = code
-        ring[pos] = s
-        all_hashes[pos] = digest
-        self._filled += 1
-        self._max_near = max(self._max_near, near)
-        if near >= self.min_neighbours or chain:
+            chain = self._bisection_step(d2[step.nearest], d2[prev])
+            chain |= self._sparse_step(step.sparse_prev)
+            chain |= self._star_step(d2, step.nearest, self.star_radius * self._norm_mean)
+        self._write(step)
+        self._max_near = max(self._max_near, step.near)
+        if step.near >= self.min_neighbours or chain:
             self._hit(event)
+
+    def _write(self, step: _Step) -> None:
+        """Store the query in the ring: its hash, group codes and sketch."""
+        h, buf = self.history, self._buf
+        pos = self._filled % h
+        assert buf is not None and step.sketch is not None
+        buf[4 * pos:4 * pos + 4] = step.digest.to_bytes(4, sys.byteorder)
+        if step.code is not None:
+            g = len(step.code)
+            buf[4 * h + pos * g:4 * h + (pos + 1) * g] = step.code
+        width = len(step.sketch)
+        at = len(buf) - (h - pos) * width
+        buf[at:at + width] = step.sketch
+        self._filled += 1
 
     def _bisection_step(self, d2_min: float, d2_prev: float) -> bool:
         """A binary search (HopSkipJump, Sign-OPT, GeoDA locating the boundary) halves
@@ -291,7 +512,8 @@ class QueryNeighbours(SlotState, Detector):
         be close; an input resent later starts over (see ``update``)."""
         f, h = self._filled, self.history
         a = self._anchor
-        d2a = float(d2[a % h]) if a >= 0 and f - a <= h else math.inf
+        # the centre, if still in the ring (not overwritten, nor dropped by a new layout)
+        d2a = float(d2[a % h]) if a >= 0 and 0 < f - a <= min(f, h) else math.inf
         if d2a <= 2.25 * float(d2[nearest]) and d2a <= scale * scale:
             self._star += 1
         else:  # the nearest earlier query is the centre of the next star

@@ -14,7 +14,7 @@ from typing import Any
 from detectors import ring
 from detectors.base import Detector, SlotState
 from detectors.event import Event
-from detectors.neighbours import query_input
+from detectors.queries import query_input
 
 
 class CountRule(SlotState, Detector):

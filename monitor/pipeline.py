@@ -121,7 +121,11 @@ class Pipeline:
             state.offset = rec.offset + 1
             if isinstance(event, BadRecord):
                 result.bad.append((rec, event))
-                continue
+            else:
+                good.append(event)
+        for keyed in client_dets:  # their numeric work for the whole batch at once
+            keyed.prepare(good)
+        for event in good:
             ts = event.ts
             if ts >= state.next_tick:
                 findings.extend(self._tick_clients(state, ts))
@@ -131,7 +135,6 @@ class Pipeline:
                     findings.extend(found)
             state.max_ts = max(state.max_ts, ts)
             per_model[event.model] += 1
-            good.append(event)
         # model-wide detectors only accumulate until the watermark closes their windows
         # (advance()), so they take the batch at once
         for keyed in model_dets:

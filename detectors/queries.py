@@ -1,0 +1,114 @@
+"""The numeric query of an event and its identity, shared by the per-client signals
+that look at inputs (query neighbours, query coverage, count rules).
+
+The query is the event's embedding if it has one, else its numeric features in
+the producer's key order (bools as 0/1, nulls as 0; strings are left out); its
+digest is the CRC-32 of the query's float64 bytes (a retry resends the same
+input, so the same digest). Before a batch, ``prepare(events)`` computes every
+event's query in one numpy pass, grouped by length: the rows of one matrix per
+length. Asked about an event outside the prepared batch, ``query_input`` computes
+it alone; both give the same vector and digest.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from detectors.event import Event
+
+
+def query_vector(event: Event) -> np.ndarray | None:
+    """The numeric query of ``event`` (see the module docstring); None: nothing numeric."""
+    if event.embedding:
+        return np.asarray(event.embedding, dtype=np.float64)
+    feats = event.features
+    if not feats:
+        return None
+    try:  # all numbers (the common case): one C loop
+        return np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
+    except (TypeError, ValueError):
+        values = [0.0 if v is None else float(v) for v in feats.values()
+                  if not isinstance(v, str)]
+    return np.asarray(values, dtype=np.float64) if values else None
+
+
+class QueryBatch:
+    """The queries of a batch: ``groups[j]`` is a (rows, length) float64 matrix of
+    the queries of one length; ``where[i]`` is ``(j, row, digest)`` for event ``i``
+    of the batch, or None when it has no numeric query."""
+
+    __slots__ = ("events", "groups", "where")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self.groups: list[np.ndarray] = []
+        self.where: list[tuple[int, int, int] | None] = [None] * len(events)
+        plain: dict[int, list[int]] = {}  # feature maps by length (the vectorisable case)
+        odd: dict[int, list[tuple[int, np.ndarray]]] = {}  # embeddings, mixed values
+        for i, e in enumerate(events):
+            feats = e.features
+            if not e.embedding and feats:
+                plain.setdefault(len(feats), []).append(i)
+                continue
+            x = query_vector(e)
+            if x is not None:
+                odd.setdefault(x.shape[0], []).append((i, x))
+        for d, idx in plain.items():
+            try:
+                flat = np.fromiter(chain.from_iterable(events[i].features.values()  # type: ignore[union-attr]
+                                                       for i in idx),
+                                   dtype=np.float64, count=len(idx) * d)
+            except (TypeError, ValueError):  # some value is not a number: one by one
+                for i in idx:
+                    x = query_vector(events[i])
+                    if x is not None:
+                        odd.setdefault(x.shape[0], []).append((i, x))
+                continue
+            self._add(idx, flat.reshape(len(idx), d))
+        for rows in odd.values():
+            self._add([i for i, _ in rows], np.stack([x for _, x in rows]))
+
+    def _add(self, idx: list[int], matrix: np.ndarray) -> None:
+        j = len(self.groups)
+        self.groups.append(matrix)
+        raw = memoryview(matrix).cast("B")
+        width = matrix.shape[1] * 8
+        crc = zlib.crc32
+        for row, i in enumerate(idx):
+            self.where[i] = (j, row, crc(raw[row * width:(row + 1) * width]))
+
+
+_BATCH: list[Any] = [None, {}]  # the prepared QueryBatch, and id(event) -> its index there
+_SINGLE: list[Any] = [None, None]  # the event last computed alone, and its query
+
+
+def prepare(events: Sequence[Event]) -> QueryBatch:
+    """Compute the queries of the batch about to be processed (see the module docstring)."""
+    batch = _BATCH[0]
+    if batch is None or batch.events is not events:
+        batch = QueryBatch(events)
+        _BATCH[0], _BATCH[1] = batch, {id(e): i for i, e in enumerate(events)}
+    return batch
+
+
+def _lookup(batch: QueryBatch, i: int) -> tuple[np.ndarray, int] | None:
+    where = batch.where[i]
+    return None if where is None else (batch.groups[where[0]][where[1]], where[2])
+
+
+def query_input(event: Event) -> tuple[np.ndarray, int] | None:
+    """The query of ``event`` and its digest, None when it has no numeric query: from
+    the prepared batch, else computed alone (once, however many signals ask)."""
+    batch: QueryBatch | None = _BATCH[0]
+    if batch is not None:
+        i = _BATCH[1].get(id(event))
+        if i is not None and batch.events[i] is event:
+            return _lookup(batch, i)
+    if _SINGLE[0] is not event:
+        _SINGLE[0], _SINGLE[1] = event, _lookup(QueryBatch([event]), 0)
+    return _SINGLE[1]
