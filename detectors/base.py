@@ -10,7 +10,8 @@ names, so ``repr()`` and ``clone()`` show and reproduce the configuration.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Hashable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -127,13 +128,27 @@ class SlotState:
     __slots__ = ()
 
     def __getstate__(self) -> tuple[Any, ...]:
-        names: tuple[str, ...] = type(self).__slots__
-        return tuple(getattr(self, k) for k in names)
+        return _slot_getter(type(self))(self)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         names: tuple[str, ...] = type(self).__slots__
         for k, v in zip(names, state, strict=True):
             setattr(self, k, v)
+
+
+_SLOT_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _slot_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """A function reading all of ``cls.__slots__`` as one tuple, in one C call: a
+    checkpoint reads every changed client's state, and the Python loop it replaces
+    was a fifth of a checkpoint's time."""
+    getter = _SLOT_GETTERS.get(cls)
+    if getter is None:
+        names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+        read = operator.attrgetter(*names)
+        getter = _SLOT_GETTERS[cls] = read if len(names) > 1 else (lambda obj: (read(obj),))
+    return getter
 
 
 _PARAM_NAMES: dict[type, tuple[str, ...]] = {}

@@ -208,11 +208,11 @@ class _Pool:
         queries = (self.sketches[0] if len(self.sketches) == 1
                    else np.concatenate(self.sketches))
         stored = queries.astype(np.float16)
-        raw = memoryview(stored).cast("B")
+        raw = stored.data.cast("B")
         codes = None
         if g:
             codes = self.codes[0] if len(self.codes) == 1 else np.concatenate(self.codes)
-            raw_codes = memoryview(codes).cast("B")
+            raw_codes = codes.data.cast("B")
         for step, at, _, _ in self.compared:
             step.sketch = raw[at * 2 * k:(at + 1) * 2 * k]
             if codes is not None:
@@ -221,7 +221,7 @@ class _Pool:
         if not compared:
             return
         pool = np.concatenate([self.start_sketches, stored]).astype(np.float64)
-        at = np.fromiter((c[1] for c in compared), dtype=np.intp, count=len(compared))
+        query_rows = np.fromiter((c[1] for c in compared), dtype=np.intp, count=len(compared))
         n = np.fromiter((c[0].n for c in compared), dtype=np.intp, count=len(compared))
         valid = np.arange(h) < n[:, None]
         # positions beyond n may still name rows of another layout: point them anywhere
@@ -229,7 +229,7 @@ class _Pool:
         limit = radius * np.maximum(
             np.fromiter((c[0].norm_mean for c in compared), dtype=np.float64,
                         count=len(compared)), 1e-12)
-        diff = pool[ring] - queries[at][:, None, :]
+        diff = pool[ring] - queries[query_rows][:, None, :]
         d2 = np.where(valid, _row_sums(diff * diff), np.inf)
         close = d2 <= (limit * limit)[:, None]
         rows = np.arange(len(compared))
@@ -237,7 +237,7 @@ class _Pool:
         sparse_prev = [False] * len(compared)
         if codes is not None:
             stored_codes = np.concatenate([self.start_codes, codes])
-            changed = (stored_codes[ring] != codes[at][:, None, :]).sum(axis=2)
+            changed = (stored_codes[ring] != codes[query_rows][:, None, :]).sum(axis=2)
             sparse = (changed >= 1) & (changed <= sparse_groups)
             close |= sparse
             sparse_prev = sparse[rows, prev].tolist()
@@ -382,7 +382,7 @@ class QueryNeighbours(SlotState, Detector):
             det = current.get(key)
             owner = det if isinstance(det, QueryNeighbours) else None
             pool = pools.get(len(owner._buf)) if owner is not None and owner._buf else None
-            if pool is None:
+            if owner is None or pool is None:
                 clients[key] = _Client(owner, config, [0] * h, [0] * h)
             else:
                 clients[key] = pool.add_start(owner, config)
@@ -501,7 +501,7 @@ class QueryNeighbours(SlotState, Detector):
         self._max_sparse = max(self._max_sparse, self._sparse)
         return 0 < self.sparse_steps <= self._sparse
 
-    def _star_step(self, d2: np.ndarray, nearest: int, scale: float) -> bool:
+    def _star_step(self, d2: Sequence[float], nearest: int, scale: float) -> bool:
         """A noise search around one input (GeoDA's and Foolbox's hunt for a first
         adversarial point: the input plus noise of growing size) sends queries that
         all sit around that input: for each, the centre is (within 1.5x) as near as

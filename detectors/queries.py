@@ -76,7 +76,7 @@ class QueryBatch:
     def _add(self, idx: list[int], matrix: np.ndarray) -> None:
         j = len(self.groups)
         self.groups.append(matrix)
-        raw = memoryview(matrix).cast("B")
+        raw = matrix.data.cast("B")
         width = matrix.shape[1] * 8
         crc = zlib.crc32
         for row, i in enumerate(idx):

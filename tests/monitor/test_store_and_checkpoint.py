@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import msgspec
@@ -280,3 +281,12 @@ def test_the_longest_client_ids_a_producer_may_send_checkpoint_and_restore(store
     Checkpointer(store, second, group="g", producer="a").restore([pid])
     assert [c for _, c in second.partitions[pid].detectors[0].slots] == clients
     store.close()
+
+
+def test_client_keys_are_stored_as_the_json_text_earlier_releases_wrote() -> None:
+    """Rows are found by a hash of this text: a checkpoint written before the fast
+    path must still be updated in place, not duplicated."""
+    from monitor.checkpoint import _client
+
+    for key in [("m", "c"), ("mødel", 'c"l\\i\n\u2603\U0001f600\x00'), ("m", 5), ("only",)]:
+        assert _client(key) == json.dumps(key)
