@@ -255,7 +255,8 @@ class QueryNeighbours(SlotState, Detector):
     """Fires when a client's queries form a tight cluster of distinct inputs.
 
     Parameters: ``history`` distinct recent queries are kept (as ``dims``-value
-    float16 sketches plus a 4-byte hash of the raw input, 20 bytes each by default);
+    float16 sketches, ``groups`` one-byte group codes and a 4-byte hash of the raw
+    input: 28 bytes each by default);
     ``radius`` is the near-copy distance relative to the client's mean query
     norm, and a query that differs from a recent one in at most ``sparse_groups`` of
     ``groups`` feature groups (inputs with at least 4 features) is a near copy too;
