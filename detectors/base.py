@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+from array import array
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
@@ -127,8 +128,33 @@ class SlotState:
 
     __slots__ = ()
 
+    # fields holding ``array`` counts: a checkpoint row stores them as bytes (pickling
+    # an array costs a Python-level reduce, eight times the bytes' cost)
+    counters: ClassVar[tuple[str, ...]] = ()
+
     def __getstate__(self) -> tuple[Any, ...]:
         return _slot_getter(type(self))(self)
+
+    def export_state(self) -> tuple[Any, ...]:
+        state = _slot_getter(type(self))(self)
+        where = _counter_positions(type(self))
+        if not where:
+            return state
+        out = list(state)
+        for i in where:
+            if out[i] is not None:
+                out[i] = out[i].tobytes()
+        return tuple(out)
+
+    def import_state(self, state: tuple[Any, ...]) -> None:
+        where = _counter_positions(type(self))
+        if where:
+            state = list(state)  # type: ignore[assignment]
+            for i in where:
+                value = state[i]
+                if value is not None and type(value) is not array:  # rows before bytes: arrays
+                    state[i] = array("I", value)  # type: ignore[index]
+        self.__setstate__(tuple(state))
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         names: tuple[str, ...] = type(self).__slots__
@@ -137,6 +163,15 @@ class SlotState:
 
 
 _SLOT_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+_COUNTER_POSITIONS: dict[type, tuple[int, ...]] = {}
+
+
+def _counter_positions(cls: type) -> tuple[int, ...]:
+    where = _COUNTER_POSITIONS.get(cls)
+    if where is None:
+        names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+        where = _COUNTER_POSITIONS[cls] = tuple(names.index(n) for n in cls.counters)  # type: ignore[attr-defined]
+    return where
 
 
 def _slot_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:

@@ -28,6 +28,7 @@ class RequestRate(SlotState, Detector):
     kind = "flooding"
     atlas = ("AML.T0029", "AML.T0034")
 
+    counters = ("_ring",)
     __slots__ = ("_detected", "_head", "_peak", "_request_ids", "_ring", "_width", "buckets",
                  "max_events", "window_s")
 

@@ -33,6 +33,7 @@ class LowConfidenceShare(SlotState, Detector):
     kind = "extraction"
     atlas = ("AML.T0024.002", "AML.T0043.001")
 
+    counters = ("_counts",)
     __slots__ = ("_counts", "_detected", "_head", "_request_ids", "_width", "buckets",
                  "low_confidence", "max_share", "min_queries", "window_s")
 

@@ -36,6 +36,7 @@ class CountRule(SlotState, Detector):
     (True, 'extraction.query_volume', 'extraction')
     """
 
+    counters = ("_ring", "_recent")
     __slots__ = ("_detected", "_head", "_peak", "_recent", "_request_ids", "_ring", "_seen",
                  "_width", "atlas", "buckets", "distinct", "kind", "max_events", "rule",
                  "severity", "window_s")

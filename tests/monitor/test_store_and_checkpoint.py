@@ -290,3 +290,36 @@ def test_client_keys_are_stored_as_the_json_text_earlier_releases_wrote() -> Non
 
     for key in [("m", "c"), ("mødel", 'c"l\\i\n\u2603\U0001f600\x00'), ("m", 5), ("only",)]:
         assert _client(key) == json.dumps(key)
+
+
+def test_client_rows_store_window_counts_as_bytes_and_read_rows_written_with_arrays() -> None:
+    """A client's row holds its window counts as bytes (cheap to pickle); rows an
+    earlier release wrote (with the array objects) restore to the same state."""
+    import pickle
+    from array import array
+
+    from detectors.keyed import Keyed
+
+    config = build_config({"detectors": {"rules": [
+        {"name": "distinct", "kind": "extraction", "window_s": 60, "max_events": 3,
+         "distinct": True}]}}, env={})
+    p = Pipeline(config)
+    p.process(("t", 0), _records()[:3000])
+    keyed = p.partitions[("t", 0)].detectors[0]
+    assert len(keyed.slots) >= 5
+    def arrays(value: object) -> int:
+        if isinstance(value, tuple):
+            return sum(arrays(v) for v in value)
+        return isinstance(value, array)
+
+    for slot in list(keyed.slots.values())[:5]:
+        row = Keyed.export_slot(slot)
+        assert arrays(row) == 0
+        old = (*row[:5], (tuple(s.__getstate__() for s in slot.detector.signals), *row[5][1:]))
+        assert arrays(old) == 4  # the rate and probing windows, the rule's window and recent inputs
+        for stored in (row, old):
+            twin = keyed.prototype.clone()
+            twin.import_state(pickle.loads(pickle.dumps(stored[5])))
+            assert twin.evidence() == slot.detector.evidence()
+            assert arrays(tuple(s.__getstate__() for s in twin.signals)) == 4
+            assert Keyed.export_slot(slot)[5] == twin.export_state()
