@@ -7,8 +7,11 @@ edges from the reference's quantiles plus a below-min, an above-max and a
 missing cell; per categorical feature the top categories plus ``other`` (seen in
 the reference, not in its top), ``unseen`` and ``missing``. The prediction is
 the pseudo-feature ``@prediction`` and the confidence ``@confidence`` (fixed
-edges on [0, 1]). An optional segment column splits the counts into slices:
-slice 0 is all traffic, slice ``i`` the ``i``-th top segment value.
+edges on [0, 1]). The prediction is categorical when its values are labels or
+whole numbers (class ids: ``1`` and ``1.0`` are the same class), and binned like
+a numeric feature only when it has fractional values (a regression). An
+optional segment column splits the counts into slices: slice 0 is all traffic,
+slice ``i`` the ``i``-th top segment value.
 
 :class:`Counts` on a layout are integers only (cell counts, and per numeric
 feature the sum and sum of squares of the value quantised to 2^-16 reference
@@ -45,6 +48,22 @@ _QMAX = 1 << 24  # clip at 256 SDs: q^2 * _CHUNK stays inside int64
 _CHUNK = 16_384
 _NUMERIC_EXTRA = 3  # below-min, above-max, missing
 _CATEGORICAL_EXTRA = 3  # other, unseen, missing
+
+
+def label(value: object) -> str:
+    """A categorical value as the string it is counted under; a whole float is
+    written as the integer it equals (JSON decoders turn class id 1 into 1.0)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_class_ids(col: Sequence[Any]) -> bool:
+    """Whether a column's numbers are all whole (class ids), None aside."""
+    return all(isinstance(v, bool | int) or (isinstance(v, float) and v.is_integer())
+               for v in col if v is not None)
 
 
 def as_number(value: object) -> float:
@@ -147,7 +166,7 @@ class Layout:
         top = len(self.categories[j])
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return top + 2
-        s = v if isinstance(v, str) else str(v)
+        s = label(v)
         i = self._derived["lookup"][j].get(s)
         if i is None:
             i = top + (0 if s in self.known[j] else 1)
@@ -157,7 +176,7 @@ class Layout:
         """Slice of segment value ``v`` (0: not a top segment, or None)."""
         if v is None:
             return 0
-        return self._derived["segment_lookup"].get(v if isinstance(v, str) else str(v), 0)
+        return self._derived["segment_lookup"].get(label(v), 0)
 
     def count(self, rows: Sequence[Mapping[str, Any]]) -> Counts:
         """Counts of plain rows (name → value mappings)."""
@@ -386,14 +405,17 @@ def build_layout(
     max_known: int = 1000,
 ) -> Layout:
     """Cells for ``rows``: a column is categorical when any of its values is a
-    string; numeric columns get ``bins`` equal-frequency bins (fewer when values
-    repeat); columns in ``fixed_edges`` get those edges (``@confidence``: the
-    fixed confidence histogram ``CONFIDENCE_EDGES``). Deterministic: column
-    order is sorted, ties in category counts break by name."""
+    string (``@prediction`` also when all its values are whole numbers); numeric
+    columns get ``bins`` equal-frequency bins (fewer when values repeat); columns
+    in ``fixed_edges`` get those edges (``@confidence``: the fixed confidence
+    histogram ``CONFIDENCE_EDGES``). Deterministic: column order is sorted, ties
+    in category counts break by name."""
     fixed = {CONFIDENCE: CONFIDENCE_EDGES, **(fixed_edges or {})}
     names = sorted(set().union(*rows))
     cols = dict(zip(names, zip(*pick(rows, names), strict=True), strict=True)) if rows else {}
     kinds = {n: any(map(isinstance, cols[n], itertools.repeat(str))) for n in names}  # categorical?
+    if PREDICTION in kinds:
+        kinds[PREDICTION] = kinds[PREDICTION] or _is_class_ids(cols[PREDICTION])
     numeric = tuple(n for n in names if not kinds[n])
     categorical = tuple(n for n in names if kinds[n])
     edges, center, scale = [], [], []
@@ -416,14 +438,13 @@ def build_layout(
         scale.append(sd if sd > 0 and math.isfinite(sd) else 1.0)
     categories, known = [], []
     for name in categorical:
-        seen = Counter(str(v) if not isinstance(v, str) else v for v in cols[name] if v is not None)
+        seen = Counter(label(v) for v in cols[name] if v is not None)
         ranked = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
         categories.append(tuple(k for k, _ in ranked[:top_k]))
         known.append(frozenset(k for k, _ in ranked[:max_known]))
     segments: tuple[str, ...] = ()
     if segment_by is not None:
-        seen = Counter(str(v) if not isinstance(v, str) else v
-                       for r in rows if (v := r.get(segment_by)) is not None)
+        seen = Counter(label(v) for r in rows if (v := r.get(segment_by)) is not None)
         segments = tuple(k for k, _ in sorted(seen.items(), key=lambda kv: (-kv[1], kv[0]))
                          [:top_segments])
     return Layout(numeric=numeric, edges=tuple(edges), center=tuple(center), scale=tuple(scale),

@@ -21,7 +21,7 @@ from detectors.drift import (
 )
 from detectors.event import Event
 from detectors.keyed import Keyed
-from detectors.reference import PREDICTION, Reference, build_reference
+from detectors.reference import CONFIDENCE, PREDICTION, Reference, build_reference
 
 RATE = 100.0  # events per second of event time
 WINDOW = 500
@@ -241,3 +241,51 @@ def test_keyed_fires_once_per_incident_and_resolves() -> None:
         if i % 100 == 0:
             statuses += [f.status for f in keyed.tick(ev.ts)]
     assert statuses == ["firing", "resolved"]
+
+
+def test_numeric_class_ids_are_a_class_mix_not_a_number() -> None:
+    """A classifier that logs class ids (0/1, decoded as 1.0) gets the class-mix
+    test, and a 10-point prior shift is drift of the prediction mix."""
+    rng = np.random.default_rng(16)
+    start = REF + 4 * WINDOW
+
+    def make(i: int) -> Event:
+        share = 0.4 if i >= start else 0.3
+        return _event(i, _row(rng, i), prediction=float(rng.random() < share))
+
+    det = _detector()
+    _run(det, start + 8 * WINDOW, make)
+    assert det.detected and det.evidence()["prediction_drift"]
+    drifted = {d["feature"]: d for d in det.evidence()["drifted"]}
+    assert set(drifted) == {PREDICTION}
+
+
+def test_class_ids_and_regression_outputs_get_the_right_layout() -> None:
+    ids = build_reference([{PREDICTION: i % 3} for i in range(60)])
+    assert ids.layout.categorical == (PREDICTION,)
+    assert ids.layout.categories == (("0", "1", "2"),)
+    # 1.0 as a JSON decoder gives it is the class counted as 1
+    assert ids.layout.count([{PREDICTION: 1.0}]) == ids.layout.count([{PREDICTION: 1}])
+    assert ids.layout.count([{PREDICTION: 7}]).cells[0, 3 + 1] == 1  # unseen class
+    scores = build_reference([{PREDICTION: i / 7} for i in range(60)])
+    assert scores.layout.numeric == (PREDICTION,)
+
+
+def test_a_rise_in_low_confidence_answers_is_drift_with_both_rates() -> None:
+    """Confidence drift: 10% of answers below 0.6 become 30%; the evidence gives
+    the window's low-confidence rate next to the reference's."""
+    rng = np.random.default_rng(17)
+    start = REF + 4 * WINDOW
+
+    def make(i: int) -> Event:
+        low = rng.random() < (0.3 if i >= start else 0.1)
+        conf = float(rng.uniform(0.35, 0.59) if low else rng.uniform(0.65, 0.99))
+        return Event(ts=1_700_000_000 + i / RATE, model="m", model_version="1",
+                     features=_row(rng, i), prediction="no", confidence=conf)
+
+    det = _detector()
+    _run(det, start + 6 * WINDOW, make)
+    drifted = {d["feature"]: d for d in det.evidence()["drifted"]}
+    assert det.detected and set(drifted) == {CONFIDENCE}
+    assert drifted[CONFIDENCE]["reference_low_confidence_rate"] == pytest.approx(0.1, abs=0.02)
+    assert drifted[CONFIDENCE]["low_confidence_rate"] == pytest.approx(0.3, abs=0.05)
