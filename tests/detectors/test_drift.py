@@ -212,6 +212,30 @@ def test_state_and_reference_survive_pickle_and_storage_round_trips() -> None:
     assert again.layout == ref.layout and again.counts == ref.counts
 
 
+def test_a_checkpoint_holds_counts_not_raw_events() -> None:
+    """Pickled state (what every checkpoint writes) keeps open buckets as counts and
+    leaves the reference's sample to the store: it stays small while events wait in
+    a bucket, and the restored detector counts those events all the same."""
+    rng = np.random.default_rng(18)
+    events = [_event(i, _row(rng, i)) for i in range(REF + 3 * WINDOW)]
+    det = _detector(bucket_s=3600.0, max_window_s=7200.0)  # one open bucket holds them all
+    small = _detector()
+    _run(small, REF + WINDOW, lambda i: events[i])  # built the same reference
+    det.set_reference(small.reference)
+    before = len(pickle.dumps(det))
+    for e in events[:3 * WINDOW]:
+        det.update(e)
+    blob = pickle.dumps(det)
+    assert len(blob) < before + 20_000  # 1,500 raw events would be ~250 KB
+    twin = pickle.loads(blob)
+    assert twin.reference is not None and twin.reference.sample == []
+    assert det.reference is not None and det.reference.sample  # the live one keeps it
+    end = events[3 * WINDOW].ts + 7200.0
+    twin.tick(end)
+    det.tick(end)
+    assert twin.evidence() == det.evidence() and twin.evidence()["window_events"] == 3 * WINDOW
+
+
 def test_a_configured_reference_is_used_from_the_first_window() -> None:
     rng = np.random.default_rng(10)
     ref = build_reference([_row(rng, i) | {PREDICTION: "no"} for i in range(3000)],
