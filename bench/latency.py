@@ -26,6 +26,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Producer
@@ -142,7 +143,7 @@ def main() -> None:
         topic = new_topic(broker, 3)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            extra = {}
+            extra: dict[str, Any] = {}
             if args.checkpoint_interval is not None:
                 extra["checkpoint"] = {"interval_s": args.checkpoint_interval}
             cfg = daemon_config(broker.bootstrap, topic, work, group="latency",
