@@ -44,6 +44,7 @@ from bench.harness import (
 from bench.report import write_section
 
 BUDGET = 20  # flooding.max_events for the benchmark: a burst of BUDGET + 1 fires
+PARTITIONS = 3  # of each topic: the daemon's and the floor consumer's
 
 
 def traffic(bootstrap: str, topic: str, rate: float, seconds: float, every: float,
@@ -81,7 +82,7 @@ def traffic(bootstrap: str, topic: str, rate: float, seconds: float, every: floa
     return {"sent": sent, "bursts": bursts, "seconds": time.time() - start}
 
 
-def floor_consumer(bootstrap: str, topic: str, partitions: int, bursts_expected: int) -> None:
+def floor_consumer(bootstrap: str, topic: str, bursts_expected: int) -> None:
     """(Child process.) Read ``topic`` like the daemon's consumer and print, as JSON,
     the produce-to-poll delay of each burst's crossing event (its last, the
     ``BUDGET + 1``-th)."""
@@ -89,7 +90,7 @@ def floor_consumer(bootstrap: str, topic: str, partitions: int, bursts_expected:
                              auto_offset_reset="earliest",
                              **{k: v for k, v in CONSUMER_SETTINGS.items()
                                 if k not in ("max_poll_interval_ms", "session_timeout_ms")})
-    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     counts: dict[bytes, int] = {}
     delays: list[float] = []
     idle_since = time.monotonic()
@@ -132,15 +133,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.floor_consumer:
         bootstrap, topic, bursts = args.floor_consumer
-        floor_consumer(bootstrap, topic, 3, int(bursts))
+        floor_consumer(bootstrap, topic, int(bursts))
         return
     broker = start_broker()
     seen: dict[str, float] = {}
     try:
-        floor = measure_floor(broker.bootstrap, new_topic(broker, 3), args)
+        floor = measure_floor(broker.bootstrap, new_topic(broker, PARTITIONS), args)
         print(f"floor: bare consumer p50 {percentile(floor, 50):.2f} s, "
               f"p99 {percentile(floor, 99):.2f} s over {len(floor)} bursts")
-        topic = new_topic(broker, 3)
+        topic = new_topic(broker, PARTITIONS)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             extra: dict[str, Any] = {}
