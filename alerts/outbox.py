@@ -14,8 +14,10 @@ log = logging.getLogger(__name__)
 
 
 class _Row(Protocol):
-    seq: int
-    record: str
+    @property
+    def seq(self) -> int: ...
+    @property
+    def record(self) -> str: ...
 
 
 class OutboxStore(Protocol):

@@ -33,7 +33,9 @@ class Sink(Protocol):
     deliver only the alerts of their own replica."""
 
     name: str
-    local: bool
+
+    @property
+    def local(self) -> bool: ...
 
     def send(self, records: Sequence[str]) -> None:
         """Deliver records (canonical JSON strings), in order; raise DeliveryError."""

@@ -33,9 +33,10 @@ class AllowListed(Keyed):
         idle_s: float = 3600.0,
         max_keys: int = 1_000_000,
         renotify_s: float = 300.0,
+        pack_after_s: float | None = None,
     ) -> None:
         super().__init__(prototype, key=key, idle_s=idle_s, max_keys=max_keys,
-                         renotify_s=renotify_s)
+                         renotify_s=renotify_s, pack_after_s=pack_after_s)
         entries = list(allow)
         self.allow_exact = frozenset(e for e in entries if not e.endswith("*"))
         self.allow_prefixes = tuple(e[:-1] for e in entries if e.endswith("*"))

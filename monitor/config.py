@@ -126,6 +126,7 @@ class HttpConfig(_Section):
 
 class StateConfig(_Section):
     client_idle_s: float = Field(3600.0, gt=0)
+    pack_idle_after_s: float = Field(300.0, gt=0)
     max_clients: int = Field(1_000_000, ge=1)
     renotify_s: float = Field(300.0, gt=0)
 

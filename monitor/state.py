@@ -49,10 +49,11 @@ def client_detectors(config: Config) -> list[Keyed]:
                   for r in d.rules)
     if not protos:
         return []
-    # one slot per client for all signals (detectors/attack.py): ~2.2 KB per tracked client
+    # one slot per client for all signals (detectors/attack.py); idle ones packed (Keyed)
     return [AllowListed(ClientAttack(signals=tuple(protos)), key="client",
                         allow=d.allow_clients, idle_s=s.client_idle_s,
-                        max_keys=s.max_clients, renotify_s=s.renotify_s)]
+                        max_keys=s.max_clients, renotify_s=s.renotify_s,
+                        pack_after_s=s.pack_idle_after_s)]
 
 
 def model_detectors(config: Config, references: ReferenceSet | None = None) -> list[Keyed]:

@@ -1,0 +1,69 @@
+"""Idle clients keep their detector state packed into bytes (``Keyed(pack_after_s=...)``):
+the findings and the state are exactly those of a run that never packs, the packed
+form is much smaller than the live detectors, and checkpoints read it."""
+
+from __future__ import annotations
+
+import pickle
+
+from detectors.event import Event
+from detectors.keyed import Keyed
+from monitor.config import build_config
+from monitor.state import client_detectors
+from tests.detectors.test_batch_prepare import _stream
+
+
+def _keyed(pack_after_s: float) -> Keyed:
+    config = build_config({"state": {"client_idle_s": 3600, "pack_idle_after_s": pack_after_s},
+                           "detectors": {"coverage": {"min_queries": 16}}}, env={})
+    (keyed,) = client_detectors(config)
+    return keyed
+
+
+def _run(events: list[Event], pack_after_s: float, batch: int = 50):
+    keyed = _keyed(pack_after_s)
+    findings, most_packed = [], 0
+    for start in range(0, len(events), batch):
+        part = events[start:start + batch]
+        keyed.prepare(part)
+        for event in part:
+            findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
+                          repr(sorted(f.evidence.items()))) for f in keyed.update(event)]
+        for t in range(int(part[0].ts), int(part[-1].ts) + 1):  # resolve quiet firing clients
+            findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
+                          repr(sorted(f.evidence.items()))) for f in keyed.tick(t)]
+        most_packed = max(most_packed, sum(s.packed is not None for s in keyed.slots.values()))
+    state = {key: Keyed.export_slot(slot) for key, slot in keyed.slots.items()}
+    return findings, state, most_packed, keyed
+
+
+def test_packing_idle_clients_changes_no_finding_and_no_state() -> None:
+    events = _stream(seed=11, n=6_000)  # 1,200 s of event time, 40 ordinary clients + attackers
+    events = [e for i, e in enumerate(events) if i < 2_000 or e.client_id not in ("hsj", "simba")]
+    never = _run(events, pack_after_s=1e9)
+    packed = _run(events, pack_after_s=2.0)
+    assert never[2] == 0 and packed[2] >= 10  # ordinary clients idle 2 s at times
+    assert any(f[1] == "firing" for f in never[0])
+    assert any(f[1] == "resolved" for f in never[0])
+    assert packed[:2] == never[:2]
+
+
+def test_a_packed_client_is_smaller_and_survives_pickling() -> None:
+    events = [Event(ts=1_700_000_000 + i, model="m", model_version="1", client_id=f"c{i % 3}",
+                    request_id=f"r{i}", features={f"f{j}": float(i * j % 7) for j in range(25)},
+                    prediction="a", confidence=0.7) for i in range(30)]
+    keyed = _keyed(pack_after_s=5.0)
+    keyed.prepare(events)
+    for event in events:
+        keyed.update(event)
+    live = len(pickle.dumps(keyed.slots[("m", "c0")].detector))
+    late = Event(ts=1_700_000_100, model="m", model_version="1", client_id="c9", request_id="x",
+                 features={"f0": 1.0}, prediction="a", confidence=0.7)
+    keyed.update(late)
+    keyed.prepare([])  # the next batch starts: c0..c2 have been idle for 70 s
+    assert all(keyed.slots[("m", f"c{i}")].detector is None for i in range(3))
+    assert len(keyed.slots[("m", "c0")].packed) < live / 2
+    before = Keyed.export_slot(keyed.slots[("m", "c1")])
+    again = pickle.loads(pickle.dumps(keyed))
+    assert Keyed.export_slot(again.slots[("m", "c1")]) == before
+    assert again.detector_of(("m", "c1")).export_state() == before[-1]
