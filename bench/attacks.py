@@ -347,23 +347,26 @@ def run_pipeline(config: Config, batches: list[list[Record]]) -> tuple[list[dict
 
 
 def memory_per_client(config: Config, pool: np.ndarray, probs: np.ndarray,
-                      clients: int = 5000, events: int = 20) -> tuple[float, float]:
+                      clients: int = 5000, events: int = 20) -> tuple[float, float, float]:
     """Bytes per tracked client (all per-client detectors, as the pipeline builds
     them): traced allocations that stay after decoding and feeding ``events`` queries
-    per client (retained strings included), and the pickled checkpoint size."""
+    per client (retained strings included) while they are live, the same once they
+    have been idle for ``state.pack_idle_after_s`` (packed), and the pickled
+    checkpoint size."""
     from monitor.decode import Decoder
     from monitor.state import client_detectors
 
     rng = np.random.default_rng(3)
     enc = msgspec.json.encode
-    records = []
-    for j in range(clients * events):
+
+    def record(j: int, ts: float, client: str) -> bytes:
         k = int(rng.integers(len(pool)))
-        records.append(enc({
-            "ts": T0 + j * 0.01, "model": MODEL, "model_version": VERSION,
-            "client_id": f"c{j % clients}", "request_id": f"m{j}",
-            "features": dict(zip(FEATURES, pool[k].tolist(), strict=True)),
-            "probabilities": probs[k].tolist()}))
+        return enc({"ts": ts, "model": MODEL, "model_version": VERSION, "client_id": client,
+                    "request_id": f"m{j}",
+                    "features": dict(zip(FEATURES, pool[k].tolist(), strict=True)),
+                    "probabilities": probs[k].tolist()})
+
+    records = [record(j, T0 + j * 0.01, f"c{j % clients}") for j in range(clients * events)]
     decode = Decoder(config.events).decode
     keyed = client_detectors(config)
     for k in keyed:  # warm-up: class-level caches (projections, mixers) are not per client
@@ -374,10 +377,18 @@ def memory_per_client(config: Config, pool: np.ndarray, probs: np.ndarray,
         for event in [decode(r) for r in records[i:i + 2000]]:
             for k in keyed:
                 k.update(event)  # type: ignore[arg-type]
-    after = tracemalloc.get_traced_memory()[0]
+    live = tracemalloc.get_traced_memory()[0]
+    # one event from another client after the others' idle time, then the next batch packs
+    late = decode(record(-1, T0 + clients * events * 0.01 + config.state.pack_idle_after_s + 1,
+                         "late"))
+    for k in keyed:
+        k.update(late)  # type: ignore[arg-type]
+        k.prepare([])
+    idle = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert sum(len(k) for k in keyed) == clients
-    return (after - before) / clients, len(pickle.dumps(keyed)) / clients
+    assert sum(len(k) for k in keyed) == clients + 1
+    return ((live - before) / clients, (idle - before) / clients,
+            len(pickle.dumps(keyed)) / clients)
 
 
 # -- scoring ------------------------------------------------------------------------------
@@ -472,8 +483,8 @@ def verdicts(rows: list[list[str]], budget_rows: list[list[str]], alerted: int, 
                f"included): {'met' if per_1000 <= 1 else 'MISSED'} ({alerted} of {benign:,}"
                + (f"; zero of {benign:,} only bounds the rate below ~{3000 / benign:.1f} per "
                   "1,000 at 95%)" if alerted == 0 else ")"))
-    out.append(f"- State under 1 KB per tracked client: {'met' if mem_bytes < 1024 else 'MISSED'}"
-               f" ({mem_bytes:,.0f} B)")
+    out.append(f"- State under 1 KB per idle-tracked client: {'met' if mem_bytes < 1024 else 'MISSED'}"
+               f" ({mem_bytes:,.0f} B once packed)")
     return "\n".join(out)
 
 
@@ -524,8 +535,8 @@ def main() -> None:
     for cfg, key in ((base_cfg, "without"), (config, "with"), (base_cfg, "without")):
         times[key].append(run_pipeline(cfg, batches)[1])
     elapsed, base_elapsed = min(times["with"]), min(times["without"])
-    mem_bytes, pickled = memory_per_client(config, pool, probs)
-    base_mem, base_pickled = memory_per_client(base_cfg, pool, probs)
+    mem_bytes, idle_bytes, pickled = memory_per_client(config, pool, probs)
+    base_mem, base_idle, base_pickled = memory_per_client(base_cfg, pool, probs)
 
     n_benign = sum(1 for c in clients if c.role == "benign")
     benign_alerted = sum(1 for c in clients if c.role == "benign" and c.name in first)
@@ -540,7 +551,7 @@ def main() -> None:
     budget_benign_t = table(benign_head, budget_benign_rows)
     rate = len(ts) / elapsed
     rule = ", ".join(f"{k}: {v}" for k, v in BUDGET_RULE.items())
-    targets = verdicts(attack_rows, budget_attack_rows, benign_alerted, n_benign, mem_bytes)
+    targets = verdicts(attack_rows, budget_attack_rows, benign_alerted, n_benign, idle_bytes)
     body = f"""
 Victim: scikit-learn `SVC(probability=True)` on the bundled digits data (8x8, scaled to
 [0, 1]; trained on even rows, odd rows are the natural-data pool). Attacks: IBM ART
@@ -591,9 +602,11 @@ alternating runs each): the new signal costs
 tracked at the end.
 Memory per tracked client (the pipeline's per-client detectors fed 20 decoded queries
 each, 5,000 clients; model-wide state excluded):
-{mem_bytes:,.0f} B traced allocations, {pickled:,.0f} B in the checkpoint
-(without `QueryNeighbours`: {base_mem:,.0f} B and {base_pickled:,.0f} B), i.e.
-~{mem_bytes * 1e6 / 2**30:.2f} GiB per million tracked clients.
+{mem_bytes:,.0f} B traced allocations while live, **{idle_bytes:,.0f} B once idle for
+`state.pack_idle_after_s`** (state packed), {pickled:,.0f} B in the checkpoint
+(without `QueryNeighbours`: {base_mem:,.0f} B live, {base_idle:,.0f} B idle, {base_pickled:,.0f} B), i.e.
+~{idle_bytes * 1e6 / 2**30:.2f} GiB per million idle clients, ~{mem_bytes * 1e6 / 2**30:.2f} GiB per
+million live ones.
 """
     print(body)
     if not args.no_write:

@@ -238,7 +238,8 @@ class Keyed:
                 if slot is None:
                     current[key] = None
                 else:
-                    self._unpack(key, slot)
+                    if slot.detector is None:
+                        self._unpack(key, slot)
                     current[key] = slot.detector
         if keyed:
             self.prototype.prepare(keyed, keys, current)
@@ -276,7 +277,13 @@ class Keyed:
         else:
             self.slots.move_to_end(key)
         if self.pack_after_s is not None:
-            self._unpack(key, slot)
+            if slot.detector is None:
+                self._unpack(key, slot)
+            else:  # the common case, inline: most recently seen of the live keys
+                try:
+                    self._live.move_to_end(key)
+                except KeyError:
+                    self._live[key] = None
         if self.tracking:
             self._moved.add(key)
         if slot.model_version != event.model_version:
