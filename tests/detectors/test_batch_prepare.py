@@ -78,7 +78,7 @@ def _run(events: list[Event], batch_sizes: list[int] | None, max_clients: int):
             findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
                           repr(sorted(f.evidence.items()))) for f in keyed.update(event)]
         i += size
-    state = {key: Keyed.export_slot(slot) for key, slot in keyed.slots.items()}
+    state = {key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
     return findings, state
 
 
@@ -106,5 +106,5 @@ def test_a_detector_fed_outside_its_batch_still_agrees() -> None:
         for event in batch:
             findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
                           repr(sorted(f.evidence.items()))) for f in keyed.update(event)]
-    state = {key: Keyed.export_slot(slot) for key, slot in keyed.slots.items()}
+    state = {key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
     assert (findings, state) == reference

@@ -33,7 +33,7 @@ def _run(events: list[Event], pack_after_s: float, batch: int = 50):
             findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
                           repr(sorted(f.evidence.items()))) for f in keyed.tick(t)]
         most_packed = max(most_packed, sum(s.packed is not None for s in keyed.slots.values()))
-    state = {key: Keyed.export_slot(slot) for key, slot in keyed.slots.items()}
+    state = {key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
     return findings, state, most_packed, keyed
 
 
@@ -63,7 +63,7 @@ def test_a_packed_client_is_smaller_and_survives_pickling() -> None:
     keyed.prepare([])  # the next batch starts: c0..c2 have been idle for 70 s
     assert all(keyed.slots[("m", f"c{i}")].detector is None for i in range(3))
     assert len(keyed.slots[("m", "c0")].packed) < live / 2
-    before = Keyed.export_slot(keyed.slots[("m", "c1")])
+    before = keyed.export_slot(keyed.slots[("m", "c1")])
     again = pickle.loads(pickle.dumps(keyed))
-    assert Keyed.export_slot(again.slots[("m", "c1")]) == before
+    assert again.export_slot(again.slots[("m", "c1")]) == before
     assert again.detector_of(("m", "c1")).export_state() == before[-1]

@@ -298,7 +298,6 @@ def test_client_rows_store_window_counts_as_bytes_and_read_rows_written_with_arr
     import pickle
     from array import array
 
-    from detectors.keyed import Keyed
 
     config = build_config({"detectors": {"rules": [
         {"name": "distinct", "kind": "extraction", "window_s": 60, "max_events": 3,
@@ -313,7 +312,7 @@ def test_client_rows_store_window_counts_as_bytes_and_read_rows_written_with_arr
         return isinstance(value, array)
 
     for slot in list(keyed.slots.values())[:5]:
-        row = Keyed.export_slot(slot)
+        row = keyed.export_slot(slot)
         assert arrays(row) == 0
         old = (*row[:5], (tuple(s.__getstate__() for s in slot.detector.signals), *row[5][1:]))
         assert arrays(old) == 4  # the rate and probing windows, the rule's window and recent inputs
@@ -322,4 +321,4 @@ def test_client_rows_store_window_counts_as_bytes_and_read_rows_written_with_arr
             twin.import_state(pickle.loads(pickle.dumps(stored[5])))
             assert twin.evidence() == slot.detector.evidence()
             assert arrays(tuple(s.__getstate__() for s in twin.signals)) == 4
-            assert Keyed.export_slot(slot)[5] == twin.export_state()
+            assert keyed.export_slot(slot)[5] == twin.export_state()
