@@ -48,9 +48,11 @@ PARTITIONS = 3  # of each topic: the daemon's and the floor consumer's
 
 
 def traffic(bootstrap: str, topic: str, rate: float, seconds: float, every: float,
-            stop: threading.Event) -> dict[str, float]:
+            stop: threading.Event, clients: int | None = None) -> dict[str, float]:
     """Benign events at ``rate`` per second, stamped with the wall clock as they
-    are sent, and every ``every`` seconds a new client's burst of ``BUDGET + 1``."""
+    are sent, and every ``every`` seconds a new client's burst of ``BUDGET + 1``;
+    ``clients``: the benign events come from that many clients (default: the
+    benchmark stream's own client ids, 20,000)."""
     docs = [orjson.loads(line) for line in data.load(300_000)[:50_000]]
     model, version = data.MODELS[0]
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "acks": 1,
@@ -65,6 +67,8 @@ def traffic(bootstrap: str, topic: str, rate: float, seconds: float, every: floa
             doc = docs[i % len(docs)]
             i += 1
             doc["ts"] = round(time.time(), 3)
+            if clients is not None:
+                doc["client_id"] = f"client-{i % clients:05d}"
             producer.produce(topic, key=doc["client_id"].encode(), value=orjson.dumps(doc))
             sent += 1
         if now >= next_burst:
