@@ -80,8 +80,8 @@ class Keyed:
     ``idle_s`` of event time is dropped, and at most ``max_keys`` are kept (least
     recently seen first out): O(1) amortised per event, bounded memory. With
     ``pack_after_s``, a key idle that long (and not firing) keeps its detector's
-    exported state as compressed bytes (about a quarter of the live objects) until
-    its next event restores it: the same results, a fraction of the memory for the
+    exported state as compressed bytes (a third of the live objects' memory or
+    less) until its next event restores it: the same results, a fraction of the memory for the
     many clients that are tracked but quiet. A key that is dropped while firing
     reports ``resolved``. While a condition holds, a repeat
     ``firing`` finding (fresh evidence, one more ``count``) goes out at most every
@@ -166,12 +166,6 @@ class Keyed:
                  else slot.detector.export_state())
         return (slot.model, slot.model_version, slot.last_ts, slot.firing, slot.last_notified,
                 state)
-
-    def detector_of(self, key: Hashable) -> Detector:
-        """The live detector of ``key`` (restored first if it was packed)."""
-        slot = self.slots[key]
-        self._unpack(key, slot)
-        return slot.detector
 
     def restore_slots(self, slots: list[tuple[Hashable, tuple[Any, ...]]]) -> None:
         """Refill the keys from exported slots, in LRU order (oldest first); the

@@ -116,6 +116,9 @@ class CheckpointConfig(_Section):
     retry_max_s: float = Field(30.0, gt=0)
     # alerts wait for the checkpoint that stores them: checkpoint this soon after one is raised
     alert_flush_s: float = Field(0.5, ge=0)
+    # ... unless more than this many records are still unread (catching up on a backlog):
+    # then they wait for the interval, since catching up sooner gets them out sooner
+    catch_up_records: int = Field(50_000, ge=0)
 
 
 class HttpConfig(_Section):

@@ -19,7 +19,7 @@ from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
 from monitor.checkpoint import Checkpointer
-from monitor.config import Config
+from monitor.config import CheckpointConfig, Config
 from monitor.http import HealthServer
 from monitor.kafka_source import KafkaSource
 from monitor.metrics import Metrics
@@ -147,10 +147,9 @@ class Daemon:
                         if self.config.kafka.dead_letter_topic:
                             self.metrics.dead_lettered.inc()
         self.pipeline.advance(self._active_partitions(now))
-        cp = self.config.checkpoint
-        since = now - self.last_checkpoint
-        due = (since >= cp.interval_s or self.pipeline.events_since_checkpoint >= cp.max_events
-               or (bool(self.pipeline.pending) and since >= cp.alert_flush_s))
+        due = checkpoint_due(self.config.checkpoint, now - self.last_checkpoint,
+                             self.pipeline.events_since_checkpoint, bool(self.pipeline.pending),
+                             self._unread())
         if due and now >= self._checkpoint_backoff_until():
             self.checkpoint()
         if self.store_ok:  # while the store is away, the outbox waits in it
@@ -174,6 +173,16 @@ class Daemon:
                 continue
             active.append(pid)
         return active
+
+    def _unread(self) -> int:
+        """Records of the owned partitions not read yet, as of the last fetch."""
+        assert self.source is not None
+        unread = 0
+        for pid, state in self.pipeline.partitions.items():
+            high = self.source.highwater(pid)
+            if high is not None:
+                unread += max(0, high - (state.offset if state.offset is not None else 0))
+        return unread
 
     def _checkpoint_backoff_until(self) -> float:
         return self.last_checkpoint + self._checkpoint_backoff
@@ -259,6 +268,18 @@ class Daemon:
 
     def _delivery_result(self, sink: str, result: str, n: int) -> None:
         self.metrics.notifications.labels(sink, result).inc(n)
+
+
+def checkpoint_due(cp: CheckpointConfig, since_s: float, events: int, alerts_pending: bool,
+                   unread: int) -> bool:
+    """Whether to checkpoint now: every ``interval_s`` or ``max_events``, and
+    ``alert_flush_s`` after an alert was raised (it is delivered once stored) —
+    except while more than ``catch_up_records`` are unread: on a backlog the
+    alert is late anyway, and checkpoints every half second would slow the
+    catching up that gets it out."""
+    if since_s >= cp.interval_s or events >= cp.max_events:
+        return True
+    return alerts_pending and since_s >= cp.alert_flush_s and unread <= cp.catch_up_records
 
 
 def _short(exc: BaseException) -> str:
