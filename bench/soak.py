@@ -9,6 +9,7 @@ sampled every few seconds must level off, and the daemon must keep up.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -67,6 +68,9 @@ def main() -> None:
     peak = max(r for _, r, _ in samples)
     table = "\n".join(f"| {e:,.0f} | {r:,.1f} | {n:,} |"
                       for e, r, n in samples[:: max(1, len(samples) // 12)])
+    arenas = os.environ.get("MALLOC_ARENA_MAX")
+    env_note = (f" glibc's `MALLOC_ARENA_MAX={arenas}` was set for the daemon (at most {arenas}"
+                " malloc arenas shared by its threads)." if arenas else "")
     body = f"""`inferwatch run`, every detector on, SQLite store, a live 3-partition topic fed at
 {result['sent'] / result['seconds']:,.0f} events/s for {minutes:g} minutes
 ({'the full soak' if args.full else 'the short default; `--full` runs 30 minutes'}); event
@@ -75,7 +79,7 @@ each), so every client fills its windows (the probing and coverage detectors kee
 their counts for 10 and 60 minutes) and reaches its alert state within the first third: a
 leak shows as growth from the middle third to the last, warm-up does not.
 The daemon read {final:,} of {int(result['sent']):,} events (kept up) and used
-{cpu / result['seconds']:.0%} of a core.
+{cpu / result['seconds']:.0%} of a core.{env_note}
 
 | resident memory | MiB |
 |---|---|
@@ -89,7 +93,9 @@ The daemon read {final:,} of {int(result['sent']):,} events (kept up) and used
 {table}
 """
     print(body)
-    write_section("soak", "Soak: memory at a steady rate",
+    write_section("soak" if not arenas else "soak_arenas",
+                  "Soak: memory at a steady rate" + (f" (MALLOC_ARENA_MAX={arenas})" if arenas else ""),
+                  (f"MALLOC_ARENA_MAX={arenas} " if arenas else "") +
                   f".venv/bin/python -m bench.soak {'--full' if args.full else f'--minutes {minutes:g}'}"
                   f" --rate {args.rate:g} --clients {args.clients}", body)
 
