@@ -82,7 +82,8 @@ class Keyed:
     ``pack_after_s``, a key idle that long (and not firing) keeps its detector's
     exported state as compressed bytes (a third of the live objects' memory or
     less) until its next event restores it: the same results, a fraction of the memory for the
-    many clients that are tracked but quiet. A key that is dropped while firing
+    many clients that are tracked but quiet (idle keys are packed when a batch is
+    announced, ``prepare``). A key that is dropped while firing
     reports ``resolved``. While a condition holds, a repeat
     ``firing`` finding (fresh evidence, one more ``count``) goes out at most every
     ``renotify_s`` of event time.
@@ -218,9 +219,15 @@ class Keyed:
             detector = self.prototype.clone()
             detector.import_state(self._packer().unpack(slot.packed))
             slot.detector, slot.packed = detector, None
+        self._mark_live(key)
+
+    def _mark_live(self, key: Hashable) -> None:
+        """When packing: ``key`` is the most recently seen of the live keys."""
         if self.pack_after_s is not None:
-            self._live[key] = None
-            self._live.move_to_end(key)
+            try:
+                self._live.move_to_end(key)
+            except KeyError:
+                self._live[key] = None
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -296,7 +303,7 @@ class Keyed:
         if self.pack_after_s is not None:
             if slot.detector is None:
                 self._unpack(key, slot)
-            else:  # the common case, inline: most recently seen of the live keys
+            else:  # the common case: _mark_live inline, once per event
                 try:
                     self._live.move_to_end(key)
                 except KeyError:
@@ -365,9 +372,7 @@ class Keyed:
         if slot.firing and not detected:
             slot.firing = False
             self.firing_keys.discard(key)
-            if self.pack_after_s is not None:  # packable again once idle
-                self._live[key] = None
-                self._live.move_to_end(key)
+            self._mark_live(key)  # packable again once idle
             return [self._finding(key, slot, "resolved", ts)]
         return []
 

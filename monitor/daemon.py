@@ -165,24 +165,26 @@ class Daemon:
         assert self.source is not None
         idle = self.config.kafka.idle_partition_s
         active = []
-        for pid, state in self.pipeline.partitions.items():
+        for pid in self.pipeline.partitions:
             if now - self.last_records.get(pid, self.assigned_at.get(pid, now)) >= idle:
                 continue
-            high = self.source.highwater(pid)
-            if high is not None and (state.offset if state.offset is not None else 0) >= high:
+            if self._unread_of(pid) == 0:
                 continue
             active.append(pid)
         return active
 
-    def _unread(self) -> int:
-        """Records of the owned partitions not read yet, as of the last fetch."""
+    def _unread_of(self, pid: PartitionId) -> int | None:
+        """Records of ``pid`` not read yet, as of the last fetch (None: end not known)."""
         assert self.source is not None
-        unread = 0
-        for pid, state in self.pipeline.partitions.items():
-            high = self.source.highwater(pid)
-            if high is not None:
-                unread += max(0, high - (state.offset if state.offset is not None else 0))
-        return unread
+        high = self.source.highwater(pid)
+        if high is None:
+            return None
+        offset = self.pipeline.partitions[pid].offset
+        return max(0, high - (offset if offset is not None else 0))
+
+    def _unread(self) -> int:
+        """Records of all owned partitions not read yet, as of the last fetch."""
+        return sum(self._unread_of(pid) or 0 for pid in self.pipeline.partitions)
 
     def _checkpoint_backoff_until(self) -> float:
         return self.last_checkpoint + self._checkpoint_backoff
@@ -217,9 +219,9 @@ class Daemon:
             log.warning("offset commit to Kafka failed (%s); the store has them", _short(exc))
         self.metrics.tracked_clients.set(self.pipeline.tracked_clients())
         for pid, state in self.pipeline.partitions.items():
-            high = self.source.highwater(pid)
-            if high is not None and state.offset is not None:
-                self.metrics.consumer_lag.labels(pid[0], str(pid[1])).set(max(0, high - state.offset))
+            lag = self._unread_of(pid)
+            if lag is not None and state.offset is not None:
+                self.metrics.consumer_lag.labels(pid[0], str(pid[1])).set(lag)
         return True
 
     def _on_assign(self, pids: list[PartitionId]) -> dict[PartitionId, int | None]:
