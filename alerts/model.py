@@ -24,6 +24,15 @@ def fingerprint(detector: str, model: str, subject: dict[str, str]) -> str:
     return hashlib.sha256(canonical_json(labels)).hexdigest()[:16]
 
 
+def delivery_key(scope: str, record: dict[str, Any]) -> str:
+    """Identity of one record: its episode (``id``), the change it reports
+    (``status``, ``count``) and who raised it (``scope``, the consumer group).
+    The outbox keeps one row per key, so a record raised again after a restart
+    (replaying events its state was not checkpointed with) is not sent twice."""
+    raw = f"{scope}\n{record['id']}\n{record['status']}\n{record['count']}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"

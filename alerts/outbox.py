@@ -6,11 +6,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from alerts.sinks import DeliveryError, Sink
 
 log = logging.getLogger(__name__)
+
+
+class OutboxEntry(NamedTuple):
+    """An alert record on its way into the outbox, under its
+    ``alerts.model.delivery_key`` (the outbox holds each key once; None: no key)."""
+
+    delivery_key: str | None
+    fingerprint: str
+    record: str
 
 
 class _Row(Protocol):

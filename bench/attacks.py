@@ -339,7 +339,7 @@ def run_pipeline(config: Config, batches: list[list[Record]]) -> tuple[list[dict
     for batch in batches:
         pipeline.process(("bench", 0), batch)
         pipeline.advance()
-        alerts.extend(msgspec.json.decode(rec) for _, rec in pipeline.pending)
+        alerts.extend(msgspec.json.decode(entry.record) for entry in pipeline.pending)
         pipeline.pending.clear()
         pipeline.alerts.changed.clear()
     elapsed = time.process_time() - started

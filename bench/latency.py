@@ -211,7 +211,8 @@ benchmark), consuming a live 3-partition topic at {rate:,.0f} events/s for {resu
 `bench.throughput` on this machine); the daemon used {cpu / result['seconds']:.0%} of a core.
 A new client crosses its budget every {args.every:g} s; latency is from the produce time of the
 event that crossed it to the alert record in the JSONL sink (checkpoint interval
-{interval:g} s; an alert triggers its checkpoint after `checkpoint.alert_flush_s` = 0.5 s).
+{interval:g} s; alert records go to the outbox after the batch that raised them,
+`checkpoint.alert_flush_s` = 0).
 
 {cp_n:.0f} checkpoints of {tracked:,.0f} tracked clients took {cp_mean:.2f} s each on average.
 

@@ -1,6 +1,11 @@
-"""Checkpoints: detector state, the offsets it covers and the alert records it
-produced, stored in one transaction — so a restart after ``kill -9`` resumes
-exactly where the stored state ends: no alert lost, none doubled.
+"""Checkpoints: detector state and the offsets it covers, stored in one
+transaction — so a restart after ``kill -9`` resumes exactly where the stored
+state ends.
+
+Alert records go into the outbox as soon as they are raised (``journal``), ahead
+of the checkpoint: after a crash, the restart raises them again from the stored
+state, and the outbox keeps each ``delivery_key`` once. So no alert is lost or
+doubled, and none waits for a checkpoint to be delivered.
 
 A partition's state is stored as a shell (offsets, event time, detector
 configuration) plus one row per client; a checkpoint writes only the clients
@@ -138,6 +143,16 @@ class Checkpointer:
             if state is not None and state.offset is not None:
                 offsets[pid] = state.offset
         return offsets
+
+    def journal(self) -> int:
+        """Put the pending alert records in the outbox now; how many. On failure
+        they stay pending (and the next journal or checkpoint writes them)."""
+        p = self.pipeline
+        pending = list(p.pending)
+        if pending:
+            self.store.append_outbox(self.producer, pending)
+            del p.pending[: len(pending)]
+        return len(pending)
 
     def restore(self, pids: Iterable[PartitionId]) -> dict[PartitionId, int | None]:
         """Adopt ``pids`` with their stored state; return where to resume each."""

@@ -114,11 +114,9 @@ class CheckpointConfig(_Section):
     interval_s: float = Field(5.0, gt=0)
     max_events: int = Field(100_000, ge=1)
     retry_max_s: float = Field(30.0, gt=0)
-    # alerts wait for the checkpoint that stores them: checkpoint this soon after one is raised
-    alert_flush_s: float = Field(0.5, ge=0)
-    # ... unless more than this many records are still unread (catching up on a backlog):
-    # then they wait for the interval, since catching up sooner gets them out sooner
-    catch_up_records: int = Field(50_000, ge=0)
+    # alert records go to the outbox (and on to the sinks) this long after they are
+    # raised, ahead of the checkpoint; 0: after the batch that raised them
+    alert_flush_s: float = Field(0.0, ge=0)
 
 
 class HttpConfig(_Section):

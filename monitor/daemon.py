@@ -1,9 +1,9 @@
 """``inferwatch run``: the main loop.
 
-poll a batch → process → dead-letter the bad records → maybe checkpoint (alert
-records, detector state and offsets in one store transaction, then the Kafka
-commit) → deliver the outbox. SIGTERM/SIGINT finish the batch, checkpoint and
-leave the group.
+poll a batch → process → dead-letter the bad records → put the alert records
+raised in the outbox → maybe checkpoint (detector state and offsets in one store
+transaction, then the Kafka commit) → deliver the outbox. SIGTERM/SIGINT finish
+the batch, checkpoint and leave the group.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
 from monitor.checkpoint import Checkpointer
-from monitor.config import CheckpointConfig, Config
+from monitor.config import Config
 from monitor.http import HealthServer
 from monitor.kafka_source import KafkaSource
 from monitor.metrics import Metrics
@@ -67,6 +67,7 @@ class Daemon:
         self.assigned_at: dict[PartitionId, float] = {}
         self.jobs: JobService | None = None  # scheduled jobs (monitor.scheduler)
         self._checkpoint_backoff = 0.0
+        self.pending_since: float | None = None  # when the oldest pending alert was raised
 
     # -- probes ---------------------------------------------------------------------
     def healthy(self) -> tuple[bool, str]:
@@ -147,9 +148,10 @@ class Daemon:
                         if self.config.kafka.dead_letter_topic:
                             self.metrics.dead_lettered.inc()
         self.pipeline.advance(self._active_partitions(now))
-        due = checkpoint_due(self.config.checkpoint, now - self.last_checkpoint,
-                             self.pipeline.events_since_checkpoint, bool(self.pipeline.pending),
-                             self._unread())
+        self._journal(now)
+        cp = self.config.checkpoint
+        due = (now - self.last_checkpoint >= cp.interval_s
+               or self.pipeline.events_since_checkpoint >= cp.max_events)
         if due and now >= self._checkpoint_backoff_until():
             self.checkpoint()
         if self.store_ok:  # while the store is away, the outbox waits in it
@@ -158,6 +160,25 @@ class Daemon:
             except Exception as exc:  # the next checkpoint retries the store
                 self.store_ok = False
                 log.warning("alert delivery paused: store unreachable (%s)", _short(exc))
+
+    def _journal(self, now: float) -> None:
+        """Alert records go to the outbox ``alert_flush_s`` after they are raised,
+        without waiting for the checkpoint (``Checkpointer.journal``)."""
+        if not self.pipeline.pending:
+            self.pending_since = None
+            return
+        if self.pending_since is None:
+            self.pending_since = now
+        if not self.store_ok or now - self.pending_since < self.config.checkpoint.alert_flush_s:
+            return  # while the store is away, the next checkpoint retries with backoff
+        try:
+            self.checkpointer.journal()
+        except Exception as exc:
+            self.store_ok = False
+            log.warning("alert records wait for the store (%s); the next checkpoint retries",
+                        _short(exc))
+            return
+        self.pending_since = None
 
     def _active_partitions(self, now: float) -> list[PartitionId]:
         """Partitions that still hold unread records, and so may deliver events
@@ -181,10 +202,6 @@ class Daemon:
             return None
         offset = self.pipeline.partitions[pid].offset
         return max(0, high - (offset if offset is not None else 0))
-
-    def _unread(self) -> int:
-        """Records of all owned partitions not read yet, as of the last fetch."""
-        return sum(self._unread_of(pid) or 0 for pid in self.pipeline.partitions)
 
     def _checkpoint_backoff_until(self) -> float:
         return self.last_checkpoint + self._checkpoint_backoff
@@ -270,18 +287,6 @@ class Daemon:
 
     def _delivery_result(self, sink: str, result: str, n: int) -> None:
         self.metrics.notifications.labels(sink, result).inc(n)
-
-
-def checkpoint_due(cp: CheckpointConfig, since_s: float, events: int, alerts_pending: bool,
-                   unread: int) -> bool:
-    """Whether to checkpoint now: every ``interval_s`` or ``max_events``, and
-    ``alert_flush_s`` after an alert was raised (it is delivered once stored) —
-    except while more than ``catch_up_records`` are unread: on a backlog the
-    alert is late anyway, and checkpoints every half second would slow the
-    catching up that gets it out."""
-    if since_s >= cp.interval_s or events >= cp.max_events:
-        return True
-    return alerts_pending and since_s >= cp.alert_flush_s and unread <= cp.catch_up_records
 
 
 def _short(exc: BaseException) -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from alerts.manager import AlertManager
-from alerts.model import Alert
+from alerts.model import Alert, delivery_key
+from alerts.outbox import OutboxEntry
 from alerts.sinks import record_json
 from detectors.base import Finding
 from detectors.event import Event
@@ -64,8 +65,9 @@ class Pipeline:
     """Holds the detector state of the partitions this replica owns, plus the
     model-wide state, and turns records into alert records.
 
-    Alert records wait in ``pending`` until the next checkpoint stores them with
-    the state that produced them (see ``monitor.checkpoint``).
+    Alert records wait in ``pending`` until they are put in the outbox, ahead of
+    or with the checkpoint that stores the state which produced them (see
+    ``monitor.checkpoint``).
     """
 
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
@@ -77,7 +79,8 @@ class Pipeline:
         self.models = ModelState(model_detectors(config))
         self.new_references: list[Reference] = []  # automatic drift references, to store
         self.alerts = AlertManager()
-        self.pending: list[tuple[str, str]] = []  # (fingerprint, record JSON)
+        self.pending: list[OutboxEntry] = []  # alert records not in the outbox yet
+        self.outbox_scope = config.kafka.group_id  # alert records are keyed per group
         sc = config.jobs.summaries
         # window summaries for the scheduled jobs, saved by the checkpoint
         self.summaries = SummaryCollector(bucket_s=sc.bucket_s, sample_size=sc.sample_size,
@@ -207,7 +210,8 @@ class Pipeline:
             if record is None:
                 continue
             self.metrics.alerts.labels(record["kind"], record["severity"], record["status"]).inc()
-            self.pending.append((record["fingerprint"], record_json(record)))
+            self.pending.append(OutboxEntry(delivery_key(self.outbox_scope, record),
+                                            record["fingerprint"], record_json(record)))
             records.append(record)
         return records
 

@@ -70,7 +70,7 @@ def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
         pipeline.advance()  # one stream, in order: nothing older can come
         seen += len(batch)
         bad += len(result.bad)
-        records = [rec for _, rec in pipeline.pending]
+        records = [entry.record for entry in pipeline.pending]
         pipeline.pending.clear()
         pipeline.alerts.changed.clear()
         for sink in sinks:

@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.model import Alert, canonical_json, fingerprint
+from alerts.outbox import OutboxEntry
 from monitor.config import Config, crontab_fields
 from monitor.store import Store, StoredAlert, alerts, metadata
 
@@ -184,7 +185,9 @@ class JobContext:
             meta[fp] = {"alert_id": alert.id, "detector": detector, "kind": kind,
                         "severity": severity, "model": model, "first_seen": alert.first_seen,
                         "last_seen": now}
-        self.store.save_checkpoint(self.instance_id, {}, [(fp, raw)], stored, meta)
+        # no delivery key: a job's record is written once, not raised again by a replay
+        entry = OutboxEntry(None, fp, raw)
+        self.store.save_checkpoint(self.instance_id, {}, [entry], stored, meta)
         return record
 
     def firing_alert(self, fp: str) -> Alert | None:

@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from alerts.outbox import OutboxEntry
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
@@ -66,8 +68,12 @@ alert_outbox = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # alerts.model.delivery_key: one row per record however often it is raised
+    # (null in rows written before schema 3)
+    sa.Column("delivery_key", sa.String(64), nullable=True),
 )
 sa.Index("ix_alert_outbox_producer_seq", alert_outbox.c.producer, alert_outbox.c.seq)
+sa.Index("ux_alert_outbox_delivery_key", alert_outbox.c.delivery_key, unique=True)
 
 sink_cursors = sa.Table(
     "sink_cursors", metadata,
@@ -199,7 +205,7 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------
     def migrate(self) -> None:
-        """Create missing tables and add missing nullable columns; never drop anything."""
+        """Create missing tables, nullable columns and indexes; never drop anything."""
         for module in TABLE_MODULES:
             importlib.import_module(module)
         with self.engine.begin() as conn:
@@ -214,6 +220,8 @@ class Store:
                         conn.execute(sa.text(
                             f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'
                         ))
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
             row = conn.execute(sa.select(schema_info.c.version)).first()
             if row is None:
                 conn.execute(schema_info.insert().values(
@@ -245,7 +253,7 @@ class Store:
         self,
         producer: str,
         states: dict[str, Checkpoint],
-        outbox: Iterable[tuple[str, str]],
+        outbox: Iterable[OutboxEntry],
         changed_alerts: Iterable[StoredAlert],
         alert_meta: dict[str, dict[str, Any]],
         *,
@@ -267,15 +275,27 @@ class Store:
                  "updated_at": now}
                 for scope, cp in states.items()
             ], ["scope"])
-            rows = [{"producer": producer, "fingerprint": fp, "record": rec, "created_at": now}
-                    for fp, rec in outbox]
-            if rows:
-                conn.execute(alert_outbox.insert(), rows)
+            self._append_outbox(conn, producer, outbox, now)
             self._upsert(conn, alerts, [
                 {"fingerprint": a.fingerprint, "status": a.status, "record": a.record,
                  "state": a.state, "updated_at": now, **alert_meta[a.fingerprint]}
                 for a in changed_alerts
             ], ["fingerprint"])
+
+    def append_outbox(self, producer: str, outbox: Iterable[OutboxEntry]) -> None:
+        """Put alert records in the outbox ahead of the checkpoint that stores the
+        state which raised them; a record already there (same key) is skipped."""
+        with self.engine.begin() as conn:
+            self._append_outbox(conn, producer, outbox, _now())
+
+    def _append_outbox(self, conn: Connection, producer: str, outbox: Iterable[OutboxEntry],
+                       now: datetime) -> None:
+        rows = [{"producer": producer, "fingerprint": e.fingerprint, "record": e.record,
+                 "delivery_key": e.delivery_key, "created_at": now} for e in outbox]
+        if rows:
+            dialect = postgresql if self.dialect == "postgresql" else sqlite
+            conn.execute(dialect.insert(alert_outbox)
+                         .on_conflict_do_nothing(index_elements=["delivery_key"]), rows)
 
     def load_checkpoint(self, scope: str) -> Checkpoint | None:
         with self.engine.connect() as conn:

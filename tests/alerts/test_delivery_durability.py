@@ -8,7 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from alerts.outbox import Dispatcher
+from alerts.model import delivery_key
+from alerts.outbox import Dispatcher, OutboxEntry
 from monitor.metrics import Metrics
 from monitor.store import Store, StoredAlert
 from tests.alerts.fake_slack import Failure, FakeSlack
@@ -28,8 +29,9 @@ def _fill_outbox(store: Store, records: list[str]) -> None:
                     "severity": rec["severity"], "model": rec["model"],
                     "first_seen": datetime.fromisoformat(rec["first_seen"]).timestamp(),
                     "last_seen": datetime.fromisoformat(rec["last_seen"]).timestamp()}
-    store.save_checkpoint("replica-a", {}, [(json.loads(r)["fingerprint"], r) for r in records],
-                          stored, meta)
+    entries = [OutboxEntry(delivery_key("g", json.loads(r)), json.loads(r)["fingerprint"], r)
+               for r in records]
+    store.save_checkpoint("replica-a", {}, entries, stored, meta)
 
 
 def test_restart_with_a_full_outbox_delivers_every_notification_once_in_order(

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alerts.model import delivery_key
 from alerts.notify import build_notifiers, build_receivers
+from alerts.outbox import OutboxEntry
 from monitor.checkpoint import _meta
 from monitor.cli import main
 from monitor.config import build_config
@@ -89,7 +91,7 @@ def test_cli_silence_unsilence_and_ack(tmp_path: Path, sqlite_url: str, slack: F
     rec = json.loads(raw)
     store = Store(sqlite_url)
     alert = alerts.manager.firing[rec["fingerprint"]]
-    store.save_checkpoint("a", {}, [(rec["fingerprint"], raw)],
+    store.save_checkpoint("a", {}, [OutboxEntry(delivery_key("g", rec), rec["fingerprint"], raw)],
                           [StoredAlert(alert.fingerprint, "firing", raw, b"")],
                           {alert.fingerprint: _meta(alert)})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,34 @@ def test_two_daemons_in_one_group_raise_the_per_client_alerts_of_one(
     single = replayed_alerts(tmp_path, _config(broker, topic, pg_url, tmp_path / "x.jsonl"), good)
     assert per_client(single), "the scenario must raise per-client alerts"
     assert per_client(together) == per_client(single)
+
+
+def test_alerts_reach_the_sinks_without_waiting_for_a_checkpoint(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path
+) -> None:
+    """Alert records go to the outbox as they are raised: with checkpoints an hour
+    apart, the flooder's alert is in the sink while no state has been stored, and
+    the checkpoint at shutdown adds no second copy."""
+    good = good_events()
+    ends = produce(broker.bootstrap, topic, encode_events(good))
+    jsonl = tmp_path / "alerts.jsonl"
+    db = tmp_path / "store.db"
+    cfg = _config(broker, topic, f"sqlite:///{db}", jsonl,
+                  checkpoint={"interval_s": 3600, "max_events": 10**9})
+
+    def stored_partitions() -> int:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM checkpoints WHERE scope LIKE 'partition:%'").fetchone()[0]
+
+    d = start_daemon(cfg)
+    try:
+        wait_until(lambda: any(r["kind"] == "flooding" for r in read_alerts(jsonl)), 60,
+                   "the flooding alert in the sink")
+        assert stored_partitions() == 0
+        wait_until(lambda: _consumed_all(d, ends), 90, "the daemon to consume the topic")
+    finally:
+        d.stop()
+    assert stored_partitions() == 3
+    alerts = read_alerts(jsonl)
+    assert canonical(alerts) == canonical(replayed_alerts(tmp_path, cfg, good))

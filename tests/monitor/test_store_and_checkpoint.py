@@ -10,7 +10,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from alerts.outbox import Dispatcher
+from alerts.outbox import Dispatcher, OutboxEntry
 from alerts.sinks import JsonlSink
 from monitor import checkpoint
 from monitor.checkpoint import Checkpointer
@@ -46,6 +46,22 @@ def test_migrate_is_idempotent_and_adds_missing_columns_without_losing_rows(stor
     store.close()
 
 
+def test_migrating_an_outbox_of_schema_2_keeps_its_rows_and_keys_new_ones(store_url: str) -> None:
+    store = Store(store_url)
+    store.migrate()
+    with store.engine.begin() as conn:  # the outbox as schema 2 made it, with a row
+        conn.execute(sa.text("DROP INDEX ux_alert_outbox_delivery_key"))
+        conn.execute(sa.text("ALTER TABLE alert_outbox DROP COLUMN delivery_key"))
+        conn.execute(sa.text("INSERT INTO alert_outbox (producer, fingerprint, record, created_at) "
+                             "VALUES ('a', 'f', 'old', CURRENT_TIMESTAMP)"))
+    store.migrate()
+    entry = OutboxEntry("k1", "f", "new")
+    store.append_outbox("a", [entry])
+    store.append_outbox("a", [entry, OutboxEntry("k2", "f", "newer")])
+    assert [r.record for r in store.outbox_after("x")] == ["old", "new", "newer"]
+    store.close()
+
+
 def test_checkpoint_restores_state_offsets_and_firing_alerts(store_url: str) -> None:
     records = _records()
     half = len(records) // 2
@@ -74,7 +90,7 @@ def test_checkpoint_restores_state_offsets_and_firing_alerts(store_url: str) -> 
     Checkpointer(store, second, group="g", producer="a").save()
 
     stored = [msgspec.json.decode(r.record) for r in store.outbox_after("x", limit=10_000)]
-    expected = [msgspec.json.decode(rec) for _, rec in whole.pending]
+    expected = [msgspec.json.decode(e.record) for e in whole.pending]
     assert len(expected) >= 3
     assert stored == expected
     for resumed, straight in zip(second.partitions[pid].detectors,
@@ -82,6 +98,46 @@ def test_checkpoint_restores_state_offsets_and_firing_alerts(store_url: str) -> 
         assert list(resumed.slots) == list(straight.slots)
         assert [s.detector.evidence() for s in resumed.slots.values()] == [
             s.detector.evidence() for s in straight.slots.values()]
+    store.close()
+
+
+def test_alerts_put_in_the_outbox_before_a_crash_are_not_doubled_when_raised_again(
+    store_url: str,
+) -> None:
+    """Journaled alerts whose state was never checkpointed are raised again by the
+    restarted pipeline; the outbox ends as an uninterrupted run's, each record once."""
+    records = _records()
+    pid = ("logs", 0)
+    whole = Pipeline(CONFIG)
+    whole.process(pid, records)
+    whole.advance()
+    expected = [e.record for e in whole.pending]
+
+    store = Store(store_url)
+    store.migrate()
+    first = Pipeline(CONFIG)
+    cp = Checkpointer(store, first, group="g", producer="a")
+    cp.restore([pid])
+    third = len(records) // 5
+    first.process(pid, records[:third])
+    first.advance()
+    cp.save()
+    first.process(pid, records[third:])  # raised and journaled, then kill -9: no checkpoint
+    first.advance()
+    journaled = cp.journal()
+    assert journaled >= 2 and first.pending == []
+    before_crash = [r.record for r in store.outbox_after("x", limit=10_000)]
+    assert before_crash == expected
+
+    second = Pipeline(CONFIG)
+    cp = Checkpointer(store, second, group="g", producer="a")
+    assert cp.restore([pid]) == {pid: third}
+    second.process(pid, records[third:])
+    second.advance()
+    assert len(second.pending) == journaled  # raised again
+    cp.journal()
+    cp.save()
+    assert [r.record for r in store.outbox_after("x", limit=10_000)] == expected
     store.close()
 
 
