@@ -225,11 +225,29 @@ event that crossed it to the alert record in the JSONL sink (checkpoint interval
 
 The floor is what the broker and kafka-python add on this machine with nothing
 else running; the daemon's latency includes it.
+
+By quarter of the run (bursts in the order they were sent):
+
+| quarter | alerts | p50 | p99 | max |
+|---|---|---|---|---|
+{quarters(seen)}
 """
     print(body)
     write_section("latency", "Latency: produce time to alert record",
                   f".venv/bin/python -m bench.latency --rate {args.rate:g} "
                   f"--seconds {args.seconds:g}", body)
+
+
+def quarters(seen: dict[str, float]) -> str:
+    """Latency per quarter of the run: a warm-up or a stall shows where it fell."""
+    ordered = [seen[c] for c in sorted(seen)]  # burst-00000, burst-00001, …
+    rows = []
+    for q in range(4):
+        part = sorted(ordered[q * len(ordered) // 4:(q + 1) * len(ordered) // 4])
+        if part:
+            rows.append(f"| {q + 1} | {len(part)} | {percentile(part, 50):.2f} s "
+                        f"| {percentile(part, 99):.2f} s | {part[-1]:.2f} s |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
