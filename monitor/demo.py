@@ -43,6 +43,23 @@ def demo_config(workdir: Path, bootstrap: str) -> Config:
             if k.startswith("INFERWATCH_ALERTS__")})
 
 
+MIN_MINUTES = 15.0  # below this, the drift episode is too short for its windows (10 missed it)
+
+
+def demo_scenario(minutes: float) -> Scenario:
+    """The default 30-minute story, each episode at the same share of ``minutes``."""
+    if minutes < MIN_MINUTES:
+        raise ValueError(f"--minutes must be at least {MIN_MINUTES:g} (got {minutes:g}): the "
+                         "flood, the attack and the drift episode each need a few minutes "
+                         "of event time; --wall-seconds sets how long the demo takes")
+    base = Scenario()
+    share = minutes / base.minutes
+    return Scenario(minutes=minutes, flood_from_min=base.flood_from_min * share,
+                    flood_minutes=base.flood_minutes * share,
+                    attack_from_min=base.attack_from_min * share,
+                    drift_from_min=base.drift_from_min * share)
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -53,16 +70,20 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, wall_seconds: float = WALL
     from monitor.logs import setup_logging
 
     setup_logging("WARNING")
+    try:
+        scenario = demo_scenario(minutes)
+    except ValueError as exc:
+        _say(f"inferwatch demo: {exc}")
+        return 2
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("alerts.jsonl", "inferwatch.db", "inferwatch.db-wal", "inferwatch.db-shm",
                  "broker.log"):
         (workdir / name).unlink(missing_ok=True)
-    scenario = Scenario(minutes=minutes)
     evs = list(events(scenario))
     _say(f"inferwatch demo: {len(evs):,} inference-log events over {minutes:g} simulated "
          f"minutes, 2 models, {scenario.benign_clients} benign clients, a flooder "
          f"({scenario.flooder}), an extraction attacker ({scenario.attacker}) and a drift "
-         f"episode on {scenario.drift_model} from minute {scenario.drift_from_min:g}.")
+         f"episode on {scenario.drift_model} from minute {scenario.drift_from_min:.3g}.")
     try:
         broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
     except BrokerUnavailableError as exc:
@@ -134,7 +155,7 @@ def _drain(daemon: object, total: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if daemon.pipeline.records_seen >= total:  # type: ignore[attr-defined]
-            time.sleep(2.5)  # one more checkpoint delivers the last alerts
+            time.sleep(2.5)  # the next steps deliver the last alerts
             return
         time.sleep(0.5)
     _say("warning: the daemon did not consume every event within a minute")

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from monitor.demo import run_demo
+from monitor.demo import MIN_MINUTES, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_demo_catches_the_flooder_the_attacker_and_the_drift(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run_demo(tmp_path, minutes=24, wall_seconds=15) == 0
+    assert run_demo(tmp_path, minutes=MIN_MINUTES, wall_seconds=15) == 0  # the shortest story
     err = capsys.readouterr().err
     assert "[x] flooder key-flood-7" in err
     assert "[x] extraction attacker key-17" in err
@@ -27,3 +27,11 @@ def test_demo_catches_the_flooder_the_attacker_and_the_drift(
     records = [msgspec.json.decode(line)
                for line in (tmp_path / "alerts.jsonl").read_bytes().splitlines()]
     assert {r["kind"] for r in records} >= {"flooding", "extraction", "drift"}
+
+
+def test_a_story_too_short_to_stage_is_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_demo(tmp_path / "demo", minutes=4, wall_seconds=15) == 2
+    assert f"--minutes must be at least {MIN_MINUTES:g} (got 4)" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before starting anything
