@@ -75,6 +75,9 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, wall_seconds: float = WALL
     except ValueError as exc:
         _say(f"inferwatch demo: {exc}")
         return 2
+    if not wall_seconds > 0:
+        _say(f"inferwatch demo: --wall-seconds must be more than 0 (got {wall_seconds:g})")
+        return 2
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("alerts.jsonl", "inferwatch.db", "inferwatch.db-wal", "inferwatch.db-shm",
                  "broker.log"):

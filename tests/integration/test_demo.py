@@ -34,4 +34,6 @@ def test_a_story_too_short_to_stage_is_refused_with_the_reason(
 ) -> None:
     assert run_demo(tmp_path / "demo", minutes=4, wall_seconds=15) == 2
     assert f"--minutes must be at least {MIN_MINUTES:g} (got 4)" in capsys.readouterr().err
+    assert run_demo(tmp_path / "demo", minutes=30, wall_seconds=0) == 2
+    assert "--wall-seconds must be more than 0 (got 0)" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()  # refused before starting anything
