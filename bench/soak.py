@@ -62,6 +62,9 @@ def main() -> None:
                 d.stop()
     finally:
         broker.stop()
+    sent = int(result["sent"])
+    verdict = "kept up" if final >= sent else (
+        f"**fell behind**: {sent - final:,} unread 3 s after the traffic stopped")
     third = max(1, len(samples) // 3)
     early = sum(r for _, r, _ in samples[third:2 * third]) / max(1, len(samples[third:2 * third]))
     late = sum(r for _, r, _ in samples[-third:]) / third
@@ -78,7 +81,7 @@ times are the wall clock; {args.clients:,} clients cycle ({args.rate / args.clie
 each), so every client fills its windows (the probing and coverage detectors keep
 their counts for 10 and 60 minutes) and reaches its alert state within the first third: a
 leak shows as growth from the middle third to the last, warm-up does not.
-The daemon read {final:,} of {int(result['sent']):,} events (kept up) and used
+The daemon read {final:,} of {int(result['sent']):,} events ({verdict}) and used
 {cpu / result['seconds']:.0%} of a core.{env_note}
 
 | resident memory | MiB |
