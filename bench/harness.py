@@ -31,6 +31,12 @@ def start_broker(storage: str = "memory://tansu/") -> EmbeddedBroker:
     return EmbeddedBroker(storage=storage, log_path=CACHE / "broker.log").start()
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def new_topic(broker: EmbeddedBroker, partitions: int, prefix: str = "bench") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     broker.create_topic(name, partitions)
@@ -168,8 +174,7 @@ class DaemonProcess:
         return 0
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid)
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.harness import DaemonProcess, daemon_config, new_topic, start_broker
+from bench.harness import DaemonProcess, daemon_config, new_topic, process_cpu_s, start_broker
 from bench.latency import traffic
 from bench.report import write_section
 
@@ -32,7 +32,8 @@ def main() -> None:
     minutes = 30.0 if args.full else args.minutes
     seconds = minutes * 60
     broker = start_broker()
-    samples: list[tuple[float, float, int]] = []  # (elapsed s, RSS MiB, events)
+    samples: list[tuple[float, float, int, float, float]] = []
+    # (elapsed s, RSS MiB, events read, daemon and broker CPU share since the last sample)
     try:
         topic = new_topic(broker, 3)
         with tempfile.TemporaryDirectory() as tmp:
@@ -50,12 +51,21 @@ def main() -> None:
                 start = time.monotonic()
                 cpu0 = d.cpu_s()
                 t.start()
+                assert broker.proc is not None
+                last = (start, cpu0, process_cpu_s(broker.proc.pid))
+                broker_cpu0 = last[2]
                 while t.is_alive():
                     time.sleep(args.sample_s)
-                    samples.append((time.monotonic() - start, d.rss_kb() / 1024, d.events()))
-                    e, r, n = samples[-1]
-                    print(f"{e:6.0f}s RSS {r:7.1f} MiB, {n:,} events")
+                    now, dc, bc = time.monotonic(), d.cpu_s(), process_cpu_s(broker.proc.pid)
+                    span = now - last[0]
+                    samples.append((now - start, d.rss_kb() / 1024, d.events(),
+                                    (dc - last[1]) / span, (bc - last[2]) / span))
+                    last = (now, dc, bc)
+                    e, r, n, ds, bs = samples[-1]
+                    print(f"{e:6.0f}s RSS {r:7.1f} MiB, {n:,} events, CPU daemon {ds:.0%} "
+                          f"broker {bs:.0%}")
                 cpu = d.cpu_s() - cpu0
+                broker_cpu = process_cpu_s(broker.proc.pid) - broker_cpu0
                 time.sleep(3)
                 final = d.events()
             finally:
@@ -66,11 +76,11 @@ def main() -> None:
     verdict = "kept up" if final >= sent else (
         f"**fell behind**: {sent - final:,} unread 3 s after the traffic stopped")
     third = max(1, len(samples) // 3)
-    early = sum(r for _, r, _ in samples[third:2 * third]) / max(1, len(samples[third:2 * third]))
-    late = sum(r for _, r, _ in samples[-third:]) / third
-    peak = max(r for _, r, _ in samples)
-    table = "\n".join(f"| {e:,.0f} | {r:,.1f} | {n:,} |"
-                      for e, r, n in samples[:: max(1, len(samples) // 12)])
+    early = sum(x[1] for x in samples[third:2 * third]) / max(1, len(samples[third:2 * third]))
+    late = sum(x[1] for x in samples[-third:]) / third
+    peak = max(x[1] for x in samples)
+    table = "\n".join(f"| {e:,.0f} | {r:,.1f} | {n:,} | {ds:.0%} | {bs:.0%} |"
+                      for e, r, n, ds, bs in samples[:: max(1, len(samples) // 12)])
     arenas = os.environ.get("MALLOC_ARENA_MAX")
     env_note = (f" glibc's `MALLOC_ARENA_MAX={arenas}` was set for the daemon (at most {arenas}"
                 " malloc arenas shared by its threads)." if arenas else "")
@@ -82,7 +92,7 @@ each), so every client fills its windows (the probing and coverage detectors kee
 their counts for 10 and 60 minutes) and reaches its alert state within the first third: a
 leak shows as growth from the middle third to the last, warm-up does not.
 The daemon read {final:,} of {int(result['sent']):,} events ({verdict}) and used
-{cpu / result['seconds']:.0%} of a core.{env_note}
+{cpu / result['seconds']:.0%} of a core, the broker {broker_cpu / result['seconds']:.0%}.{env_note}
 
 | resident memory | MiB |
 |---|---|
@@ -91,8 +101,8 @@ The daemon read {final:,} of {int(result['sent']):,} events ({verdict}) and used
 | **growth, last third vs middle third** | **{(late - early) / early:+.1%}** |
 | peak | {peak:,.1f} |
 
-| elapsed s | RSS MiB | events read |
-|---|---|---|
+| elapsed s | RSS MiB | events read | daemon CPU | broker CPU |
+|---|---|---|---|---|
 {table}
 """
     print(body)
