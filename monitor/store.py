@@ -239,12 +239,15 @@ class Store:
             return False
 
     # -- helpers --------------------------------------------------------------------
+    def _insert(self, table: sa.Table) -> Any:
+        """This dialect's INSERT, which takes ON CONFLICT clauses."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
     def _upsert(self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]],
                 keys: Sequence[str]) -> None:
         if not rows:
             return
-        dialect = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = dialect.insert(table)
+        stmt = self._insert(table)
         update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
         conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
 
@@ -293,8 +296,7 @@ class Store:
         rows = [{"producer": producer, "fingerprint": e.fingerprint, "record": e.record,
                  "delivery_key": e.delivery_key, "created_at": now} for e in outbox]
         if rows:
-            dialect = postgresql if self.dialect == "postgresql" else sqlite
-            conn.execute(dialect.insert(alert_outbox)
+            conn.execute(self._insert(alert_outbox)
                          .on_conflict_do_nothing(index_elements=["delivery_key"]), rows)
 
     def load_checkpoint(self, scope: str) -> Checkpoint | None:

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import sqlalchemy as sa
 
 from monitor.config import build_config
 from monitor.daemon import Daemon
-from monitor.pipeline import Record
-from monitor.synthetic import Scenario, events
-
-SCENARIO = Scenario(minutes=4, benign_clients=20, flood_from_min=1, flood_minutes=1,
-                    flood_rate_per_s=15, attack_from_min=0.5, attack_rate_per_s=0.5, seed=3)
+from tests.monitor.streams import stream_records
 
 
 def _daemon(tmp_path: Path, flush_s: float) -> Daemon:
@@ -26,8 +21,7 @@ def _daemon(tmp_path: Path, flush_s: float) -> Daemon:
     daemon = Daemon(config, sinks=[])
     daemon.store.migrate()
     daemon.store_ok = True
-    records = [Record(i, msgspec.json.encode(e)) for i, e in enumerate(events(SCENARIO))]
-    daemon.pipeline.process(("logs", 0), records)
+    daemon.pipeline.process(("logs", 0), stream_records())
     assert daemon.pipeline.pending, "the flooder must raise an alert"
     return daemon
 

@@ -17,16 +17,10 @@ from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.store import Store
-from monitor.synthetic import Scenario, events
+from tests.monitor.streams import SCENARIO, stream_records
 
-SCENARIO = Scenario(minutes=4, benign_clients=20, flood_from_min=1, flood_minutes=1,
-                    flood_rate_per_s=15, attack_from_min=0.5, attack_rate_per_s=0.5, seed=3)
 CONFIG = build_config({"detectors": {"flooding": {"max_events": 300},
                                      "probing": {"min_queries": 20}}}, env={})
-
-
-def _records() -> list[Record]:
-    return [Record(i, msgspec.json.encode(e)) for i, e in enumerate(events(SCENARIO))]
 
 
 def test_migrate_is_idempotent_and_adds_missing_columns_without_losing_rows(store_url: str) -> None:
@@ -63,7 +57,7 @@ def test_migrating_an_outbox_of_schema_2_keeps_its_rows_and_keys_new_ones(store_
 
 
 def test_checkpoint_restores_state_offsets_and_firing_alerts(store_url: str) -> None:
-    records = _records()
+    records = stream_records()
     half = len(records) // 2
     pid = ("logs", 0)
 
@@ -106,7 +100,7 @@ def test_alerts_put_in_the_outbox_before_a_crash_are_not_doubled_when_raised_aga
 ) -> None:
     """Journaled alerts whose state was never checkpointed are raised again by the
     restarted pipeline; the outbox ends as an uninterrupted run's, each record once."""
-    records = _records()
+    records = stream_records()
     pid = ("logs", 0)
     whole = Pipeline(CONFIG)
     whole.process(pid, records)
@@ -145,7 +139,7 @@ def test_a_failed_checkpoint_keeps_the_pending_alerts(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     p = Pipeline(CONFIG)
-    p.process(("logs", 0), _records())
+    p.process(("logs", 0), stream_records())
     pending = list(p.pending)
     assert pending
     with store.engine.begin() as conn:
@@ -164,7 +158,7 @@ def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     p = Pipeline(CONFIG)
-    p.process(("logs", 0), _records())
+    p.process(("logs", 0), stream_records())
     Checkpointer(store, p, group="g", producer="a").save()
     rows = store.outbox_after("jsonl", limit=10_000)
     out = tmp_path / "alerts.jsonl"
@@ -179,7 +173,7 @@ def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice
 
 def test_records_delivered_again_after_a_restore_are_not_counted_twice() -> None:
     """A fetch racing the seek to the checkpointed offset may re-deliver records."""
-    records = _records()
+    records = stream_records()
     once, twice = Pipeline(CONFIG), Pipeline(CONFIG)
     once.process(("logs", 0), records)
     half = len(records) // 2
@@ -205,7 +199,7 @@ def test_checkpoints_write_only_changed_clients_and_restarts_rebuild_the_same_st
     config = build_config({"detectors": {"flooding": {"max_events": 300},
                                          "probing": {"min_queries": 20}},
                            "state": {"client_idle_s": 60}}, env={})
-    records = _records()
+    records = stream_records()
     pid = ("logs", 0)
     whole = Pipeline(config)
     whole.process(pid, records)
@@ -247,7 +241,7 @@ def test_checkpoints_write_only_changed_clients_and_restarts_rebuild_the_same_st
 def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_stored_offset(
     store_url: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    records = _records()
+    records = stream_records()
     pid = ("logs", 0)
     store = Store(store_url)
     store.migrate()
@@ -280,7 +274,7 @@ def test_state_of_another_format_is_set_aside_for_fresh_detectors(
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     old = Pipeline(CONFIG)
-    old.process(pid, _records()[:300])
+    old.process(pid, stream_records()[:300])
     old.advance()
     current = checkpoint.STATE_FORMAT
     monkeypatch.setattr(checkpoint, "STATE_FORMAT", current - 1)  # a release with another layout
@@ -300,7 +294,7 @@ def test_a_client_seen_after_a_restart_is_the_newest_after_the_next_restart(tmp_
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     first = Pipeline(CONFIG)
-    first.process(pid, _records()[:300])
+    first.process(pid, stream_records()[:300])
     Checkpointer(store, first, group="g", producer="a").save()
 
     second = Pipeline(CONFIG)
@@ -359,7 +353,7 @@ def test_client_rows_store_window_counts_as_bytes_and_read_rows_written_with_arr
         {"name": "distinct", "kind": "extraction", "window_s": 60, "max_events": 3,
          "distinct": True}]}}, env={})
     p = Pipeline(config)
-    p.process(("t", 0), _records()[:3000])
+    p.process(("t", 0), stream_records()[:3000])
     keyed = p.partitions[("t", 0)].detectors[0]
     assert len(keyed.slots) >= 5
     def arrays(value: object) -> int:
