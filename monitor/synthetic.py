@@ -71,13 +71,15 @@ def events(s: Scenario) -> Iterator[dict[str, Any]]:
     for t, c in zip(rng.uniform(0, total_s, n_benign),
                     rng.integers(0, s.benign_clients, n_benign), strict=True):
         arrivals.append((float(t), f"key-{1000 + int(c)}", "benign"))
+    # episodes end with the scenario: one set to start after its end sends nothing
     f0 = s.flood_from_min * 60
-    n_flood = int(s.flood_rate_per_s * s.flood_minutes * 60)
-    arrivals += [(float(t), s.flooder, "benign")
-                 for t in rng.uniform(f0, f0 + s.flood_minutes * 60, n_flood)]
+    f1 = max(f0, min(f0 + s.flood_minutes * 60, total_s))
+    n_flood = int(s.flood_rate_per_s * (f1 - f0))
+    arrivals += [(float(t), s.flooder, "benign") for t in rng.uniform(f0, f1, n_flood)]
     a0 = s.attack_from_min * 60
     n_attack = int(s.attack_rate_per_s * max(0.0, total_s - a0))
-    arrivals += [(float(t), s.attacker, "attack") for t in rng.uniform(a0, total_s, n_attack)]
+    arrivals += [(float(t), s.attacker, "attack")
+                 for t in rng.uniform(a0, max(a0, total_s), n_attack)]
     arrivals.sort()
     for i, (t, client, kind) in enumerate(arrivals):
         model = models["fraud-scorer"] if kind == "attack" else models[names[hash_client(client) % 2]]
