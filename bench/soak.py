@@ -1,6 +1,8 @@
 """Soak: ``inferwatch run`` (every detector on) at a steady rate of live traffic
 (wall-clock event times, 20,000 clients cycling) for minutes; resident memory
 sampled every few seconds must level off, and the daemon must keep up.
+The producer batches for 500 ms: the test broker's memory storage slows down with
+every batch stored (see ``bench.latency.LINGER_MS``), and latency is not measured here.
 
     .venv/bin/python -m bench.soak [--minutes 5] [--rate 1000]
     .venv/bin/python -m bench.soak --full          # the 30-minute soak
@@ -18,6 +20,8 @@ from pathlib import Path
 from bench.harness import DaemonProcess, daemon_config, new_topic, process_cpu_s, start_broker
 from bench.latency import traffic
 from bench.report import write_section
+
+SOAK_LINGER_MS = 500.0  # few, large produce batches: the test broker keeps up for 30 min
 
 
 def main() -> None:
@@ -47,7 +51,7 @@ def main() -> None:
                 result: dict[str, float] = {}
                 t = threading.Thread(target=lambda: result.update(
                     traffic(broker.bootstrap, topic, args.rate, seconds, 1e9, stop,
-                            clients=args.clients)))
+                            clients=args.clients, linger_ms=SOAK_LINGER_MS)))
                 start = time.monotonic()
                 cpu0 = d.cpu_s()
                 t.start()
@@ -90,7 +94,9 @@ def main() -> None:
 times are the wall clock; {args.clients:,} clients cycle ({args.rate / args.clients:.2f} events/s
 each), so every client fills its windows (the probing and coverage detectors keep
 their counts for 10 and 60 minutes) and reaches its alert state within the first third: a
-leak shows as growth from the middle third to the last, warm-up does not.
+leak shows as growth from the middle third to the last, warm-up does not. The
+producer batches for {SOAK_LINGER_MS:g} ms (so the test broker, which slows with every
+stored batch, keeps up).
 The daemon read {final:,} of {int(result['sent']):,} events ({verdict}) and used
 {cpu / result['seconds']:.0%} of a core, the broker {broker_cpu / result['seconds']:.0%}.{env_note}
 
