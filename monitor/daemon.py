@@ -1,8 +1,8 @@
 """``inferwatch run``: the main loop.
 
 poll a batch → process → dead-letter the bad records → put the alert records
-raised in the outbox → maybe checkpoint (detector state and offsets in one store
-transaction, then the Kafka commit) → deliver the outbox. SIGTERM/SIGINT finish
+raised in the outbox → deliver the outbox → maybe checkpoint (detector state and
+offsets in one store transaction, then the Kafka commit). SIGTERM/SIGINT finish
 the batch, checkpoint and leave the group.
 """
 
@@ -149,17 +149,18 @@ class Daemon:
                             self.metrics.dead_lettered.inc()
         self.pipeline.advance(self._active_partitions(now))
         self._journal(now)
-        cp = self.config.checkpoint
-        due = (now - self.last_checkpoint >= cp.interval_s
-               or self.pipeline.events_since_checkpoint >= cp.max_events)
-        if due and now >= self._checkpoint_backoff_until():
-            self.checkpoint()
+        # deliver first: an alert raised in this batch does not wait for the checkpoint
         if self.store_ok:  # while the store is away, the outbox waits in it
             try:
                 self.dispatcher.deliver()
             except Exception as exc:  # the next checkpoint retries the store
                 self.store_ok = False
                 log.warning("alert delivery paused: store unreachable (%s)", _short(exc))
+        cp = self.config.checkpoint
+        due = (now - self.last_checkpoint >= cp.interval_s
+               or self.pipeline.events_since_checkpoint >= cp.max_events)
+        if due and now >= self._checkpoint_backoff_until():
+            self.checkpoint()
 
     def _journal(self, now: float) -> None:
         """Alert records go to the outbox ``alert_flush_s`` after they are raised,
