@@ -4,7 +4,6 @@ cut every connection (and refuse new ones) until it is restored."""
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import ssl
 import threading
@@ -32,7 +31,13 @@ class TcpProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.closed.set()
+        # close() alone leaves a thread blocked in accept() on Linux, and the port
+        # listening; shutdown() wakes it
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        if self.thread.is_alive():
+            self.thread.join(5)
         self.cut()
 
     def cut(self) -> None:
@@ -65,28 +70,14 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the copy threads block: an idle connection stays up
             self.accepted += 1
             with self.lock:
                 self.pairs.append((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
-        try:
-            while True:
-                ready, _, _ = select.select(list(peers), [], [], 1.0)
-                for s in ready:
-                    data = s.recv(65536)
-                    if not data:
-                        return
-                    peers[s].sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.close()
+            # one blocking copy thread per direction, not select(): select() cannot
+            # watch a descriptor >= 1024 and the test process may hold that many
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_copy, args=(src, dst), daemon=True).start()
 
 
 class TlsProxy(TcpProxy):

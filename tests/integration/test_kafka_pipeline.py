@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,7 @@ def test_alerts_reach_the_sinks_without_waiting_for_a_checkpoint(
                   checkpoint={"interval_s": 3600, "max_events": 10**9})
 
     def stored_partitions() -> int:
-        with sqlite3.connect(db) as conn:
+        with closing(sqlite3.connect(db)) as conn:
             return conn.execute(
                 "SELECT count(*) FROM checkpoints WHERE scope LIKE 'partition:%'").fetchone()[0]
 
