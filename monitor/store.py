@@ -103,6 +103,12 @@ client_checkpoints = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),  # LRU order within the detector
     sa.Column("state", sa.LargeBinary, nullable=False),
 )
+# the upsert of changed clients, run by the driver itself (``{}``: its placeholders,
+# sqlite3 ``?``, psycopg ``%s``); valid SQL for SQLite and PostgreSQL alike
+_CLIENT_UPSERT = (
+    "INSERT INTO client_checkpoints (scope, detector, client_hash, client, seq, state) "
+    "VALUES ({}) ON CONFLICT (scope, detector, client_hash) DO UPDATE SET "
+    "client = excluded.client, seq = excluded.seq, state = excluded.state")
 
 window_summaries = sa.Table(
     "window_summaries", metadata,
@@ -143,13 +149,6 @@ sa.Index("ix_reports_kind_model", reports.c.kind, reports.c.model, reports.c.cre
 class Checkpoint:
     state: bytes
     next_offset: int | None
-
-
-_CLIENT_UPSERT = (
-    "INSERT INTO client_checkpoints (scope, detector, client_hash, client, seq, state) "
-    "VALUES ({}) ON CONFLICT (scope, detector, client_hash) DO UPDATE SET "
-    "client = excluded.client, seq = excluded.seq, state = excluded.state")
-# (the table ``client_checkpoints``; placeholders per driver: sqlite3 ``?``, psycopg ``%s``)
 
 
 @dataclass
