@@ -67,7 +67,7 @@ def main() -> None:
                     last = (now, dc, bc)
                     e, r, n, ds, bs = samples[-1]
                     print(f"{e:6.0f}s RSS {r:7.1f} MiB, {n:,} events, CPU daemon {ds:.0%} "
-                          f"broker {bs:.0%}")
+                          f"broker {bs:.0%}", flush=True)  # progress, also into a file
                 cpu = d.cpu_s() - cpu0
                 broker_cpu = process_cpu_s(broker.proc.pid) - broker_cpu0
                 time.sleep(3)
