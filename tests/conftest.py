@@ -3,6 +3,7 @@ PostgreSQL schemas of their own per test, SQLite files in tmp dirs."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,20 @@ import sqlalchemy as sa
 from monitor.broker import EmbeddedBroker
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Tests that run a command in-process (``monitor.cli.main``) call
+    ``setup_logging``, which replaces the root handlers: put them back, so one
+    test's logging set-up does not change what the next one captures."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
