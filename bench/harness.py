@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -26,7 +27,18 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
 
 
+def _exit_on_sigterm() -> None:
+    """Make SIGTERM end a benchmark like Ctrl-C does: through its ``finally`` blocks,
+    which stop the broker and daemons it started (Python's default SIGTERM exits at
+    once and leaves them running). Only the main thread can set a handler; an
+    existing handler is kept."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def start_broker(storage: str = "memory://tansu/") -> EmbeddedBroker:
+    _exit_on_sigterm()
     CACHE.mkdir(exist_ok=True)
     return EmbeddedBroker(storage=storage, log_path=CACHE / "broker.log").start()
 
@@ -120,6 +132,7 @@ class DaemonProcess:
     """``inferwatch run --config`` in a child process, read through ``/metrics``."""
 
     def __init__(self, cfg: dict[str, Any], workdir: Path, env: dict[str, str] | None = None):
+        _exit_on_sigterm()
         workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.port = cfg["http"]["port"]

@@ -6,20 +6,35 @@ every batch stored (see ``bench.latency.LINGER_MS``), and latency is not measure
 
     .venv/bin/python -m bench.soak [--minutes 5] [--rate 1000]
     .venv/bin/python -m bench.soak --full          # the 30-minute soak
+    .venv/bin/python -m bench.soak --in-process --minutes 45 --rate 1500
+
+``--in-process`` runs the daemon's own parts (pipeline, checkpoints to SQLite, outbox
+delivery) in this process over the same traffic, with event time running as fast as
+they go, and samples the Python heap (``sys.getallocatedblocks``) besides RSS: flat
+blocks with growing RSS is the allocator, growing blocks is the daemon's state.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
+import orjson
+
+from bench import data
 from bench.harness import DaemonProcess, daemon_config, new_topic, process_cpu_s, start_broker
 from bench.latency import traffic
 from bench.report import write_section
+from monitor.config import build_config
+from monitor.daemon import Daemon
+from monitor.pipeline import Record
 
 SOAK_LINGER_MS = 500.0  # few, large produce batches: the test broker keeps up for 30 min
 
@@ -32,8 +47,13 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=5000,
                         help="benign clients cycling (few enough that each one's windows fill early)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="the daemon's parts in this process, event time as fast as they go")
     args = parser.parse_args()
     minutes = 30.0 if args.full else args.minutes
+    if args.in_process:
+        in_process(minutes, args.rate, args.clients)
+        return
     seconds = minutes * 60
     broker = start_broker()
     samples: list[tuple[float, float, int, float, float]] = []
@@ -117,6 +137,96 @@ The daemon read {final:,} of {int(result['sent']):,} events ({verdict}) and used
                   (f"MALLOC_ARENA_MAX={arenas} " if arenas else "") +
                   f".venv/bin/python -m bench.soak {'--full' if args.full else f'--minutes {minutes:g}'}"
                   f" --rate {args.rate:g} --clients {args.clients}", body)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def in_process(minutes: float, rate: float, clients: int, partitions: int = 3,
+               batch: int = 500, checkpoint_s: float = 5.0, sample_s: float = 120.0) -> None:
+    """The soak's traffic through a ``Daemon``'s pipeline, checkpointer and dispatcher
+    (no Kafka): ``rate`` events per second of event time for ``minutes``, a checkpoint
+    every ``checkpoint_s`` of event time, a sample of the heap every ``sample_s``."""
+    docs = [orjson.loads(line) for line in data.load(300_000)[:50_000]]
+    samples: list[tuple[float, int, float, int, int]] = []
+    # (event minutes, allocated blocks, RSS MiB, firing alerts, tracked keys)
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = Daemon(build_config(daemon_config("127.0.0.1:1", "soak", Path(tmp),
+                                                   group="soak"), env={}))
+        daemon.store.migrate()
+        pipeline = daemon.pipeline
+        pids = [("soak", p) for p in range(partitions)]
+        for pid in pids:
+            pipeline.adopt(pid, None)
+        offsets = [0] * partitions
+        t0 = float(int(time.time()))
+        total = int(rate * minutes * 60)
+        last_checkpoint = last_sample = t0
+        started = time.monotonic()
+        i = 0
+        while i < total:
+            per: list[list[Record]] = [[] for _ in pids]
+            for _ in range(min(batch, total - i)):
+                doc = docs[i % len(docs)]
+                doc["ts"] = round(t0 + i / rate, 3)
+                client = doc["client_id"] = f"client-{i % clients:05d}"
+                p = zlib.crc32(client.encode()) % partitions  # keyed by client, as producers are
+                per[p].append(Record(offsets[p], orjson.dumps(doc)))
+                offsets[p] += 1
+                i += 1
+            for pid, records in zip(pids, per, strict=True):
+                pipeline.process(pid, records)
+            pipeline.advance()
+            now = t0 + i / rate
+            daemon.checkpointer.journal()
+            daemon.dispatcher.deliver()
+            if now - last_checkpoint >= checkpoint_s:
+                daemon.checkpointer.save()
+                last_checkpoint = now
+            if now - last_sample >= sample_s or i == total:
+                last_sample = now
+                gc.collect()  # count live objects, not garbage waiting for a collection
+                samples.append(((now - t0) / 60, sys.getallocatedblocks(), _rss_mib(),
+                                len(pipeline.alerts.firing), pipeline.tracked_clients()))
+                m, b, r, f, k = samples[-1]
+                print(f"{m:5.0f} min of event time: {b:,} blocks, RSS {r:.1f} MiB, {f:,} alerts "
+                      f"firing, {k:,} keys ({time.monotonic() - started:.0f} s)", flush=True)
+        daemon.store.close()
+    third = max(1, len(samples) // 3)
+    middle, last = samples[third:2 * third], samples[-third:]
+
+    def growth(col: int) -> str:
+        a = sum(s[col] for s in middle) / len(middle)
+        b = sum(s[col] for s in last) / len(last)
+        return f"{(b - a) / a:+.2%}"
+
+    table = "\n".join(f"| {m:,.0f} | {b:,} | {r:,.1f} | {f:,} | {k:,} |"
+                      for m, b, r, f, k in samples[:: max(1, len(samples) // 12)])
+    body = f"""The soak's traffic ({rate:,.0f} events/s of event time, {clients:,} clients cycling,
+{partitions} partitions keyed by client) through the daemon's own pipeline, checkpoints
+(SQLite, every {checkpoint_s:g} s of event time) and outbox delivery, in one process and
+without Kafka, for {minutes:g} minutes of event time ({time.monotonic() - started:,.0f} s of
+wall time). Python's heap (`sys.getallocatedblocks()` after a full collection) and RSS,
+sampled every {sample_s:g} s of event time:
+
+| growth, last third vs middle third | |
+|---|---|
+| **Python heap blocks** | **{growth(1)}** |
+| RSS | {growth(2)} |
+
+| event minutes | heap blocks | RSS MiB | alerts firing | keys tracked |
+|---|---|---|---|---|
+{table}
+"""
+    print(body)
+    write_section("soak_in_process",
+                  f"Soak in one process: the daemon's state over {minutes:g} minutes of event time",
+                  f".venv/bin/python -m bench.soak --in-process --minutes {minutes:g} "
+                  f"--rate {rate:g} --clients {clients}", body)
 
 
 if __name__ == "__main__":
