@@ -119,3 +119,56 @@ class ClientAttack(SlotState, Detector):
             subject, model)
         others = [s.name for s in self.signals if s.detected and s is not self._lead()]
         return text + (f" Also firing: {', '.join(others)}." if others else "")
+
+
+class SourceAttack(ClientAttack):
+    """``ClientAttack`` keyed by source address (``Keyed(key="source_ip")``): its
+    signals see the queries of every client id the address uses, so an attack split
+    over several keys (Sybil splitting) adds up again. It reports only an address
+    that has used at least ``min_clients`` client ids (one key on an address of its
+    own is that client's alert already); the evidence names the first
+    ``MAX_CLIENT_IDS`` keys seen from the address.
+
+    >>> d = SourceAttack(signals=(RequestRate(window_s=10, max_events=3),))
+    >>> for t in range(5):  # five keys, one request each
+    ...     d.update(Event(ts=t, model="m", model_version="1", client_id=f"k{t}",
+    ...                    source_ip="10.0.0.9"))
+    >>> d.detected, d.evidence()["client_ids"]
+    (True, ['k0', 'k1', 'k2', 'k3', 'k4'])
+    """
+
+    MAX_CLIENT_IDS = 10
+    __slots__ = ("_client_ids", "min_clients")
+
+    def __init__(self, *, signals: tuple[Detector, ...] | None = None,
+                 min_clients: int = 2) -> None:
+        super().__init__(signals=signals)
+        self.min_clients = min_clients
+        self._client_ids: tuple[str, ...] = ()
+
+    def export_state(self) -> tuple[Any, ...]:
+        return (*super().export_state(), self._client_ids)
+
+    def import_state(self, state: tuple[Any, ...]) -> None:
+        *base, self._client_ids = state
+        super().import_state(tuple(base))
+
+    def update(self, event: Event) -> None:
+        cid = event.client_id
+        if cid is not None and len(self._client_ids) < self.MAX_CLIENT_IDS \
+                and cid not in self._client_ids:
+            self._client_ids += (cid,)
+        super().update(event)
+
+    @property
+    def detected(self) -> bool:
+        return self._active and len(self._client_ids) >= self.min_clients
+
+    def evidence(self) -> dict[str, Any]:
+        return super().evidence() | {"client_ids": list(self._client_ids),
+                                     "client_ids_listed_max": self.MAX_CLIENT_IDS}
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        more = f" (the first {self.MAX_CLIENT_IDS})" if len(self._client_ids) >= self.MAX_CLIENT_IDS else ""
+        return (super().summary(subject, model)
+                + f" Client ids seen from it{more}: {', '.join(self._client_ids)}.")

@@ -39,6 +39,17 @@ class Finding:
     atlas: tuple[str, ...] = ()
 
 
+def subject_name(subject: Mapping[str, str]) -> str:
+    """How a per-key summary names its subject.
+
+    >>> subject_name({"client_id": "key-17"}), subject_name({"source_ip": "10.0.0.9"})
+    ('Client key-17', 'Source address 10.0.0.9')
+    """
+    if "source_ip" in subject:
+        return f"Source address {subject['source_ip']}"
+    return f"Client {subject.get('client_id')}"
+
+
 class Detector:
     """Base class. Subclasses set ``name``, ``kind``, ``atlas`` and implement
     ``update``, ``detected`` and ``evidence``; ``tick`` and ``summary`` are optional.
@@ -63,10 +74,11 @@ class Detector:
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
                 current: Mapping[Hashable, Detector | None]) -> None:
         """Called on the prototype before a batch of per-client ``update`` calls:
-        ``events`` in order, ``keys[i]`` the key of ``events[i]``, ``current`` the
-        clone of each key as the batch starts (None: not created yet). A detector
-        may do the batch's numeric work here at once; its ``update`` must give
-        exactly what it would without it."""
+        ``events`` in order, ``keys[i]`` the key of ``events[i]`` (None: no clone
+        takes it), ``current`` the clone of each key as the batch starts (None: not
+        created yet). Several keyings (by client, by source address) announce the
+        same ``events`` object in turn. A detector may do the batch's numeric work
+        here at once; its ``update`` must give exactly what it would without it."""
 
     def tick(self, now: float) -> None:
         """Event time has reached ``now``; close whatever windows ended before it."""
@@ -157,19 +169,29 @@ class SlotState:
         self.__setstate__(tuple(state))
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        names: tuple[str, ...] = type(self).__slots__
-        for k, v in zip(names, state, strict=True):
+        for k, v in zip(_slot_names(type(self)), state, strict=True):
             setattr(self, k, v)
 
 
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
 _SLOT_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 _COUNTER_POSITIONS: dict[type, tuple[int, ...]] = {}
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """Every slot of ``cls``, its bases' first: a subclass of a slotted detector
+    stores its parent's fields too, in the parent's order."""
+    names = _SLOT_NAMES.get(cls)
+    if names is None:
+        names = _SLOT_NAMES[cls] = tuple(
+            name for c in reversed(cls.__mro__) for name in c.__dict__.get("__slots__", ()))
+    return names
 
 
 def _counter_positions(cls: type) -> tuple[int, ...]:
     where = _COUNTER_POSITIONS.get(cls)
     if where is None:
-        names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+        names = _slot_names(cls)
         where = _COUNTER_POSITIONS[cls] = tuple(names.index(n) for n in cls.counters)  # type: ignore[attr-defined]
     return where
 
@@ -180,7 +202,7 @@ def _slot_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
     was a fifth of a checkpoint's time."""
     getter = _SLOT_GETTERS.get(cls)
     if getter is None:
-        names: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+        names = _slot_names(cls)
         read = operator.attrgetter(*names)
         getter = _SLOT_GETTERS[cls] = read if len(names) > 1 else (lambda obj: (read(obj),))
     return getter

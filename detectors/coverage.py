@@ -39,7 +39,7 @@ import math
 import zlib
 from typing import Any, ClassVar
 
-from detectors.base import Detector, SlotState
+from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 from detectors.queries import query_input
 
@@ -166,7 +166,7 @@ class QueryCoverage(SlotState, Detector):
         measured, distinct, classes = self._figures()
         share = distinct / measured if measured else 0.0
         return (
-            f"Client {subject.get('client_id')} sent {self._count} queries to {model} within "
+            f"{subject_name(subject)} sent {self._count} queries to {model} within "
             f"{self.window_s:g}s, {share:.0%} of them new inputs, answered across "
             f"{classes:.1f} effective classes: a labelled-data sweep (model extraction "
             f"with natural data); review the key, allow-list it if it is a known batch job."

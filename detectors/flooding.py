@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from detectors import ring
-from detectors.base import Detector, SlotState
+from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 
 
@@ -90,6 +90,6 @@ class RequestRate(SlotState, Detector):
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         return (
-            f"Client {subject.get('client_id')} sent {self._peak} requests to {model} "
-            f"in {self.window_s:g}s (budget {self.max_events}): throttle or block the key."
+            f"{subject_name(subject)} sent {self._peak} requests to {model} "
+            f"in {self.window_s:g}s (budget {self.max_events}): throttle or block it."
         )

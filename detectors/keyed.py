@@ -14,7 +14,7 @@ from typing import Any, Literal
 from detectors.base import Detector, Finding
 from detectors.event import Event
 
-KeyKind = Literal["client", "model"]
+KeyKind = Literal["client", "source_ip", "model"]
 
 
 _NEVER = float("-inf")  # one object for every new slot's timestamps
@@ -76,7 +76,8 @@ class Keyed:
     """Clones ``prototype`` for every key and turns its state changes into findings.
 
     ``key="client"`` keys by ``(model, client_id)`` (events without a client id are
-    ignored); ``key="model"`` keys by ``(model, model_version)``. A key idle for
+    ignored), ``key="source_ip"`` by ``(model, source_ip)`` likewise;
+    ``key="model"`` keys by ``(model, model_version)``. A key idle for
     ``idle_s`` of event time is dropped, and at most ``max_keys`` are kept (least
     recently seen first out): O(1) amortised per event, bounded memory. With
     ``pack_after_s``, a key idle that long (and not firing) keeps its detector's
@@ -235,29 +236,29 @@ class Keyed:
     def _key_of(self, event: Event) -> Hashable | None:
         if self.key == "client":
             return None if event.client_id is None else (event.model, event.client_id)
+        if self.key == "source_ip":
+            return None if event.source_ip is None else (event.model, event.source_ip)
         return (event.model, event.model_version)
 
     def _subject(self, key: Hashable) -> dict[str, str]:
-        if self.key == "client":
-            return {"client_id": key[1]}  # type: ignore[index]
-        return {}
+        if self.key == "model":
+            return {}
+        return {"client_id" if self.key == "client" else "source_ip": key[1]}  # type: ignore[index]
 
     def prepare(self, events: Sequence[Event]) -> None:
         """Announce the batch that ``update`` will take next, event by event, so the
         prototype can do its numeric work for all of it at once (see
         ``Detector.prepare``; results are the same without it)."""
         self.pack_idle()
-        keyed: list[Event] = []
-        keys: list[Hashable] = []
+        keys: list[Hashable | None] = []
         current: dict[Hashable, Detector | None] = {}
         slots = self.slots
         for event in events:
             key = self._key_of(event)
-            if key is None or not self.accepts(event):
-                continue
-            keyed.append(event)
+            if key is not None and not self.accepts(event):
+                key = None
             keys.append(key)
-            if key not in current:
+            if key is not None and key not in current:
                 slot = slots.get(key)
                 if slot is None:
                     current[key] = None
@@ -265,8 +266,8 @@ class Keyed:
                     if slot.detector is None:
                         self._unpack(key, slot)
                     current[key] = slot.detector
-        if keyed:
-            self.prototype.prepare(keyed, keys, current)
+        if current:
+            self.prototype.prepare(events, keys, current)
 
     def accepts(self, event: Event) -> bool:
         """Whether ``update`` takes this event (subclasses filter)."""

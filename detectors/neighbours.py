@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors import queries
-from detectors.base import Detector, SlotState
+from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 
 _PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
@@ -248,7 +248,10 @@ class _Pool:
             step.d2, step.near, step.nearest, step.sparse_prev = row, nr, ns, sp
 
 
-_STEPS: list[Any] = [{}]  # id(event) -> _Step, for the batch being processed
+# the batch being processed, and per keying that prepared it (by client, by source
+# address) a map id(event) -> _Step
+_STEPS: list[Any] = [None, []]
+_ALONE = object()  # the key of an event whose step is computed alone
 
 
 class QueryNeighbours(SlotState, Detector):
@@ -350,11 +353,14 @@ class QueryNeighbours(SlotState, Detector):
     # -- the batch pass ---------------------------------------------------------------
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
                 current: Mapping[Hashable, Detector | None]) -> None:
-        """Compare every query of the batch with its client's recent queries in a few
-        numpy passes (``keys[i]`` is the client of ``events[i]``, ``current`` its
-        detector as the batch starts, None for a client not seen yet); ``update``
-        then takes each event's step from here."""
-        _STEPS[0] = self._steps(events, keys, current, queries.prepare(events))
+        """Compare every query of the batch with its key's recent queries in a few
+        numpy passes (``keys[i]`` is the key of ``events[i]``, None when no clone
+        takes it; ``current`` its detector as the batch starts, None for a key not
+        seen yet); ``update`` then takes each event's step from here."""
+        steps = self._steps(events, keys, current, queries.prepare(events))
+        if _STEPS[0] is not events:
+            _STEPS[0], _STEPS[1] = events, []
+        _STEPS[1].append(steps)
 
     def _steps(self, events: Sequence[Event], keys: Sequence[Hashable],
                current: Mapping[Hashable, Detector | None],
@@ -380,6 +386,8 @@ class QueryNeighbours(SlotState, Detector):
         clients: dict[Hashable, _Client] = {}
         config = self._config()
         for key in dict.fromkeys(keys):
+            if key is None:
+                continue
             det = current.get(key)
             owner = det if isinstance(det, QueryNeighbours) else None
             pool = pools.get(len(owner._buf)) if owner is not None and owner._buf else None
@@ -393,7 +401,7 @@ class QueryNeighbours(SlotState, Detector):
         steps: dict[int, _Step] = {}
         for i, event in enumerate(events):
             where = batch.where[i]
-            if where is None:
+            if where is None or keys[i] is None:
                 continue
             j, row, digest = where
             size, norms = per_group[j][0], per_group[j][4]
@@ -426,16 +434,20 @@ class QueryNeighbours(SlotState, Detector):
     def _step_of(self, event: Event) -> _Step | None:
         """This event's step from the prepared batch, if it still applies to this
         detector; else computed for the event alone (the same arithmetic)."""
-        step = _STEPS[0].get(id(event))
-        if step is not None and step.event is event and step.queries == self._queries \
-                and step.filled == self._filled:
-            owner = step.client.owner
-            if owner is self:
-                return step
-            if owner is None and step.client.config == self._config():
-                step.client.owner = self  # a new client's first update claims its steps
-                return step
-        steps = self._steps([event], [None], {None: self}, queries.QueryBatch([event]))
+        for prepared in _STEPS[1]:
+            step = prepared.get(id(event))
+            if step is not None and step.event is event and step.queries == self._queries \
+                    and step.filled == self._filled:
+                owner = step.client.owner
+                if owner is self:
+                    return step
+                if owner is None and step.client.config == self._config():
+                    # a new key's first update claims its steps; the keyings update each
+                    # event in the order they prepared, so an earlier keying's new key
+                    # has claimed its own steps before a later keying looks
+                    step.client.owner = self
+                    return step
+        steps = self._steps([event], [_ALONE], {_ALONE: self}, queries.QueryBatch([event]))
         return steps.get(id(event))
 
     def update(self, event: Event) -> None:
@@ -564,8 +576,8 @@ class QueryNeighbours(SlotState, Detector):
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         return (
-            f"Client {subject.get('client_id')} sent {self._window_hits} queries to {model} "
+            f"{subject_name(subject)} sent {self._window_hits} queries to {model} "
             f"that each had {self.min_neighbours}+ distinct near copies among its last "
             f"{self.history}: small-step probing (black-box evasion or extraction); "
-            f"review and rate-limit the key."
+            f"review and rate-limit it."
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from detectors import ring
-from detectors.base import Detector, SlotState
+from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 
 
@@ -114,7 +114,7 @@ class LowConfidenceShare(SlotState, Detector):
     def summary(self, subject: dict[str, str], model: str) -> str:
         total, share = self._share()
         return (
-            f"Client {subject.get('client_id')} got low-confidence answers for {share:.0%} of "
+            f"{subject_name(subject)} got low-confidence answers for {share:.0%} of "
             f"{total} queries to {model}: it is probing the decision boundary "
-            f"(extraction or evasion); review and rate-limit the key."
+            f"(extraction or evasion); review and rate-limit it."
         )

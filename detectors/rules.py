@@ -12,7 +12,7 @@ from array import array
 from typing import Any
 
 from detectors import ring
-from detectors.base import Detector, SlotState
+from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 from detectors.queries import query_input
 
@@ -132,7 +132,7 @@ class CountRule(SlotState, Detector):
     def summary(self, subject: dict[str, str], model: str) -> str:
         what = "distinct inputs" if self.distinct else "queries"
         return (
-            f"Client {subject.get('client_id')} sent {self._peak} {what} to {model} within "
+            f"{subject_name(subject)} sent {self._peak} {what} to {model} within "
             f"{self.window_s:g}s (rule {self.rule}: at most {self.max_events}): "
             f"check who owns the key and what it collects."
         )

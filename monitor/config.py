@@ -164,6 +164,18 @@ class NeighboursConfig(_Section):
     window_s: float = Field(600.0, gt=0)
 
 
+class SourceIpConfig(_Section):
+    # Also run the attack signals per source address, over every client id it uses
+    # (Sybil splitting: one attack spread over several keys): query neighbours,
+    # boundary probing, and a request budget per address. Off by default: it doubles
+    # the per-client work, and every user behind one NAT or gateway shares an address.
+    enabled: bool = False
+    max_events: int = Field(3000, ge=1)  # requests per address per detectors.flooding.window_s
+    # an address alerts once it has used this many client ids (one key on an address
+    # of its own is that client's alert already); at most 10, the ids an alert lists
+    min_clients: int = Field(2, ge=1, le=10)
+
+
 class CoverageConfig(_Section):
     """Natural-data sweeps (detectors.coverage.QueryCoverage): many new inputs over
     many classes from one client within a window."""
@@ -239,6 +251,7 @@ class DetectorsConfig(_Section):
     probing: ProbingConfig = ProbingConfig()
     neighbours: NeighboursConfig = NeighboursConfig()
     coverage: CoverageConfig = CoverageConfig()
+    source_ip: SourceIpConfig = SourceIpConfig()
     # Client ids (or prefixes ending in "*") the per-client attack detectors ignore.
     allow_clients: list[str] = Field(default_factory=list)
     # Windowed count rules (detectors/rules.py), e.g. a daily distinct-input budget.

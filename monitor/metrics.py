@@ -73,7 +73,8 @@ class Metrics:
             ["sink"], registry=r,
         )
         self.tracked_clients = Gauge(
-            "inferwatch_tracked_clients", "Per-client detector states held in memory.", registry=r,
+            "inferwatch_tracked_clients",
+            "Per-client (and per-source-address) detector states held in memory.", registry=r,
         )
         self.watermark = Gauge(
             "inferwatch_watermark_seconds", "Event time up to which model-wide windows are closed.",

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from detectors.allow import AllowListed
-from detectors.attack import ClientAttack
+from detectors.attack import ClientAttack, SourceAttack
 from detectors.base import Detector
 from detectors.confidence import ConfidenceDrift
 from detectors.coverage import QueryCoverage
 from detectors.drift import DistributionDrift, ReferenceSet
 from detectors.flooding import RequestRate
-from detectors.keyed import Keyed
+from detectors.keyed import Keyed, KeyKind
 from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
 from detectors.rules import CountRule
@@ -49,11 +49,26 @@ def client_detectors(config: Config) -> list[Keyed]:
                   for r in d.rules)
     if not protos:
         return []
+    def keyed(attack: ClientAttack, key: KeyKind) -> Keyed:
+        return AllowListed(attack, key=key, allow=d.allow_clients, idle_s=s.client_idle_s,
+                           max_keys=s.max_clients, renotify_s=s.renotify_s,
+                           pack_after_s=s.pack_idle_after_s)
+
     # one slot per client for all signals (detectors/attack.py); idle ones packed (Keyed)
-    return [AllowListed(ClientAttack(signals=tuple(protos)), key="client",
-                        allow=d.allow_clients, idle_s=s.client_idle_s,
-                        max_keys=s.max_clients, renotify_s=s.renotify_s,
-                        pack_after_s=s.pack_idle_after_s)]
+    out = [keyed(ClientAttack(signals=tuple(protos)), "client")]
+    if d.source_ip.enabled:
+        # per address: the signals that a NAT's many ordinary users do not trip together
+        # (not coverage or count rules: many users' inputs add up to a sweep), and its
+        # own request budget
+        per_ip: list[Detector] = [p for p in protos
+                                  if isinstance(p, QueryNeighbours | LowConfidenceShare)]
+        if d.flooding.enabled:
+            per_ip.append(RequestRate(window_s=d.flooding.window_s,
+                                      max_events=d.source_ip.max_events))
+        if per_ip:
+            out.append(keyed(SourceAttack(signals=tuple(per_ip),
+                                          min_clients=d.source_ip.min_clients), "source_ip"))
+    return out
 
 
 def model_detectors(config: Config, references: ReferenceSet | None = None) -> list[Keyed]:
