@@ -570,10 +570,10 @@ def main() -> None:
     linked_attack_rows, linked_benign_rows = score(clients, linked_first)
     by_address = Counter(a["detector"] for a in linked_alerts
                          if a["status"] == "firing" and "source_ip" in a["subject"])
-    shared = {ip for ip, names in behind.items() if len(names) > 1}
+    nat = {ip for ip, names in behind.items()
+           if len(names) > 1 and not names[0].startswith("atk-")}  # shared benign addresses
     nat_alerted = {a["subject"]["source_ip"] for a in linked_alerts
-                   if a["subject"].get("source_ip") in shared}
-    nat_alerted -= {ip for ip in nat_alerted if behind[ip][0].startswith("atk-")}
+                   if a["subject"].get("source_ip") in nat}
     # throughput: alternate runs with and without QueryNeighbours, best of two each
     times: dict[str, list[float]] = {"with": [elapsed], "without": []}
     for cfg, key in ((base_cfg, "without"), (config, "with"), (base_cfg, "without")):
@@ -596,8 +596,7 @@ def main() -> None:
     budget_benign_t = table(benign_head, budget_benign_rows)
     linked_attack_t = table(attack_head, linked_attack_rows)
     linked_benign_t = table(benign_head, linked_benign_rows)
-    n_nat = sum(1 for names in behind.values()
-                if len(names) > 1 and not names[0].startswith("atk-"))
+    n_nat = len(nat)
     rate = len(ts) / elapsed
     rule = ", ".join(f"{k}: {v}" for k, v in BUDGET_RULE.items())
     targets = verdicts(attack_rows, budget_attack_rows, benign_alerted, n_benign, idle_bytes)

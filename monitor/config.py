@@ -165,10 +165,11 @@ class NeighboursConfig(_Section):
 
 
 class SourceIpConfig(_Section):
-    # Also run the attack signals per source address, over every client id it uses
-    # (Sybil splitting: one attack spread over several keys): query neighbours,
-    # boundary probing, and a request budget per address. Off by default: it doubles
-    # the per-client work, and every user behind one NAT or gateway shares an address.
+    """Linkage by source address (detectors.attack.SourceAttack): query neighbours,
+    boundary probing and a request budget also per address, over every client id it
+    uses (Sybil splitting: one attack spread over several keys). Off by default: it
+    doubles the per-client work, and every user behind one NAT shares an address."""
+
     enabled: bool = False
     max_events: int = Field(3000, ge=1)  # requests per address per detectors.flooding.window_s
     # an address alerts once it has used this many client ids (one key on an address
