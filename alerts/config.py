@@ -104,9 +104,10 @@ def _default_route() -> RouteConfig:
 
 
 def _default_inhibit() -> list[InhibitRule]:
-    # a client alerted for extraction or evasion need not also ping for flooding
+    # a client (or source address) alerted for extraction or evasion need not also ping
+    # for flooding; both labels are compared, as an absent label equals an absent one
     return [InhibitRule(source=["kind=~extraction|evasion", "status=firing"],
-                        target=["kind=flooding"], equal=["model", "client_id"])]
+                        target=["kind=flooding"], equal=["model", "client_id", "source_ip"])]
 
 
 DEFAULT_RECEIVERS: dict[str, dict[str, Any]] = {

@@ -40,8 +40,9 @@ class Alerts:
     def fire(self, client: str | None, *, kind: str = "flooding", ts: float = T0,
              severity: str = "warning", model: str = "fraud-scorer",
              status: str = "firing", evidence: dict[str, Any] | None = None,
-             summary: str | None = None) -> str:
-        subject = {"client_id": client} if client is not None else {}
+             summary: str | None = None, source_ip: str | None = None) -> str:
+        subject = ({"client_id": client} if client is not None
+                   else {"source_ip": source_ip} if source_ip is not None else {})
         finding = Finding(
             detector=DETECTOR[kind], kind=kind, severity=severity, status=status,  # type: ignore[arg-type]
             model=model, model_version="3.2.0", subject=subject,

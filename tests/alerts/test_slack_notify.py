@@ -274,6 +274,23 @@ def test_extraction_inhibits_flooding_for_the_same_client(sqlite_url: str, slack
     assert any("key-2 flooded" in t for t in texts)
 
 
+def test_evasion_inhibits_flooding_only_for_the_same_source_address(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    """Alerts on addresses (detectors.source_ip) have no client id: one address's
+    evasion alert must not silence another address's flood."""
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock)
+    n.send([alerts.fire(None, source_ip="10.0.0.1", kind="evasion",
+                        summary="Source address 10.0.0.1 probes in small steps"),
+            alerts.fire(None, source_ip="10.0.0.1", summary="Source address 10.0.0.1 flooded"),
+            alerts.fire(None, source_ip="10.0.0.2", summary="Source address 10.0.0.2 flooded")])
+    run(n, clock, 31)
+    texts = [p.body["text"] for p in slack.posts()]
+    assert len(texts) == 2
+    assert any("10.0.0.1 probes" in t for t in texts)
+    assert any("10.0.0.2 flooded" in t for t in texts)
+
+
 def test_routing_sends_security_and_ml_kinds_to_their_channels(
         sqlite_url: str, slack: FakeSlack) -> None:
     clock, alerts = Clock(), Alerts()
