@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detectors.base import Finding
 from detectors.event import Event
 from detectors.keyed import Keyed
 from monitor.config import build_config
@@ -65,21 +66,37 @@ def _keyed(max_clients: int) -> Keyed:
     return keyed
 
 
-def _run(events: list[Event], batch_sizes: list[int] | None, max_clients: int):
-    keyed = _keyed(max_clients)
+def _seen(findings: list[Finding]) -> list[tuple]:
+    return [(f.detector, f.status, f.subject, f.ts, repr(sorted(f.evidence.items())))
+            for f in findings]
+
+
+def _states(keyings: list[Keyed]) -> list[dict]:
+    return [{key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
+            for keyed in keyings]
+
+
+def run_batched(keyings: list[Keyed], events: list[Event], batch_sizes: list[int] | None):
+    """Findings and final states of ``keyings`` fed ``events`` one by one (no sizes) or
+    in batches of the sizes cycling, each batch announced to every keying first, as
+    the pipeline does."""
     findings = []
     i = 0
     while i < len(events):
         size = 1 if batch_sizes is None else batch_sizes[i % len(batch_sizes)]
         batch = events[i:i + size]
         if batch_sizes is not None:
-            keyed.prepare(batch)
+            for keyed in keyings:
+                keyed.prepare(batch)
         for event in batch:
-            findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
-                          repr(sorted(f.evidence.items()))) for f in keyed.update(event)]
+            for keyed in keyings:
+                findings += _seen(keyed.update(event))
         i += size
-    state = {key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
-    return findings, state
+    return findings, _states(keyings)
+
+
+def _run(events: list[Event], batch_sizes: list[int] | None, max_clients: int):
+    return run_batched([_keyed(max_clients)], events, batch_sizes)
 
 
 @pytest.mark.parametrize("max_clients", [1_000, 7])  # 7: clients are evicted mid-batch
@@ -104,7 +121,5 @@ def test_a_detector_fed_outside_its_batch_still_agrees() -> None:
         stale.prepare(batch)  # prepared by another Keyed that never takes the batch
         keyed.prepare(batch[: len(batch) // 2])  # and only half of it for this one
         for event in batch:
-            findings += [(f.detector, f.status, f.subject["client_id"], f.ts,
-                          repr(sorted(f.evidence.items()))) for f in keyed.update(event)]
-    state = {key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
-    assert (findings, state) == reference
+            findings += _seen(keyed.update(event))
+    assert (findings, _states([keyed])) == reference

@@ -14,7 +14,7 @@ from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.state import client_detectors
 from monitor.store import Store
-from tests.detectors.test_batch_prepare import _stream
+from tests.detectors.test_batch_prepare import _stream, run_batched
 
 T0 = 1_700_000_000.0
 PID = ("logs", 0)
@@ -114,22 +114,7 @@ def _run_both(events: list[Event], batch_sizes: list[int] | None) -> tuple[list,
                                                        "source_ip": {"enabled": True}}},
         env={}))
     assert [k.key for k in keyings] == ["client", "source_ip"]
-    findings = []
-    i = 0
-    while i < len(events):
-        size = 1 if batch_sizes is None else batch_sizes[i % len(batch_sizes)]
-        batch = events[i:i + size]
-        if batch_sizes is not None:
-            for keyed in keyings:  # as the pipeline does: every keying, the same batch
-                keyed.prepare(batch)
-        for event in batch:
-            for keyed in keyings:
-                findings += [(f.detector, f.status, f.subject, f.ts,
-                              repr(sorted(f.evidence.items()))) for f in keyed.update(event)]
-        i += size
-    states = [{key: keyed.export_slot(slot) for key, slot in keyed.slots.items()}
-              for keyed in keyings]
-    return findings, states
+    return run_batched(keyings, events, batch_sizes)
 
 
 def test_both_keyings_agree_batched_and_one_by_one() -> None:
