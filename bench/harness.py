@@ -49,6 +49,14 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_kb(pid: int | str = "self") -> int:
+    """Resident memory of a process (default: this one), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def new_topic(broker: EmbeddedBroker, partitions: int, prefix: str = "bench") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     broker.create_topic(name, partitions)
@@ -181,10 +189,7 @@ class DaemonProcess:
         return True
 
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
+        return rss_kb(self.proc.pid)
 
     def cpu_s(self) -> float:
         return process_cpu_s(self.proc.pid)

@@ -54,6 +54,11 @@ PARTITIONS = 3  # of each topic: the daemon's and the floor consumer's
 LINGER_MS = 20.0
 
 
+def benign_docs() -> list[dict]:
+    """The benign traffic's event bodies: the first 50,000 of the benchmark stream."""
+    return [orjson.loads(line) for line in data.load(300_000)[:50_000]]
+
+
 def traffic(bootstrap: str, topic: str, rate: float, seconds: float, every: float,
             stop: threading.Event, clients: int | None = None,
             linger_ms: float = LINGER_MS) -> dict[str, float]:
@@ -62,7 +67,7 @@ def traffic(bootstrap: str, topic: str, rate: float, seconds: float, every: floa
     ``clients``: the benign events come from that many clients (default: the
     benchmark stream's own client ids, 20,000); ``linger_ms``: how long the
     producer gathers a batch (see ``LINGER_MS``)."""
-    docs = [orjson.loads(line) for line in data.load(300_000)[:50_000]]
+    docs = benign_docs()
     model, version = data.MODELS[0]
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "acks": 1,
                          "log_level": 3})

@@ -18,18 +18,12 @@ import msgspec
 import numpy as np
 
 from bench import data
+from bench.harness import rss_kb
 from bench.report import write_section
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.store import Store
-
-
-def rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def client_batches(n: int, batch: int = 2000, seed: int = 5):

@@ -28,9 +28,15 @@ from pathlib import Path
 
 import orjson
 
-from bench import data
-from bench.harness import DaemonProcess, daemon_config, new_topic, process_cpu_s, start_broker
-from bench.latency import traffic
+from bench.harness import (
+    DaemonProcess,
+    daemon_config,
+    new_topic,
+    process_cpu_s,
+    rss_kb,
+    start_broker,
+)
+from bench.latency import benign_docs, traffic
 from bench.report import write_section
 from monitor.config import build_config
 from monitor.daemon import Daemon
@@ -44,7 +50,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--full", action="store_true", help="30 minutes")
     parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--sample-s", type=float, default=10.0)
+    parser.add_argument("--sample-s", type=float, default=10.0,
+                        help="wall seconds between samples (--in-process: every 120 s of event time)")
     parser.add_argument("--clients", type=int, default=5000,
                         help="benign clients cycling (few enough that each one's windows fill early)")
     parser.add_argument("--in-process", action="store_true",
@@ -139,19 +146,12 @@ The daemon read {final:,} of {int(result['sent']):,} events ({verdict}) and used
                   f" --rate {args.rate:g} --clients {args.clients}", body)
 
 
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def in_process(minutes: float, rate: float, clients: int, partitions: int = 3,
                batch: int = 500, checkpoint_s: float = 5.0, sample_s: float = 120.0) -> None:
     """The soak's traffic through a ``Daemon``'s pipeline, checkpointer and dispatcher
     (no Kafka): ``rate`` events per second of event time for ``minutes``, a checkpoint
     every ``checkpoint_s`` of event time, a sample of the heap every ``sample_s``."""
-    docs = [orjson.loads(line) for line in data.load(300_000)[:50_000]]
+    docs = benign_docs()
     samples: list[tuple[float, int, float, int, int]] = []
     # (event minutes, allocated blocks, RSS MiB, firing alerts, tracked keys)
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,7 +190,7 @@ def in_process(minutes: float, rate: float, clients: int, partitions: int = 3,
             if now - last_sample >= sample_s or i == total:
                 last_sample = now
                 gc.collect()  # count live objects, not garbage waiting for a collection
-                samples.append(((now - t0) / 60, sys.getallocatedblocks(), _rss_mib(),
+                samples.append(((now - t0) / 60, sys.getallocatedblocks(), rss_kb() / 1024,
                                 len(pipeline.alerts.firing), pipeline.tracked_clients()))
                 m, b, r, f, k = samples[-1]
                 print(f"{m:5.0f} min of event time: {b:,} blocks, RSS {r:.1f} MiB, {f:,} alerts "

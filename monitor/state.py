@@ -49,6 +49,7 @@ def client_detectors(config: Config) -> list[Keyed]:
                   for r in d.rules)
     if not protos:
         return []
+
     def keyed(attack: ClientAttack, key: KeyKind) -> Keyed:
         return AllowListed(attack, key=key, allow=d.allow_clients, idle_s=s.client_idle_s,
                            max_keys=s.max_clients, renotify_s=s.renotify_s,
