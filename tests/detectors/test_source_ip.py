@@ -51,19 +51,20 @@ def _sybil_walk(n: int, keys: int, ip: str = "10.0.0.9", seed: int = 1,
 
 
 def _nat(clients: int, n: int, ip: str = "192.0.2.1", seed: int = 2) -> list[Event]:
-    """Ordinary users behind one address: their own inputs, some retried, sure answers."""
+    """Ordinary users behind one address: their own inputs (a few retried), sure
+    answers over every class. Together they send as many new inputs over as many
+    classes as a natural-data sweep, which is why coverage is not run per address."""
     rng = np.random.default_rng(seed)
     events: list[Event] = []
     for i in range(n):
-        if events and rng.random() < 0.1:  # a retry of a recent request
+        if events and rng.random() < 0.03:  # a retry of a recent request
             prev = events[-int(rng.integers(1, min(5, len(events)) + 1))]
-            events.append(Event(ts=T0 + i * 0.5, model="m", model_version="1",
-                                client_id=prev.client_id, source_ip=ip,
-                                features=prev.features, confidence=prev.confidence))
+            events.append(msgspec.structs.replace(prev, ts=T0 + i * 0.5, request_id=f"r{i}"))
             continue
         events.append(Event(ts=T0 + i * 0.5, model="m", model_version="1",
                             client_id=f"user-{int(rng.integers(clients))}", source_ip=ip,
                             request_id=f"r{i}", confidence=float(rng.uniform(0.8, 1.0)),
+                            prediction=f"class_{int(rng.integers(10))}",
                             features={f"f{j}": float(v) for j, v in
                                       enumerate(rng.uniform(0, 1, 12))}))
     return events
