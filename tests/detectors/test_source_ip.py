@@ -166,7 +166,8 @@ def test_an_attacker_with_one_key_on_its_own_address_gets_one_alert_not_two() ->
 
 
 def test_events_without_an_address_are_only_keyed_by_client() -> None:
-    walk = [msgspec.structs.replace(e, source_ip=None, client_id="solo")
-            for e in _sybil_walk(40, keys=1)]
-    alerts = _alerts(Pipeline(_config()), walk)
-    assert alerts and all(a["subject"] == {"client_id": "solo"} for a in alerts)
+    walk = [msgspec.structs.replace(e, source_ip=None) for e in _sybil_walk(40, keys=10)]
+    pipeline = Pipeline(_config())
+    assert _alerts(pipeline, walk) == [], "no address to link the keys by"
+    by_client, by_address = pipeline.partitions[PID].detectors
+    assert (len(by_client), len(by_address)) == (10, 0)
