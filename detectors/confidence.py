@@ -29,8 +29,8 @@ import math
 from typing import Any
 
 import numpy as np
-from river.drift import ADWIN
 
+from detectors.adwin import ADWIN
 from detectors.base import Detector
 from detectors.event import Event
 from detectors.windows import TumblingWindows
