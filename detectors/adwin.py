@@ -19,7 +19,7 @@ import sys
 def _load() -> type:
     loaded = sys.modules.get("river.drift")
     if loaded is not None and hasattr(loaded, "ADWIN"):
-        return loaded.ADWIN  # type: ignore[no-any-return]
+        return loaded.ADWIN
     spec = importlib.util.find_spec("river.drift")
     assert spec is not None, "river is a dependency"
     # the package as a bare module while its adwin module loads (relative imports
@@ -30,7 +30,7 @@ def _load() -> type:
         module = importlib.import_module("river.drift.adwin")
     finally:
         del sys.modules["river.drift"]
-    return module.ADWIN  # type: ignore[no-any-return]
+    return module.ADWIN
 
 
 ADWIN = _load()
