@@ -33,6 +33,7 @@ import numpy as np
 from detectors.adwin import ADWIN
 from detectors.base import Detector
 from detectors.event import Event
+from detectors.queries import row_sums
 from detectors.windows import TumblingWindows
 
 _Q = 1 << 20
@@ -111,11 +112,6 @@ def _gap(s: _Sums) -> tuple[float, float]:
     return mean, max(sq - mean * mean, 0.0)
 
 
-def _ordered_row_sums(x: np.ndarray) -> np.ndarray:
-    """Each row's sum, term by term in index order."""
-    return np.add.accumulate(x, axis=1)[:, -1]
-
-
 def answered(event: Event) -> bool:
     """Whether the event carries an answer: probabilities (two or more) or a confidence."""
     probs = event.probabilities
@@ -126,7 +122,7 @@ def signal_table(events: list[Event]) -> np.ndarray:
     """(confidence, margin, normalised entropy) of each ``answered`` event, one row
     each. Vectorised, with the same bits for an answer whatever batch it is in:
     elementwise numpy, and sums over a row taken term by term in order
-    (``np.add.accumulate``), never numpy's pairwise sums, whose grouping depends on
+    (``queries.row_sums``), never numpy's pairwise sums, whose grouping depends on
     the array's shape. An answer without probabilities is binary: (c, 2c - 1, 0).
 
     >>> e = Event(ts=0, model="m", model_version="1", probabilities=[0.5, 0.25, 0.25])
@@ -149,11 +145,11 @@ def signal_table(events: list[Event]) -> np.ndarray:
     for k, (rows, table) in by_size.items():
         p = np.array(table, dtype=float)
         ranked = np.sort(p, axis=1)
-        total = _ordered_row_sums(p)
+        total = row_sums(p)
         total[total == 0.0] = 1.0
         share = p / total[:, None]
         logs = np.log(share, out=np.zeros_like(share), where=p > 0)
-        ent = -_ordered_row_sums(share * logs)
+        ent = -row_sums(share * logs)
         conf = [events[i].confidence for i in rows]
         out[rows, 0] = [ranked[r, -1] if c is None else c for r, c in enumerate(conf)]
         out[rows, 1] = ranked[:, -1] - ranked[:, -2]

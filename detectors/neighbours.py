@@ -44,39 +44,10 @@ import numpy as np
 from detectors import queries
 from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
+from detectors.queries import row_sums, sketches
 
-_PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
 _MIXERS: dict[int, np.ndarray] = {}
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
-
-
-def _projection(d: int, dims: int) -> np.ndarray:
-    """A fixed Gaussian projection d → dims (Johnson-Lindenstrauss), the same in
-    every process (seeded by the shape), so replays agree."""
-    key = (d, dims)
-    mat = _PROJECTIONS.get(key)
-    if mat is None:
-        rng = np.random.default_rng(d * 7919 + dims)
-        mat = rng.normal(0.0, 1.0 / np.sqrt(dims), size=(d, dims))
-        _PROJECTIONS[key] = mat
-    return mat
-
-
-def _row_sums(terms: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Sum over ``axis``, term by term in index order (an accumulation: each partial
-    sum is the one before plus the next term): the same float result for a row
-    whether it is computed alone or among a batch (BLAS products and numpy's
-    pairwise sums may group the terms differently), so a replay and a Kafka run,
-    batched differently, agree to the bit."""
-    return np.take(np.add.accumulate(terms, axis=axis), -1, axis=axis)
-
-
-def _sketches(x: np.ndarray, dims: int) -> np.ndarray:
-    """The queries (rows of ``x``) projected to ``dims`` values when longer."""
-    d = x.shape[1]
-    if d <= dims:
-        return x
-    return _row_sums(x[:, :, None] * _projection(d, dims), axis=1)
 
 
 def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
@@ -230,7 +201,7 @@ class _Pool:
             np.fromiter((c[0].norm_mean for c in compared), dtype=np.float64,
                         count=len(compared)), 1e-12)
         diff = pool[ring] - queries[query_rows][:, None, :]
-        d2 = np.where(valid, _row_sums(diff * diff), np.inf)
+        d2 = np.where(valid, row_sums(diff * diff), np.inf)
         close = d2 <= (limit * limit)[:, None]
         rows = np.arange(len(compared))
         prev = np.fromiter((c[2] for c in compared), dtype=np.intp, count=len(compared))
@@ -372,8 +343,8 @@ class QueryNeighbours(SlotState, Detector):
             d = x.shape[1]
             k = min(d, self.dims)
             g = self.groups if d >= max(4, self.groups) else 0
-            sk = _sketches(x, self.dims)
-            per_group.append((_layout(h, k, g)[1], k, g, sk, np.sqrt(_row_sums(x * x)).tolist(),
+            sk = sketches(x, self.dims)
+            per_group.append((_layout(h, k, g)[1], k, g, sk, np.sqrt(row_sums(x * x)).tolist(),
                               group_codes(x, g) if g else None))
         # the layouts (ring sizes) of the batch, with their rows in one pool each
         pools: dict[int, _Pool] = {}

@@ -21,6 +21,37 @@ import numpy as np
 
 from detectors.event import Event
 
+_PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _projection(d: int, dims: int) -> np.ndarray:
+    """A fixed Gaussian projection d → dims (Johnson-Lindenstrauss), the same in
+    every process (seeded by the shape), so replays agree."""
+    key = (d, dims)
+    mat = _PROJECTIONS.get(key)
+    if mat is None:
+        rng = np.random.default_rng(d * 7919 + dims)
+        mat = rng.normal(0.0, 1.0 / np.sqrt(dims), size=(d, dims))
+        _PROJECTIONS[key] = mat
+    return mat
+
+
+def row_sums(terms: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sum over ``axis``, term by term in index order (an accumulation: each partial
+    sum is the one before plus the next term): the same float result for a row
+    whether it is computed alone or among a batch (BLAS products and numpy's
+    pairwise sums may group the terms differently), so a replay and a Kafka run,
+    batched differently, agree to the bit."""
+    return np.take(np.add.accumulate(terms, axis=axis), -1, axis=axis)
+
+
+def sketches(x: np.ndarray, dims: int) -> np.ndarray:
+    """The queries (rows of ``x``) projected to ``dims`` values when longer."""
+    d = x.shape[1]
+    if d <= dims:
+        return x
+    return row_sums(x[:, :, None] * _projection(d, dims), axis=1)
+
 
 def query_vector(event: Event) -> np.ndarray | None:
     """The numeric query of ``event`` (see the module docstring); None: nothing numeric."""
