@@ -222,12 +222,14 @@ def attack_clients(traces: dict[str, list[np.ndarray]], pool: np.ndarray,
         rows = pool[rng.integers(0, len(pool), int(FLOOD_RATE * 300))]
         out.append(Client(f"atk-flood-{i}", "Flood (30 req/s)", "attack",
                           _at_rate(start, len(rows), FLOOD_RATE), rows))
-    for i, rows in enumerate(traces["HopSkipJump"]):  # Sybil: one attack over 10 keys
-        start = T0 + float(rng.uniform(3600, DAY - 7200))
-        ts = _at_rate(start, len(rows), ATTACK_RATE)
-        for k in range(10):
-            out.append(Client(f"atk-sybil-{i}-{k}", "Sybil HopSkipJump (10 keys)", "attack",
-                              ts[k::10], rows[k::10]))
+    # Sybil: one attack over 10 keys, from one address or from 10 (a botnet)
+    for group, slug in ((SYBIL, "sybil"), (BOTNET, "botnet")):
+        for i, rows in enumerate(traces["HopSkipJump"]):
+            start = T0 + float(rng.uniform(3600, DAY - 7200))
+            ts = _at_rate(start, len(rows), ATTACK_RATE)
+            for k in range(10):
+                out.append(Client(f"atk-{slug}-{i}-{k}", group, "attack", ts[k::10],
+                                  rows[k::10]))
     return out
 
 
@@ -316,16 +318,19 @@ def merged(clients: list[Client]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 NAT_USERS = 10  # benign users that share one source address
+SYBIL = "Sybil HopSkipJump (10 keys)"
+BOTNET = "Sybil HopSkipJump (10 keys, 10 addresses)"
 
 
 def addresses(clients: list[Client]) -> list[str]:
     """A source address per client: each attack run its own (a Sybil run's 10 keys
-    one), each heavy scorer and explainer its own, and the other benign users
-    ``NAT_USERS`` to an address (an office or a carrier NAT), types mixed."""
+    one, a botnet's keys one each), each heavy scorer and explainer its own, and the
+    other benign users ``NAT_USERS`` to an address (an office or a carrier NAT),
+    types mixed."""
     out: list[str] = []
     shared = 0
     for c in clients:
-        if c.group.startswith("Sybil"):
+        if c.group == SYBIL:
             out.append(f"sybil:{c.name.rsplit('-', 1)[0]}")
         elif c.role == "attack" or c.group == "heavy batch" or c.role == "explainer":
             out.append(f"own:{c.name}")
@@ -418,14 +423,20 @@ def memory_per_client(config: Config, pool: np.ndarray, probs: np.ndarray,
 def first_alerts(alerts: list[dict], behind: dict[str, list[str]] | None = None
                  ) -> dict[str, dict]:
     """The first firing alert of each client; with ``behind`` (address -> its
-    clients), an alert on an address counts for every client behind it."""
+    clients), an alert on an address counts for every client behind it; an alert on
+    a query fingerprint counts for every client it names."""
     first: dict[str, dict] = {}
     for a in alerts:
         if a["status"] != "firing":
             continue
-        cid = a["subject"].get("client_id")
-        ip = a["subject"].get("source_ip")
-        for name in [cid] if cid is not None else (behind or {}).get(ip, []):
+        subject = a["subject"]
+        if "client_id" in subject:
+            names = [subject["client_id"]]
+        elif "source_ip" in subject:
+            names = (behind or {}).get(subject["source_ip"], [])
+        else:
+            names = a["evidence"]["client_ids"]
+        for name in names:
             first.setdefault(name, a)
     return first
 
@@ -456,7 +467,7 @@ def score(clients: list[Client], first: dict[str, dict]) -> tuple[list[list[str]
         # one attack = one client, except Sybil where the 10 keys of run i are one attack
         runs: dict[str, list[Client]] = defaultdict(list)
         for c in members:
-            runs[c.name.rsplit("-", 1)[0] if group.startswith("Sybil") else c.name].append(c)
+            runs[c.name.rsplit("-", 1)[0] if group in (SYBIL, BOTNET) else c.name].append(c)
         queries, seconds, detectors = [], [], Counter()
         for parts in runs.values():
             hits = [first[c.name] for c in parts if c.name in first]
@@ -574,6 +585,17 @@ def main() -> None:
            if len(names) > 1 and not names[0].startswith("atk-")}  # shared benign addresses
     nat_alerted = {a["subject"]["source_ip"] for a in linked_alerts
                    if a["subject"].get("source_ip") in nat}
+    # the same day with linkage by query fingerprint (detectors.fingerprint)
+    fp_alerts, fp_elapsed, _ = run_pipeline(bench_config(fingerprint={"enabled": True}),
+                                            batches)
+    fp_first = first_alerts(fp_alerts)
+    fp_attack_rows, fp_benign_rows = score(clients, fp_first)
+    by_cell = Counter(a["detector"] for a in fp_alerts
+                      if a["status"] == "firing" and "query_fingerprint" in a["subject"])
+    cell_groups = Counter(
+        "attack" if all(n.startswith("atk-") for n in a["evidence"]["client_ids"]) else "benign"
+        for a in fp_alerts if a["status"] == "firing" and "query_fingerprint" in a["subject"])
+    fp_alerted = sum(1 for c in clients if c.role == "benign" and c.name in fp_first)
     # throughput: alternate runs with and without QueryNeighbours, best of two each
     times: dict[str, list[float]] = {"with": [elapsed], "without": []}
     for cfg, key in ((base_cfg, "without"), (config, "with"), (base_cfg, "without")):
@@ -596,6 +618,8 @@ def main() -> None:
     budget_benign_t = table(benign_head, budget_benign_rows)
     linked_attack_t = table(attack_head, linked_attack_rows)
     linked_benign_t = table(benign_head, linked_benign_rows)
+    fp_attack_t = table(attack_head, fp_attack_rows)
+    fp_benign_t = table(benign_head, fp_benign_rows)
     n_nat = len(nat)
     rate = len(ts) / elapsed
     rule = ", ".join(f"{k}: {v}" for k, v in BUDGET_RULE.items())
@@ -655,6 +679,20 @@ day**. Cost: {len(ts) / linked_elapsed:,.0f} events per CPU-second (one run), ag
 {linked_attack_t}
 
 {linked_benign_t}
+
+**With linkage by query fingerprint** (`detectors.fingerprint.enabled: true`; addresses
+as above, not used): query neighbours also per cell of similar inputs (cells 5% of a
+query's norm), over every client id that sends them; a cell alerts once 2 client ids
+queried it, and its alert counts for every client it names. Alerts on cells:
+{", ".join(f"{k} {v}" for k, v in by_cell.most_common()) or "none"} (naming only
+attack keys: {cell_groups["attack"]}, naming a benign client: {cell_groups["benign"]}).
+Benign clients alerted: {fp_alerted} of {n_benign:,} = **{1000 * fp_alerted / n_benign:.1f}
+per 1,000 per day**. Cost: {len(ts) / fp_elapsed:,.0f} events per CPU-second (one run),
+against {len(ts) / elapsed:,.0f} without the linkage (below).
+
+{fp_attack_t}
+
+{fp_benign_t}
 
 Against the issue's targets (default config unless said):
 

@@ -122,12 +122,12 @@ class ClientAttack(SlotState, Detector):
 
 
 class SourceAttack(ClientAttack):
-    """``ClientAttack`` keyed by source address (``Keyed(key="source_ip")``): its
-    signals see the queries of every client id the address uses, so an attack split
-    over several keys (Sybil splitting) adds up again. It reports only an address
-    that has used at least ``min_clients`` client ids (one key on an address of its
-    own is that client's alert already); the evidence names the first
-    ``MAX_CLIENT_IDS`` keys seen from the address.
+    """``ClientAttack`` keyed by what links several client ids: a source address
+    (``Keyed(key="source_ip")``) or a query fingerprint (``detectors.fingerprint``).
+    Its signals see the queries of every client id behind the key, so an attack
+    split over several keys (Sybil splitting) adds up again. It reports only a key
+    that has seen at least ``min_clients`` client ids (one client id alone is that
+    client's alert already); the evidence names the first ``MAX_CLIENT_IDS`` of them.
 
     >>> d = SourceAttack(signals=(RequestRate(window_s=10, max_events=3),))
     >>> for t in range(5):  # five keys, one request each
@@ -170,5 +170,6 @@ class SourceAttack(ClientAttack):
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         more = f" (the first {self.MAX_CLIENT_IDS})" if len(self._client_ids) >= self.MAX_CLIENT_IDS else ""
+        source = " from it" if "source_ip" in subject else ""
         return (super().summary(subject, model)
-                + f" Client ids seen from it{more}: {', '.join(self._client_ids)}.")
+                + f" Client ids seen{source}{more}: {', '.join(self._client_ids)}.")

@@ -44,9 +44,13 @@ def subject_name(subject: Mapping[str, str]) -> str:
 
     >>> subject_name({"client_id": "key-17"}), subject_name({"source_ip": "10.0.0.9"})
     ('Client key-17', 'Source address 10.0.0.9')
+    >>> subject_name({"query_fingerprint": "9f2c"})
+    'Clients querying near fingerprint 9f2c'
     """
     if "source_ip" in subject:
         return f"Source address {subject['source_ip']}"
+    if "query_fingerprint" in subject:
+        return f"Clients querying near fingerprint {subject['query_fingerprint']}"
     return f"Client {subject.get('client_id')}"
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from detectors.base import Detector, Finding
 from detectors.event import Event
 
-KeyKind = Literal["client", "source_ip", "model"]
+KeyKind = Literal["client", "source_ip", "fingerprint", "model"]
 
 
 _NEVER = float("-inf")  # one object for every new slot's timestamps

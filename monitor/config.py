@@ -177,6 +177,23 @@ class SourceIpConfig(_Section):
     min_clients: int = Field(2, ge=1, le=10)
 
 
+class FingerprintConfig(_Section):
+    """Linkage by query fingerprint (detectors.fingerprint): query neighbours also
+    per cell of similar inputs, over every client id and address that sends them
+    (Sybil splitting over many keys and addresses). Off by default: it adds about
+    as much work as the per-client signals."""
+
+    enabled: bool = False
+    # a cell's size relative to a query's norm: the walk of a query-based attack stays
+    # in one cell, unrelated natural inputs seldom share one
+    width: float = Field(0.05, gt=0, le=1)
+    # a cell alerts once this many client ids queried it (one is that client's alert)
+    min_clients: int = Field(2, ge=2, le=10)
+    # most cells see one query and are dropped this soon, or when this many are tracked
+    idle_s: float = Field(900.0, gt=0)
+    max_cells: int = Field(100_000, ge=1)
+
+
 class CoverageConfig(_Section):
     """Natural-data sweeps (detectors.coverage.QueryCoverage): many new inputs over
     many classes from one client within a window."""
@@ -253,6 +270,7 @@ class DetectorsConfig(_Section):
     neighbours: NeighboursConfig = NeighboursConfig()
     coverage: CoverageConfig = CoverageConfig()
     source_ip: SourceIpConfig = SourceIpConfig()
+    fingerprint: FingerprintConfig = FingerprintConfig()
     # Client ids (or prefixes ending in "*") the per-client attack detectors ignore.
     allow_clients: list[str] = Field(default_factory=list)
     # Windowed count rules (detectors/rules.py), e.g. a daily distinct-input budget.

@@ -11,6 +11,7 @@ from detectors.base import Detector
 from detectors.confidence import ConfidenceDrift
 from detectors.coverage import QueryCoverage
 from detectors.drift import DistributionDrift, ReferenceSet
+from detectors.fingerprint import FingerprintKeyed
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed, KeyKind
 from detectors.neighbours import QueryNeighbours
@@ -69,6 +70,16 @@ def client_detectors(config: Config) -> list[Keyed]:
         if per_ip:
             out.append(keyed(SourceAttack(signals=tuple(per_ip),
                                           min_clients=d.source_ip.min_clients), "source_ip"))
+    f = d.fingerprint
+    near = [p for p in protos if isinstance(p, QueryNeighbours)]
+    if f.enabled and near:
+        # per cell of similar inputs, only the near-copy signal: a popular input's many
+        # users are no flood, and a cell near the decision boundary answers everyone
+        # with low confidence
+        out.append(FingerprintKeyed(SourceAttack(signals=tuple(near), min_clients=f.min_clients),
+                                    width=f.width, allow=d.allow_clients, idle_s=f.idle_s,
+                                    max_keys=f.max_cells, renotify_s=s.renotify_s,
+                                    pack_after_s=s.pack_idle_after_s))
     return out
 
 

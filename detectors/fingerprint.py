@@ -1,0 +1,100 @@
+"""Linkage by query fingerprint: the queries of every client id that land near the
+same input are watched together, so a black-box attack split over many keys
+*and* source addresses (Sybil splitting from a botnet or rotating cloud hosts)
+adds up again.
+
+A query's fingerprint is its cell on a coarse grid: the query's sketch (the
+8-value projection query neighbours keeps) divided by the query's norm, and the
+log of that norm, each cut into steps of ``width`` at a fixed random offset, then
+hashed. Queries that differ by much less than ``width`` of their size (the
+gradient probes and boundary steps of HopSkipJump, Boundary, GeoDA, SimBA) share
+a fingerprint unless a grid line separates them; unrelated natural inputs rarely
+do. After Blacklight (Li et al., USENIX Security 2022), whose hashed
+fingerprints of quantised queries are matched across a whole service; here the
+grid cell only routes queries to a shared ``QueryNeighbours`` (its near-copy,
+bisection, coordinate-walk and star tests) that sees every key's queries.
+
+``FingerprintKeyed`` keys by ``(model, fingerprint)``; its subject is
+``{"query_fingerprint": "<16 hex digits>"}``. Most natural queries open a cell
+of their own that never sees a second query, so cells are capped and expire
+fast (``max_keys``, ``idle_s``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors import queries
+from detectors.allow import AllowListed
+from detectors.event import Event
+from detectors.queries import row_sums, sketches
+
+DIMS = 8  # the sketch length, as query neighbours' default
+_OFFSETS = np.random.default_rng(20221).uniform(0.0, 1.0, DIMS + 1)  # the grid's shift
+
+
+def cells(x: np.ndarray, width: float) -> list[str]:
+    """The fingerprint of each query (row of ``x``): the same bits for a row alone or
+    in any batch (elementwise arithmetic and ordered sums)."""
+    sk = sketches(x, DIMS)
+    norm = np.sqrt(row_sums(x * x))
+    safe = np.maximum(norm, 1e-300)
+    k = sk.shape[1]
+    grid = np.empty((x.shape[0], k + 1), dtype=np.int64)
+    grid[:, :k] = np.floor(sk / (width * safe[:, None]) + _OFFSETS[:k])
+    grid[:, k] = np.floor(np.log(safe) / width + _OFFSETS[k])
+    grid[norm == 0.0] = 0  # the zero query: one cell of its own
+    prefix = x.shape[1].to_bytes(4, "little")
+    raw = grid.tobytes()
+    step = 8 * (k + 1)
+    return [hashlib.blake2b(prefix + raw[i:i + step], digest_size=8).hexdigest()
+            for i in range(0, len(raw), step)]
+
+
+def batch_fingerprints(events: Sequence[Event], width: float) -> list[str | None]:
+    """The fingerprint of each event's query (None: no numeric query), computed per
+    query length in one pass over the prepared batch (``queries.prepare``)."""
+    batch = queries.prepare(events)
+    per_group = [cells(x, width) for x in batch.groups]
+    return [None if w is None else per_group[w[0]][w[1]] for w in batch.where]
+
+
+def fingerprint(event: Event, width: float) -> str | None:
+    found = queries.query_input(event)
+    return None if found is None else cells(found[0][None, :], width)[0]
+
+
+class FingerprintKeyed(AllowListed):
+    """``AllowListed`` keyed by ``(model, query fingerprint)`` (see the module
+    docstring); a batch's fingerprints are computed when it is announced
+    (``prepare``), an event outside it alone, with the same result."""
+
+    def __init__(self, *args: Any, width: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(*args, key="fingerprint", **kwargs)
+        self.width = width
+        self._prepared: dict[int, tuple[Event, str | None]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__getstate__().items() if k != "_prepared"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._prepared = {}
+
+    def prepare(self, events: Sequence[Event]) -> None:
+        found = batch_fingerprints(events, self.width)
+        self._prepared = {id(e): (e, f) for e, f in zip(events, found, strict=True)}
+        super().prepare(events)
+
+    def _key_of(self, event: Event) -> Hashable | None:
+        hit = self._prepared.get(id(event))
+        fp = hit[1] if hit is not None and hit[0] is event else fingerprint(event, self.width)
+        return None if fp is None else (event.model, fp)
+
+    def _subject(self, key: Hashable) -> dict[str, str]:
+        return {"query_fingerprint": key[1]}  # type: ignore[index]
+

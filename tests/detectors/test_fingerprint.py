@@ -1,0 +1,126 @@
+"""Linkage by query fingerprint (``detectors.fingerprint``): an attack split over
+many client ids and source addresses adds up again on the cell of inputs it
+probes; ordinary users sending their own inputs stay quiet; batching,
+checkpoints and restarts give the same alerts as one uninterrupted run."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from detectors.event import Event
+from detectors.fingerprint import cells, fingerprint
+from monitor.checkpoint import Checkpointer
+from monitor.config import build_config
+from monitor.pipeline import Pipeline
+from monitor.state import client_detectors
+from monitor.store import Store
+from tests.detectors.test_batch_prepare import _stream, run_batched
+from tests.detectors.test_source_ip import PID, T0, _alerts, _nat, _records, _sybil_walk
+
+
+def _config(**fingerprint: object) -> object:
+    return build_config({"detectors": {"fingerprint": {"enabled": True, **fingerprint}}},
+                        env={})
+
+
+def _botnet_walk(n: int, keys: int = 10, **kw: object) -> list[Event]:
+    """``_sybil_walk`` with every key on an address of its own."""
+    return [msgspec.structs.replace(e, source_ip=f"203.0.113.{e.client_id.rsplit('-', 1)[1]}")
+            for e in _sybil_walk(n, keys=keys, **kw)]
+
+
+def test_an_attack_over_ten_keys_and_addresses_fires_on_its_fingerprint() -> None:
+    walk = _botnet_walk(40)  # 4 queries a key and an address: too few for either
+    assert _alerts(Pipeline(build_config({"detectors": {"source_ip": {"enabled": True}}},
+                                         env={})), walk) == []
+
+    alerts = _alerts(Pipeline(_config()), walk)
+    assert {a["detector"] for a in alerts} == {"evasion.query_neighbours"}
+    first = alerts[0]
+    assert list(first["subject"]) == ["query_fingerprint"]
+    # a grid line cuts this walk in two (28 and 12 queries): the larger part fires
+    # within ten of its queries, naming the keys that sent them
+    assert first["evidence"]["queries"] <= 10
+    keys = first["evidence"]["client_ids"]
+    assert len(keys) >= 2 and set(keys) <= {f"sybil-{k}" for k in range(10)}
+    fp = first["subject"]["query_fingerprint"]
+    assert first["summary"].startswith(f"Clients querying near fingerprint {fp} sent ")
+    assert first["summary"].endswith(f"Client ids seen: {', '.join(keys)}.")
+
+
+def test_ordinary_users_sending_their_own_inputs_do_not_fire() -> None:
+    pipeline = Pipeline(_config())
+    assert _alerts(pipeline, _nat(clients=300, n=6_000)) == []
+    by_cell = pipeline.partitions[PID].detectors[1]
+    # cells idle for 15 minutes are dropped: those left are the last 1,800 inputs'
+    # (a few are retries), nearly one cell each
+    assert 1_700 < len(by_cell) <= 1_800
+
+
+def test_cells_are_capped() -> None:
+    pipeline = Pipeline(_config(max_cells=500))
+    _alerts(pipeline, _nat(clients=300, n=3_000))
+    assert len(pipeline.partitions[PID].detectors[1]) == 500
+
+
+def test_a_fingerprint_is_the_same_alone_and_in_any_batch() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 25)) * rng.uniform(0.1, 100, size=(300, 1))
+    whole = cells(x, 0.05)
+    assert [cells(x[i:i + 1], 0.05)[0] for i in range(300)] == whole
+    assert cells(x[7:45], 0.05) == whole[7:45]
+    assert len(set(whole)) == 300, "unrelated inputs, cells of their own"
+    # a step of 0.1% of the input's size seldom crosses a grid line; 50% always does
+    near = cells(x + 1e-3 * np.abs(x).mean(axis=1, keepdims=True), 0.05)
+    assert sum(a == b for a, b in zip(whole, near, strict=True)) >= 270
+    far = cells(x * 1.5, 0.05)
+    assert not set(far) & set(whole)
+    e = Event(ts=0, model="m", model_version="1",
+              features={f"f{j}": float(v) for j, v in enumerate(x[0])})
+    assert fingerprint(e, 0.05) == whole[0]
+    assert fingerprint(Event(ts=0, model="m", model_version="1"), 0.05) is None
+
+
+def test_the_keyings_agree_batched_and_one_by_one() -> None:
+    events = _stream(seed=5) + _botnet_walk(40, start=T0 + 50.5)
+    events.sort(key=lambda e: e.ts)
+    keyings = client_detectors(build_config(
+        {"state": {"client_idle_s": 60}, "detectors": {"fingerprint": {"enabled": True}}},
+        env={}))
+    assert [k.key for k in keyings] == ["client", "fingerprint"]
+    one_by_one = run_batched(keyings, events, None)
+    assert any("query_fingerprint" in f[2] for f in one_by_one[0])
+    for sizes in ([500], [1, 37, 200, 3]):
+        keyings = client_detectors(build_config(
+            {"state": {"client_idle_s": 60}, "detectors": {"fingerprint": {"enabled": True}}},
+            env={}))
+        assert run_batched(keyings, events, sizes) == one_by_one, sizes
+
+
+def test_cell_state_survives_checkpoints_and_restarts(store_url: str) -> None:
+    events = _stream(seed=6, n=1_500) + _botnet_walk(40, start=T0 + 100.5)
+    events.sort(key=lambda e: e.ts)
+    half = next(i for i, e in enumerate(events) if e.request_id == "q3") + 1
+    config = _config()
+    whole = _alerts(Pipeline(config), events)
+    linked = [a for a in whole if "query_fingerprint" in a["subject"]]
+    assert linked and linked[0]["evidence"]["queries"] > 4, "fires after the restart"
+
+    store = Store(store_url)
+    store.migrate()
+    records = _records(events)
+    resumed: list[dict] = []
+    for start, end in ((0, half), (half, len(records))):
+        p = Pipeline(config)  # a restart before each half
+        cp = Checkpointer(store, p, group="g", producer="a")
+        cp.restore([PID])
+        for at in range(start, end, 50):
+            resumed += p.process(PID, records[at:min(at + 50, end)]).alerts
+            resumed += p.advance()
+        cp.save()
+    store.close()
+    strip = [(a["detector"], a["status"], a["subject"], a["count"], a["evidence"])
+             for a in whole]
+    assert [(a["detector"], a["status"], a["subject"], a["count"], a["evidence"])
+            for a in resumed] == strip
