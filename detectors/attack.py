@@ -170,6 +170,6 @@ class SourceAttack(ClientAttack):
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         more = f" (the first {self.MAX_CLIENT_IDS})" if len(self._client_ids) >= self.MAX_CLIENT_IDS else ""
-        source = " from it" if "source_ip" in subject else ""
+        seen = "seen from it" if "source_ip" in subject else "seen most recently"
         return (super().summary(subject, model)
-                + f" Client ids seen{source}{more}: {', '.join(self._client_ids)}.")
+                + f" Client ids {seen}{more}: {', '.join(self._client_ids)}.")

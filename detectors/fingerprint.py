@@ -17,7 +17,8 @@ bisection, coordinate-walk and star tests) that sees every key's queries.
 ``FingerprintKeyed`` keys by ``(model, fingerprint)``; its subject is
 ``{"query_fingerprint": "<16 hex digits>"}``. Most natural queries open a cell
 of their own that never sees a second query, so cells are capped and expire
-fast (``max_keys``, ``idle_s``).
+fast (``max_keys``, ``idle_s``). ``CellAttack`` is a cell's verdict: near copies
+from several client ids, answered near the decision boundary.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ import numpy as np
 
 from detectors import queries
 from detectors.allow import AllowListed
+from detectors.attack import ClientAttack, SourceAttack
+from detectors.base import Detector
 from detectors.event import Event
+from detectors.neighbours import QueryNeighbours
+from detectors.probing import LowConfidenceShare
 from detectors.queries import row_sums, sketches
 
-DIMS = 8  # the sketch length, as query neighbours' default
+DIMS = 16  # the sketch length
 _OFFSETS = np.random.default_rng(20221).uniform(0.0, 1.0, DIMS + 1)  # the grid's shift
 
 
@@ -98,3 +103,50 @@ class FingerprintKeyed(AllowListed):
     def _subject(self, key: Hashable) -> dict[str, str]:
         return {"query_fingerprint": key[1]}  # type: ignore[index]
 
+
+class CellAttack(SourceAttack):
+    """The verdict on a cell: its ``QueryNeighbours`` fires on the queries of at
+    least ``min_clients`` client ids *and* its ``LowConfidenceShare`` finds most of
+    the cell's answers low-confidence (``signals`` are these two, in this order).
+    A query-based attack walks the decision boundary; the near copies of a popular
+    input, sent by its many users (edited, augmented, rescaled), are answered with
+    confidence. Without this gate, 301 of 1,000 benign clients a day alerted in
+    ``bench.attacks``, where 1,650 clients query the same 899 images. The evidence
+    lists the client ids whose queries were the cell's latest hits, most recent
+    last, and only they count towards ``min_clients``: a busy cell's other visitors
+    (ordinary users whose inputs happen to fall in it) are not part of the walk.
+
+    >>> d = CellAttack(min_clients=2)
+    >>> for i in range(12):  # two keys walk in tiny steps near the boundary
+    ...     x = [v + 0.001 * i * (j + 1) for j, v in enumerate([1.0, 2.0, 3.0, 4.0])]
+    ...     d.update(Event(ts=i, model="m", model_version="1", client_id=f"k{i % 2}",
+    ...                    confidence=0.55, features=dict(zip("abcd", x))))
+    >>> d.detected, d.name, d.evidence()["firing_signals"]
+    (True, 'evasion.query_neighbours', ['evasion.query_neighbours', 'extraction.low_confidence_share'])
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *, signals: tuple[Detector, ...] | None = None,
+                 min_clients: int = 2) -> None:
+        signals = signals or (QueryNeighbours(), LowConfidenceShare(min_queries=1))
+        if not (len(signals) == 2 and isinstance(signals[0], QueryNeighbours)
+                and isinstance(signals[1], LowConfidenceShare)):
+            raise ValueError("CellAttack takes (QueryNeighbours, LowConfidenceShare)")
+        super().__init__(signals=signals, min_clients=min_clients)
+
+    def update(self, event: Event) -> None:
+        near = self.signals[0]
+        assert isinstance(near, QueryNeighbours)
+        before = near.hits
+        ClientAttack.update(self, event)
+        cid = event.client_id
+        if near.hits > before and cid is not None and (
+                not self._client_ids or self._client_ids[-1] != cid):
+            ids = (*[i for i in self._client_ids if i != cid], cid)
+            self._client_ids = ids[-self.MAX_CLIENT_IDS:]
+
+    def _decide(self) -> None:
+        near, boundary = self.signals
+        self._lead_index = 0  # the alert is the near copies'; the share is evidence
+        self._active = near.detected and boundary.detected

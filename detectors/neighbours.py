@@ -526,6 +526,11 @@ class QueryNeighbours(SlotState, Detector):
     def detected(self) -> bool:
         return self._window_hits >= self.min_hits
 
+    @property
+    def hits(self) -> int:
+        """Queries that were hits so far (near-copy clusters and search steps)."""
+        return self._hits
+
     def evidence(self) -> dict[str, Any]:
         return {
             "queries": self._queries,

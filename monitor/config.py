@@ -180,8 +180,9 @@ class SourceIpConfig(_Section):
 class FingerprintConfig(_Section):
     """Linkage by query fingerprint (detectors.fingerprint): query neighbours also
     per cell of similar inputs, over every client id and address that sends them
-    (Sybil splitting over many keys and addresses). Off by default: it adds about
-    as much work as the per-client signals."""
+    (Sybil splitting over many keys and addresses), gated by the share of
+    low-confidence answers in the cell. Off by default: it adds about as much work
+    as the per-client signals."""
 
     enabled: bool = False
     # a cell's size relative to a query's norm: the walk of a query-based attack stays
@@ -189,6 +190,13 @@ class FingerprintConfig(_Section):
     width: float = Field(0.05, gt=0, le=1)
     # a cell alerts once this many client ids queried it (one is that client's alert)
     min_clients: int = Field(2, ge=2, le=10)
+    # ... and this share of its answers in the window were below
+    # detectors.probing.low_confidence: attacks walk the decision boundary, the near
+    # copies of a popular input get confident answers
+    boundary_share: float = Field(0.5, gt=0, le=1)
+    # query-neighbour hits within detectors.neighbours.window_s a cell needs (a busy
+    # cell of natural inputs shows a chance pattern now and then)
+    min_hits: int = Field(3, ge=1)
     # most cells see one query and are dropped this soon, or when this many are tracked
     idle_s: float = Field(900.0, gt=0)
     max_cells: int = Field(100_000, ge=1)

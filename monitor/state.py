@@ -11,7 +11,7 @@ from detectors.base import Detector
 from detectors.confidence import ConfidenceDrift
 from detectors.coverage import QueryCoverage
 from detectors.drift import DistributionDrift, ReferenceSet
-from detectors.fingerprint import FingerprintKeyed
+from detectors.fingerprint import CellAttack, FingerprintKeyed
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed, KeyKind
 from detectors.neighbours import QueryNeighbours
@@ -27,14 +27,17 @@ def client_detectors(config: Config) -> list[Keyed]:
     with its partition and moves with it on a rebalance."""
     d, s = config.detectors, config.state
     protos: list[Detector] = []  # in verdict priority: the first to fire names the alert
-    if d.neighbours.enabled:
-        n = d.neighbours
-        protos.append(QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius,
-                                      groups=n.groups, sparse_groups=n.sparse_groups,
-                                      min_neighbours=n.min_neighbours, halvings=n.halvings,
-                                      sparse_steps=n.sparse_steps, star_steps=n.star_steps,
-                                      star_radius=n.star_radius, min_hits=n.min_hits,
-                                      window_s=n.window_s))
+    n = d.neighbours
+
+    def neighbours(min_hits: int) -> QueryNeighbours:
+        return QueryNeighbours(history=n.history, dims=n.dims, radius=n.radius, groups=n.groups,
+                               sparse_groups=n.sparse_groups, min_neighbours=n.min_neighbours,
+                               halvings=n.halvings, sparse_steps=n.sparse_steps,
+                               star_steps=n.star_steps, star_radius=n.star_radius,
+                               min_hits=min_hits, window_s=n.window_s)
+
+    if n.enabled:
+        protos.append(neighbours(n.min_hits))
     if d.probing.enabled:
         b = d.probing
         protos.append(LowConfidenceShare(window_s=b.window_s, low_confidence=b.low_confidence,
@@ -71,13 +74,14 @@ def client_detectors(config: Config) -> list[Keyed]:
             out.append(keyed(SourceAttack(signals=tuple(per_ip),
                                           min_clients=d.source_ip.min_clients), "source_ip"))
     f = d.fingerprint
-    near = [p for p in protos if isinstance(p, QueryNeighbours)]
-    if f.enabled and near:
-        # per cell of similar inputs, only the near-copy signal: a popular input's many
-        # users are no flood, and a cell near the decision boundary answers everyone
-        # with low confidence
-        out.append(FingerprintKeyed(SourceAttack(signals=tuple(near), min_clients=f.min_clients),
-                                    width=f.width, allow=d.allow_clients, idle_s=f.idle_s,
+    if f.enabled and n.enabled:
+        # per cell of similar inputs: near copies answered near the decision boundary
+        # (a popular input's many users are no flood, nor a sweep); a busy cell sees
+        # chance patterns, so it needs more hits than one client
+        boundary = LowConfidenceShare(window_s=n.window_s, low_confidence=d.probing.low_confidence,
+                                      min_queries=1, max_share=f.boundary_share)
+        cell = CellAttack(signals=(neighbours(f.min_hits), boundary), min_clients=f.min_clients)
+        out.append(FingerprintKeyed(cell, width=f.width, allow=d.allow_clients, idle_s=f.idle_s,
                                     max_keys=f.max_cells, renotify_s=s.renotify_s,
                                     pack_after_s=s.pack_idle_after_s))
     return out

@@ -25,9 +25,23 @@ def _config(**fingerprint: object) -> object:
 
 
 def _botnet_walk(n: int, keys: int = 10, **kw: object) -> list[Event]:
-    """``_sybil_walk`` with every key on an address of its own."""
-    return [msgspec.structs.replace(e, source_ip=f"203.0.113.{e.client_id.rsplit('-', 1)[1]}")
+    """``_sybil_walk`` with every key on an address of its own, near the decision
+    boundary (low-confidence answers), as query-based attacks walk."""
+    return [msgspec.structs.replace(e, source_ip=f"203.0.113.{e.client_id.rsplit('-', 1)[1]}",
+                                    confidence=0.55)
             for e in _sybil_walk(n, keys=keys, **kw)]
+
+
+def _popular_input(users: int, confidence: float, seed: int = 4) -> list[Event]:
+    """Many users sending near copies of one popular input (each their own small
+    edit), one every 10 s."""
+    rng = np.random.default_rng(seed)
+    point = rng.uniform(0, 1, 12)
+    return [Event(ts=T0 + 10 * i, model="m", model_version="1", client_id=f"user-{i}",
+                  request_id=f"p{i}", confidence=confidence,
+                  features={f"f{j}": float(v) for j, v in
+                            enumerate(point + 1e-3 * rng.normal(size=12))})
+            for i in range(users)]
 
 
 def test_an_attack_over_ten_keys_and_addresses_fires_on_its_fingerprint() -> None:
@@ -46,7 +60,7 @@ def test_an_attack_over_ten_keys_and_addresses_fires_on_its_fingerprint() -> Non
     assert len(keys) >= 2 and set(keys) <= {f"sybil-{k}" for k in range(10)}
     fp = first["subject"]["query_fingerprint"]
     assert first["summary"].startswith(f"Clients querying near fingerprint {fp} sent ")
-    assert first["summary"].endswith(f"Client ids seen: {', '.join(keys)}.")
+    assert first["summary"].endswith(f"Client ids seen most recently: {', '.join(keys)}.")
 
 
 def test_ordinary_users_sending_their_own_inputs_do_not_fire() -> None:
@@ -56,6 +70,15 @@ def test_ordinary_users_sending_their_own_inputs_do_not_fire() -> None:
     # cells idle for 15 minutes are dropped: those left are the last 1,800 inputs'
     # (a few are retries), nearly one cell each
     assert 1_700 < len(by_cell) <= 1_800
+
+
+def test_a_popular_input_answered_with_confidence_does_not_fire() -> None:
+    # the same near copies from 60 users: confident answers are no boundary walk
+    assert _alerts(Pipeline(_config()), _popular_input(60, confidence=0.95)) == []
+    near_boundary = _alerts(Pipeline(_config()), _popular_input(60, confidence=0.55))
+    assert {a["detector"] for a in near_boundary} == {"evasion.query_neighbours"}
+    assert near_boundary[0]["evidence"]["firing_signals"] == [
+        "evasion.query_neighbours", "extraction.low_confidence_share"]
 
 
 def test_cells_are_capped() -> None:
