@@ -3,16 +3,17 @@ same input are watched together, so a black-box attack split over many keys
 *and* source addresses (Sybil splitting from a botnet or rotating cloud hosts)
 adds up again.
 
-A query's fingerprint is its cell on a coarse grid: the query's sketch (the
-8-value projection query neighbours keeps) divided by the query's norm, and the
-log of that norm, each cut into steps of ``width`` at a fixed random offset, then
-hashed. Queries that differ by much less than ``width`` of their size (the
-gradient probes and boundary steps of HopSkipJump, Boundary, GeoDA, SimBA) share
-a fingerprint unless a grid line separates them; unrelated natural inputs rarely
+A query's fingerprint is its cell on a coarse grid: a 16-value projection of the
+query (``queries.sketches``) divided by the query's norm, and the log of that
+norm, each cut into steps of ``width`` at a fixed random offset, then hashed.
+Queries that differ by much less than ``width`` of their size (the gradient
+probes and boundary steps of HopSkipJump, Boundary, GeoDA, SimBA) share a
+fingerprint unless a grid line separates them; unrelated natural inputs rarely
 do. After Blacklight (Li et al., USENIX Security 2022), whose hashed
 fingerprints of quantised queries are matched across a whole service; here the
 grid cell only routes queries to a shared ``QueryNeighbours`` (its near-copy,
-bisection, coordinate-walk and star tests) that sees every key's queries.
+bisection, coordinate-walk and star tests) that sees every key's queries, and the
+cell fires only when they are answered near the decision boundary (``CellAttack``).
 
 ``FingerprintKeyed`` keys by ``(model, fingerprint)``; its subject is
 ``{"query_fingerprint": "<16 hex digits>"}``. Most natural queries open a cell
@@ -38,7 +39,7 @@ from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
 from detectors.queries import row_sums, sketches
 
-DIMS = 16  # the sketch length
+DIMS = 16  # twice query neighbours' sketch: distinct natural inputs seldom share a cell
 _OFFSETS = np.random.default_rng(20221).uniform(0.0, 1.0, DIMS + 1)  # the grid's shift
 
 
