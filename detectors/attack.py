@@ -122,12 +122,13 @@ class ClientAttack(SlotState, Detector):
 
 
 class SourceAttack(ClientAttack):
-    """``ClientAttack`` keyed by what links several client ids: a source address
-    (``Keyed(key="source_ip")``) or a query fingerprint (``detectors.fingerprint``).
-    Its signals see the queries of every client id behind the key, so an attack
-    split over several keys (Sybil splitting) adds up again. It reports only a key
-    that has seen at least ``min_clients`` client ids (one client id alone is that
-    client's alert already); the evidence names the first ``MAX_CLIENT_IDS`` of them.
+    """``ClientAttack`` keyed by source address (``Keyed(key="source_ip")``): its
+    signals see the queries of every client id the address uses, so an attack split
+    over several keys (Sybil splitting) adds up again. It reports only an address
+    that has used at least ``min_clients`` client ids (one key on an address of its
+    own is that client's alert already); the evidence names the first
+    ``MAX_CLIENT_IDS`` keys seen from the address. (``detectors.fingerprint.CellAttack``
+    builds on it for cells of similar queries.)
 
     >>> d = SourceAttack(signals=(RequestRate(window_s=10, max_events=3),))
     >>> for t in range(5):  # five keys, one request each
@@ -138,6 +139,8 @@ class SourceAttack(ClientAttack):
     """
 
     MAX_CLIENT_IDS = 10
+    IDS_SEEN = "seen from it"  # how the summary introduces the client ids ...
+    IDS_LISTED = "the first"  # ... and which of them it lists when there are more
     __slots__ = ("_client_ids", "min_clients")
 
     def __init__(self, *, signals: tuple[Detector, ...] | None = None,
@@ -169,7 +172,7 @@ class SourceAttack(ClientAttack):
                                      "client_ids_listed_max": self.MAX_CLIENT_IDS}
 
     def summary(self, subject: dict[str, str], model: str) -> str:
-        more = f" (the first {self.MAX_CLIENT_IDS})" if len(self._client_ids) >= self.MAX_CLIENT_IDS else ""
-        seen = "seen from it" if "source_ip" in subject else "seen most recently"
+        more = (f" ({self.IDS_LISTED} {self.MAX_CLIENT_IDS})"
+                if len(self._client_ids) >= self.MAX_CLIENT_IDS else "")
         return (super().summary(subject, model)
-                + f" Client ids {seen}{more}: {', '.join(self._client_ids)}.")
+                + f" Client ids {self.IDS_SEEN}{more}: {', '.join(self._client_ids)}.")

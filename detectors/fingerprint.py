@@ -127,6 +127,8 @@ class CellAttack(SourceAttack):
     """
 
     __slots__ = ()
+    IDS_SEEN = "whose queries were its latest hits"
+    IDS_LISTED = "the latest"
 
     def __init__(self, *, signals: tuple[Detector, ...] | None = None,
                  min_clients: int = 2) -> None:

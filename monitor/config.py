@@ -188,7 +188,8 @@ class FingerprintConfig(_Section):
     # a cell's size relative to a query's norm: the walk of a query-based attack stays
     # in one cell, unrelated natural inputs seldom share one
     width: float = Field(0.05, gt=0, le=1)
-    # a cell alerts once this many client ids queried it (one is that client's alert)
+    # a cell alerts once the queries of this many client ids were hits in it (one
+    # client alone is that client's alert)
     min_clients: int = Field(2, ge=2, le=10)
     # ... and this share of its answers in the window were below
     # detectors.probing.low_confidence: attacks walk the decision boundary, the near

@@ -60,7 +60,7 @@ def test_an_attack_over_ten_keys_and_addresses_fires_on_its_fingerprint() -> Non
     assert len(keys) >= 2 and set(keys) <= {f"sybil-{k}" for k in range(10)}
     fp = first["subject"]["query_fingerprint"]
     assert first["summary"].startswith(f"Clients querying near fingerprint {fp} sent ")
-    assert first["summary"].endswith(f"Client ids seen most recently: {', '.join(keys)}.")
+    assert first["summary"].endswith(f"Client ids whose queries were its latest hits: {', '.join(keys)}.")
 
 
 def test_ordinary_users_sending_their_own_inputs_do_not_fire() -> None:
