@@ -682,8 +682,9 @@ day**. Cost: {len(ts) / linked_elapsed:,.0f} events per CPU-second (one run), ag
 
 **With linkage by query fingerprint** (`detectors.fingerprint.enabled: true`; addresses
 as above, not used): query neighbours also per cell of similar inputs (cells 5% of a
-query's norm), over every client id that sends them; a cell alerts once 2 client ids
-queried it, and its alert counts for every client it names. Alerts on cells:
+query's norm), over every client id that sends them; a cell alerts on 3 hits from at
+least 2 client ids when half of its answers are low-confidence, and its alert counts
+for every client it names (the ids of its latest hits). Alerts on cells:
 {", ".join(f"{k} {v}" for k, v in by_cell.most_common()) or "none"} (naming only
 attack keys: {cell_groups["attack"]}, naming a benign client: {cell_groups["benign"]}).
 Benign clients alerted: {fp_alerted} of {n_benign:,} = **{1000 * fp_alerted / n_benign:.1f}
