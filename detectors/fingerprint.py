@@ -70,6 +70,7 @@ def batch_fingerprints(events: Sequence[Event], width: float) -> list[str | None
 
 
 def fingerprint(event: Event, width: float) -> str | None:
+    """The fingerprint of one event's query, computed alone (None: no numeric query)."""
     found = queries.query_input(event)
     return None if found is None else cells(found[0][None, :], width)[0]
 
@@ -111,11 +112,12 @@ class CellAttack(SourceAttack):
     the cell's answers low-confidence (``signals`` are these two, in this order).
     A query-based attack walks the decision boundary; the near copies of a popular
     input, sent by its many users (edited, augmented, rescaled), are answered with
-    confidence. Without this gate, 301 of 1,000 benign clients a day alerted in
-    ``bench.attacks``, where 1,650 clients query the same 899 images. The evidence
-    lists the client ids whose queries were the cell's latest hits, most recent
-    last, and only they count towards ``min_clients``: a busy cell's other visitors
-    (ordinary users whose inputs happen to fall in it) are not part of the walk.
+    confidence. The evidence lists the client ids whose queries were the cell's
+    latest hits, most recent last, and only they count towards ``min_clients``: a
+    busy cell's other visitors (ordinary users whose inputs happen to fall in it)
+    are not part of the walk. In ``bench.attacks``, where 1,650 clients query the
+    same 899 images, cells named 301 of 1,000 benign clients a day at first, 39 with
+    the gate, 5 once only clients with hits counted (with 16-value cells, 3 hits).
 
     >>> d = CellAttack(min_clients=2)
     >>> for i in range(12):  # two keys walk in tiny steps near the boundary
