@@ -115,9 +115,11 @@ class CellAttack(SourceAttack):
     confidence. The evidence lists the client ids whose queries were the cell's
     latest hits, most recent last, and only they count towards ``min_clients``: a
     busy cell's other visitors (ordinary users whose inputs happen to fall in it)
-    are not part of the walk. In ``bench.attacks``, where 1,650 clients query the
-    same 899 images, cells named 301 of 1,000 benign clients a day at first, 39 with
-    the gate, 5 once only clients with hits counted (with 16-value cells, 3 hits).
+    are not part of the walk, unless an input sits around the attacked one as a
+    noise search's queries do (the star test), which makes it a hit too. In
+    ``bench.attacks``, where 1,650 clients query the same 899 images, cells named
+    301 of 1,000 benign clients a day at first, 39 with the gate, 5 once only
+    clients with hits counted (with 16-value cells, 3 hits).
 
     >>> d = CellAttack(min_clients=2)
     >>> for i in range(12):  # two keys walk in tiny steps near the boundary
