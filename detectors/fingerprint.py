@@ -102,9 +102,6 @@ class FingerprintKeyed(AllowListed):
         fp = hit[1] if hit is not None and hit[0] is event else fingerprint(event, self.width)
         return None if fp is None else (event.model, fp)
 
-    def _subject(self, key: Hashable) -> dict[str, str]:
-        return {"query_fingerprint": key[1]}  # type: ignore[index]
-
 
 class CellAttack(SourceAttack):
     """The verdict on a cell: its ``QueryNeighbours`` fires on the queries of at

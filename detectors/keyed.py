@@ -15,6 +15,9 @@ from detectors.base import Detector, Finding
 from detectors.event import Event
 
 KeyKind = Literal["client", "source_ip", "fingerprint", "model"]
+# the subject field an alert names a key by (model-wide keys have none)
+_SUBJECT_FIELD = {"client": "client_id", "source_ip": "source_ip",
+                  "fingerprint": "query_fingerprint"}
 
 
 _NEVER = float("-inf")  # one object for every new slot's timestamps
@@ -77,7 +80,8 @@ class Keyed:
 
     ``key="client"`` keys by ``(model, client_id)`` (events without a client id are
     ignored), ``key="source_ip"`` by ``(model, source_ip)`` likewise;
-    ``key="model"`` keys by ``(model, model_version)``. A key idle for
+    ``key="model"`` keys by ``(model, model_version)``; ``key="fingerprint"`` is
+    ``detectors.fingerprint.FingerprintKeyed``'s, which computes its keys. A key idle for
     ``idle_s`` of event time is dropped, and at most ``max_keys`` are kept (least
     recently seen first out): O(1) amortised per event, bounded memory. With
     ``pack_after_s``, a key idle that long (and not firing) keeps its detector's
@@ -107,6 +111,8 @@ class Keyed:
         pack_after_s: float | None = None,
     ) -> None:
         self.prototype = prototype
+        if key == "fingerprint" and type(self)._key_of is Keyed._key_of:
+            raise ValueError('key="fingerprint" needs detectors.fingerprint.FingerprintKeyed')
         self.key = key
         self.idle_s = idle_s
         self.max_keys = max_keys
@@ -241,9 +247,8 @@ class Keyed:
         return (event.model, event.model_version)
 
     def _subject(self, key: Hashable) -> dict[str, str]:
-        if self.key == "model":
-            return {}
-        return {"client_id" if self.key == "client" else "source_ip": key[1]}  # type: ignore[index]
+        field = _SUBJECT_FIELD.get(self.key)
+        return {} if field is None else {field: key[1]}  # type: ignore[index]
 
     def prepare(self, events: Sequence[Event]) -> None:
         """Announce the batch that ``update`` will take next, event by event, so the

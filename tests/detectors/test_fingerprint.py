@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import pytest
 
 from detectors.event import Event
 from detectors.fingerprint import cells, fingerprint
+from detectors.flooding import RequestRate
+from detectors.keyed import Keyed
 from monitor.config import build_config
 from monitor.pipeline import Pipeline
 from monitor.state import client_detectors
@@ -142,3 +145,9 @@ def test_cell_state_survives_checkpoints_and_restarts(store_url: str) -> None:
     assert len(hits) >= 3
     half = next(i for i, e in enumerate(events) if e.request_id == hits[0]) + 1
     assert _essence(alerts_with_restart(config, events, half, store_url)) == _essence(whole)
+
+
+def test_plain_keyed_refuses_to_key_by_fingerprint() -> None:
+    # it would otherwise fall through to model keying without a word
+    with pytest.raises(ValueError, match="FingerprintKeyed"):
+        Keyed(RequestRate(), key="fingerprint")
