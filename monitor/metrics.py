@@ -74,7 +74,8 @@ class Metrics:
         )
         self.tracked_clients = Gauge(
             "inferwatch_tracked_clients",
-            "Per-client (and per-source-address) detector states held in memory.", registry=r,
+            "Per-client detector states held in memory (with linkage on, per address and "
+            "per query-fingerprint cell too).", registry=r,
         )
         self.watermark = Gauge(
             "inferwatch_watermark_seconds", "Event time up to which model-wide windows are closed.",
