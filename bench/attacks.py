@@ -259,16 +259,17 @@ def benign_clients(pool: np.ndarray, y_pool: np.ndarray, rng: np.random.Generato
         out.append(Client(f"retry-{i}", "retry", "benign", ts[order], rows[order]))
     for i in range(int(200 * scale)):  # augmentation: each input plus 2-4 noisy copies
         n = int(rng.poisson(40))
-        ts, rows = [], []
+        aug_ts: list[float] = []
+        aug_rows: list[np.ndarray] = []
         for t, x in zip(times(n), natural(n), strict=True):
             for c in range(int(rng.integers(3, 6))):
                 aug = x if c == 0 else np.clip(
                     x * rng.uniform(0.97, 1.03) + rng.normal(0, 0.01, 64), 0, 1)
-                ts.append(t + 0.1 * c)
-                rows.append(aug)
-        order = np.argsort(ts, kind="stable")
-        out.append(Client(f"aug-{i}", "augmentation", "benign", np.asarray(ts)[order],
-                          np.asarray(rows, np.float32)[order]))
+                aug_ts.append(t + 0.1 * c)
+                aug_rows.append(aug)
+        order = np.argsort(aug_ts, kind="stable")
+        out.append(Client(f"aug-{i}", "augmentation", "benign", np.asarray(aug_ts)[order],
+                          np.asarray(aug_rows, np.float32)[order]))
     for i in range(int(50 * scale)):  # heavy batch: 2 runs a day of 1,500 at 5/s
         ts = np.concatenate([_at_rate(T0 + float(rng.uniform(0, DAY - 600)), 1500, 5.0)
                              for _ in range(2)])
@@ -284,7 +285,8 @@ def benign_clients(pool: np.ndarray, y_pool: np.ndarray, rng: np.random.Generato
     std = pool.std(axis=0)
     for i in range(int(50 * scale)):  # explainers: 3 explanations a day, 300 samples each
         kind = "LIME" if i % 2 == 0 else "KernelSHAP"
-        ts, rows = [], []
+        ex_ts: list[float] = []
+        ex_rows: list[np.ndarray] = []
         for t, x in zip(times(3), natural(3), strict=True):
             for j in range(300):
                 if kind == "LIME":  # tabular LIME: perturb features with the data's spread
@@ -292,10 +294,10 @@ def benign_clients(pool: np.ndarray, y_pool: np.ndarray, rng: np.random.Generato
                 else:  # KernelSHAP: a coalition keeps some features, others get the background
                     keep = rng.random(64) < rng.uniform(0.1, 0.9)
                     z = np.where(keep, x, mean)
-                ts.append(t + j * 0.05)
-                rows.append(z)
+                ex_ts.append(t + j * 0.05)
+                ex_rows.append(z)
         out.append(Client(f"explain-{kind.lower()}-{i}", f"explainer ({kind})", "explainer",
-                          np.asarray(ts), np.asarray(rows, np.float32)))
+                          np.asarray(ex_ts), np.asarray(ex_rows, np.float32)))
     return out
 
 
@@ -468,7 +470,8 @@ def score(clients: list[Client], first: dict[str, dict]) -> tuple[list[list[str]
         runs: dict[str, list[Client]] = defaultdict(list)
         for c in members:
             runs[c.name.rsplit("-", 1)[0] if group in (SYBIL, BOTNET) else c.name].append(c)
-        queries, seconds, detectors = [], [], Counter()
+        queries, seconds = [], []
+        detectors: Counter[str] = Counter()
         for parts in runs.values():
             hits = [first[c.name] for c in parts if c.name in first]
             if not hits:

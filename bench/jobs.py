@@ -16,12 +16,15 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 
 from bench.report import write_section
+from detectors.event import Event
 from monitor.checkpoint import Checkpointer
 from monitor.compare import run_comparisons
 from monitor.config import build_config
@@ -56,12 +59,12 @@ def hot_path(records: list[Record], repeats: int = 9, *,
         p = Pipeline(cfg)  # type: ignore[arg-type]
         add, spent = p.summaries.add, [0.0]
 
-        def timed(pid: object, evs: list, add: object = add, spent: list = spent) -> None:
+        def timed(pid: Any, evs: Sequence[Event], add: Any = add, spent: list = spent) -> None:
             t = time.perf_counter()
-            add(pid, evs)  # type: ignore[operator]
+            add(pid, evs)
             spent[0] += time.perf_counter() - t
 
-        p.summaries.add = timed  # type: ignore[method-assign]
+        p.summaries.add = timed  # type: ignore[method-assign,assignment]
         t = time.perf_counter()
         for i in range(0, len(records), 2000):
             p.process(("t", 0), records[i:i + 2000])
@@ -76,7 +79,7 @@ def ingest_week(url: str, per_hour: int) -> tuple[int, float, list[float]]:
     cfg = _config(url, "/tmp")
     store = Store(url)
     store.migrate()
-    events = []
+    events: list[dict[str, Any]] = []
     for model, seed in (("fraud", 1), ("churn", 2)):
         events += stream(model=model, version="1.0", start=MONDAY, hours=7 * 24,
                          per_hour=per_hour, seed=seed, drift_from=MONDAY + 4 * DAY)

@@ -126,9 +126,9 @@ class FakeSlack:
                     self.messages[ts] = dict(req.body)
                 return 200, {"ok": True, "channel": "C0SEC", "ts": ts}, {}
             if req.method == "chat.update":
-                ts = req.body.get("ts")
-                if ts not in self.messages:
+                edited = req.body.get("ts")
+                if edited not in self.messages:
                     return 200, {"ok": False, "error": "message_not_found"}, {}
-                self.messages[ts] = dict(req.body)
-                return 200, {"ok": True, "channel": "C0SEC", "ts": ts}, {}
+                self.messages[edited] = dict(req.body)
+                return 200, {"ok": True, "channel": "C0SEC", "ts": edited}, {}
             return 404, {"ok": False, "error": "unknown_method"}, {}
