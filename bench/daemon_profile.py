@@ -178,8 +178,9 @@ at {bare:,.0f} events/s just before ({1e6 / bare:.1f} µs per event). At half th
 daemon would have {budget_us:.1f} µs per event for everything; its own fetching and
 decoding (the three phases the bare consumer also runs) take {fetch_us:.1f} µs here, which
 leaves {max(0.0, budget_us - fetch_us):.1f} µs for the detectors, checkpoints and the loop
-against the {us - fetch_us:.1f} µs they take. Python code per event cannot get there; the
-detectors' per-client state in columns updated per batch, or native code, could.
+against the {us - fetch_us:.1f} µs they take. Trimming per-event Python does not close a
+gap of that size; per-client state in columns, updated a batch at a time, or native
+code might.
 
 **Changed because of it** (this profile's first run, 2026-12-06): the batch pass's
 sketches and row sums used `np.add.accumulate` over short axes (2% and 2.3% of the
