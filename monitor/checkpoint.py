@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from alerts.model import Alert
 from detectors.keyed import Changes, Keyed
 from monitor.pipeline import Pipeline
-from monitor.reference import apply_references, load_references, save_new_references
+from monitor.reference import load_references, save_new_references
 from monitor.state import ModelState, PartitionId, PartitionState
 from monitor.store import Checkpoint, ClientRows, Store, StoredAlert
 from monitor.summaries import write_deltas
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # The layout of the pickled detector state; bump it when a release changes the state
 # of a detector: stored state of another format is set aside (with an error in the
 # log) instead of being fed to detectors that would misread it.
-STATE_FORMAT = 2
+STATE_FORMAT = 3  # 3: the per-client verdict gained the out-of-range signal
 
 
 class StateFormatError(ValueError):
@@ -178,7 +178,7 @@ class Checkpointer:
                     p.models = models
                     log.info("restored model-wide state (watermark %s)", models.watermark)
         p.alerts.load(pickle.loads(a.state) for a in self.store.firing_alerts())
-        apply_references(p.models.detectors, load_references(self.store))
+        p.use_references(load_references(self.store))
         return offsets
 
 

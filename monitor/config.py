@@ -146,6 +146,18 @@ class ProbingConfig(_Section):
     max_share: float = Field(0.5, gt=0, le=1)
 
 
+class OutOfRangeConfig(_Section):
+    """Queries outside the model's stored reference data (detectors.out_of_range):
+    active for the models with a reference built from a file or a pinned period."""
+
+    enabled: bool = True
+    window_s: float = Field(600.0, gt=0)
+    min_queries: int = Field(20, ge=1)
+    max_share: float = Field(0.5, gt=0, le=1)
+    # how far past the reference's minimum or maximum, as a share of its range
+    margin: float = Field(0.1, ge=0)
+
+
 class NeighboursConfig(_Section):
     """Small-step query chains (black-box evasion, perturbation extraction)."""
 
@@ -277,6 +289,7 @@ class DetectorsConfig(_Section):
     lateness_s: float = Field(5.0, ge=0)
     flooding: FloodingConfig = FloodingConfig()
     probing: ProbingConfig = ProbingConfig()
+    out_of_range: OutOfRangeConfig = OutOfRangeConfig()
     neighbours: NeighboursConfig = NeighboursConfig()
     coverage: CoverageConfig = CoverageConfig()
     source_ip: SourceIpConfig = SourceIpConfig()

@@ -20,11 +20,17 @@ from alerts.model import Alert, delivery_key
 from alerts.outbox import OutboxEntry
 from alerts.sinks import record_json
 from detectors.base import Finding
+from detectors.drift import ReferenceSet
 from detectors.event import Event
 from monitor.config import Config
 from monitor.decode import BadRecord, Decoder
 from monitor.metrics import Metrics
-from monitor.reference import Reference, collect_new_references
+from monitor.reference import (
+    Reference,
+    apply_client_references,
+    apply_references,
+    collect_new_references,
+)
 from monitor.state import ModelState, PartitionId, PartitionState, client_detectors, model_detectors
 from monitor.summaries import SummaryCollector
 
@@ -77,6 +83,7 @@ class Pipeline:
         self.decoder = Decoder(config.events)
         self.partitions: dict[PartitionId, PartitionState] = {}
         self.models = ModelState(model_detectors(config))
+        self.references = ReferenceSet()  # the stored ones (not automatic), see use_references
         self.new_references: list[Reference] = []  # automatic drift references, to store
         self.alerts = AlertManager()
         self.pending: list[OutboxEntry] = []  # alert records not in the outbox yet
@@ -90,7 +97,16 @@ class Pipeline:
 
     # -- ownership ------------------------------------------------------------------
     def new_partition_state(self) -> PartitionState:
-        return PartitionState(client_detectors(self.config))
+        return PartitionState(client_detectors(self.config, self.references))
+
+    def use_references(self, refs: ReferenceSet) -> None:
+        """Use the stored drift references (``monitor.reference.load_references``):
+        the drift detectors compare with them, the per-client out-of-range signal
+        judges queries against them."""
+        self.references = refs
+        apply_references(self.models.detectors, refs)
+        for state in self.partitions.values():
+            apply_client_references(state.detectors, refs)
 
     def adopt(self, pid: PartitionId, state: PartitionState | None) -> None:
         self.partitions[pid] = state if state is not None else self.new_partition_state()

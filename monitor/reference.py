@@ -28,8 +28,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from detectors.attack import ClientAttack
 from detectors.drift import DistributionDrift, ReferenceSet
 from detectors.keyed import Keyed
+from detectors.out_of_range import OutOfRangeShare
 from detectors.reference import CONFIDENCE, PREDICTION, Reference, build_reference
 from monitor.store import Store, metadata
 
@@ -122,6 +124,18 @@ def apply_references(model_detectors: Iterable[Keyed], refs: ReferenceSet) -> No
             found = refs.get(slot.model, slot.model_version)
             if det.reference is None and found is not None:
                 det.set_reference(found)
+
+
+def apply_client_references(client_detectors: Iterable[Keyed], refs: ReferenceSet) -> None:
+    """Give the per-client out-of-range signals the stored references: the prototypes
+    (and so every client created or unpacked from now on) and the live clients."""
+    for keyed in client_detectors:
+        live = (slot.detector for slot in keyed.slots.values() if slot.detector is not None)
+        for det in (keyed.prototype, *live):
+            if isinstance(det, ClientAttack):
+                for signal in det.signals:
+                    if isinstance(signal, OutOfRangeShare):
+                        signal.references = refs
 
 
 def collect_new_references(model_detectors: Iterable[Keyed]) -> list[Reference]:

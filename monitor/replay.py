@@ -15,7 +15,7 @@ from alerts.sinks import Sink
 from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline, Record
-from monitor.reference import ReferenceSet, apply_references
+from monitor.reference import ReferenceSet
 
 log = logging.getLogger(__name__)
 REPLAY_PARTITION = ("replay", 0)
@@ -60,7 +60,7 @@ def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
     pipeline = Pipeline(config, metrics)
     pipeline.summaries.enabled = False  # no store here: nothing would read window summaries
     if references is not None:
-        apply_references(pipeline.models.detectors, references)
+        pipeline.use_references(references)
     path = Path(path)
     seen = 0
     bad = 0

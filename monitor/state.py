@@ -15,6 +15,7 @@ from detectors.fingerprint import CellAttack, FingerprintKeyed
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed, KeyKind
 from detectors.neighbours import QueryNeighbours
+from detectors.out_of_range import OutOfRangeShare
 from detectors.probing import LowConfidenceShare
 from detectors.rules import CountRule
 from monitor.config import Config
@@ -22,9 +23,10 @@ from monitor.config import Config
 PartitionId = tuple[str, int]
 
 
-def client_detectors(config: Config) -> list[Keyed]:
+def client_detectors(config: Config, references: ReferenceSet | None = None) -> list[Keyed]:
     """Per-client detectors. Clients are keyed to partitions, so this state lives
-    with its partition and moves with it on a rebalance."""
+    with its partition and moves with it on a rebalance. ``references`` are the
+    stored drift references (the out-of-range signal's ranges)."""
     d, s = config.detectors, config.state
     protos: list[Detector] = []  # in verdict priority: the first to fire names the alert
     n = d.neighbours
@@ -42,6 +44,11 @@ def client_detectors(config: Config) -> list[Keyed]:
         b = d.probing
         protos.append(LowConfidenceShare(window_s=b.window_s, low_confidence=b.low_confidence,
                                          min_queries=b.min_queries, max_share=b.max_share))
+    if d.out_of_range.enabled:
+        r = d.out_of_range
+        protos.append(OutOfRangeShare(window_s=r.window_s, min_queries=r.min_queries,
+                                      max_share=r.max_share, margin=r.margin,
+                                      references=references))
     if d.flooding.enabled:
         protos.append(RequestRate(window_s=d.flooding.window_s, max_events=d.flooding.max_events))
     if d.coverage.enabled:

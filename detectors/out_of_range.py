@@ -1,0 +1,242 @@
+"""Out-of-range queries: a client whose inputs keep falling outside what the model
+was trained on is sending synthetic queries — noise or crafted inputs for model
+extraction (MITRE ATLAS AML.T0024.002, as in Copycat CNN and Knockoff Nets with
+random queries, or the synthetic queries of Papernot et al.'s and Tramèr et al.'s
+extraction attacks) or the off-manifold steps of a black-box evasion search
+(AML.T0043.001).
+
+The model's reference is a stored drift reference built from its training or
+validation data (``inferwatch reference build``; automatic references, built from
+production traffic, do not count). Its layout keeps every numeric feature's
+minimum and maximum (the outer bin edges). A query is *out of range* when a
+numeric feature lies beyond them by more than ``margin`` times the feature's
+reference range (for a feature constant in the reference: the median range of the
+others); features the reference does not know, missing values and strings are not
+judged. Unlike the low-confidence share, this does not depend on
+the model answering odd inputs with low confidence: many models answer noise
+confidently.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors import ring
+from detectors.base import Detector, SlotState, _slot_names, subject_name
+from detectors.drift import ReferenceSet
+from detectors.event import Event
+from detectors.reference import Reference, numbers, pick
+
+_MAX_EXAMPLES = 5
+_BOUNDS: dict[tuple[int, float], tuple[Reference, list[str], np.ndarray, np.ndarray]] = {}
+# the batch prepared, and id(event) -> its out-of-range feature count
+_PREPARED: list[Any] = [None, {}]
+
+
+def _bounds(ref: Reference, margin: float) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The reference's numeric features and their widened ranges (cached per reference):
+    ``margin`` times the feature's range on each side, or for a feature constant in
+    the reference, times the median range of the others (so the noise of an augmented
+    copy on an image's blank border is not out of range, random pixels there are)."""
+    key = (id(ref), margin)
+    found = _BOUNDS.get(key)
+    if found is None or found[0] is not ref:  # an id can be reused once a reference is gone
+        layout = ref.layout
+        lo = np.asarray([e[0] for e in layout.edges], dtype=float)
+        hi = np.asarray([e[-1] for e in layout.edges], dtype=float)
+        span = hi - lo
+        varying = span[span > 0]
+        typical = float(np.median(varying)) if varying.size else 0.0
+        pad = margin * np.where(span > 0, span, typical)
+        found = _BOUNDS[key] = (ref, list(layout.numeric), lo - pad, hi + pad)
+    return found[1], found[2], found[3]
+
+
+def _outside(ref: Reference, margin: float, features: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Per feature map, whether each of the reference's numeric features is out of range."""
+    names, lo, hi = _bounds(ref, margin)
+    x = numbers(pick(features, names), len(names))  # None and non-numbers: NaN, never out
+    return (x < lo) | (x > hi)
+
+
+class OutOfRangeShare(SlotState, Detector):
+    """Share of a client's queries with a feature outside the model's reference range,
+    over ``window_s``: fires when at least ``min_queries`` queries in the window were
+    judged and a share of at least ``max_share`` were out of range; clears below
+    half of it. Counts are kept per sub-window (``detectors.ring``). Events of a
+    model without a stored reference, or without features, are not counted.
+
+    >>> from detectors.reference import build_reference
+    >>> ref = build_reference([{"x": float(i % 10)} for i in range(100)], model="m")
+    >>> d = OutOfRangeShare(references=ReferenceSet([ref]), min_queries=10)
+    >>> for i in range(20):  # every other query far outside 0..9
+    ...     d.update(Event(ts=i, model="m", model_version="1", client_id="c",
+    ...                    features={"x": 50.0 if i % 2 else 4.0}))
+    >>> d.detected, d.evidence()["out_of_range_share"], d.evidence()["example_features"]
+    (True, 0.5, ['x'])
+    """
+
+    name = "extraction.out_of_range_share"
+    kind = "extraction"
+    atlas = ("AML.T0024.002", "AML.T0043.001")
+    counters = ("_counts",)
+    __slots__ = ("_counts", "_detected", "_examples", "_head", "_request_ids", "_width",
+                 "buckets", "margin", "max_share", "min_queries", "references", "window_s")
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 600.0,
+        min_queries: int = 20,
+        max_share: float = 0.5,
+        margin: float = 0.1,
+        buckets: int = 10,
+        references: ReferenceSet | None = None,
+    ) -> None:
+        self.window_s = window_s
+        self.min_queries = min_queries
+        self.max_share = max_share
+        self.margin = margin
+        self.buckets = buckets
+        # the stored references, shared by every client's clone (never in its state)
+        self.references = references
+        self._width = ring.width(window_s, buckets)
+        # per sub-window: queries judged, out of range; allocated on the first judged query
+        # (clients of models without a reference never need it)
+        self._counts: array | None = None
+        self._head = -1
+        self._detected = False
+        self._request_ids: tuple[str, ...] = ()
+        self._examples: tuple[str, ...] = ()  # out-of-range features, while it fires
+
+    # -- state: the shared references stay out of a client's stored state ------------
+    def export_state(self) -> tuple[Any, ...]:
+        state = list(super().export_state())
+        state[_REFERENCES_AT] = None
+        return tuple(state)
+
+    def import_state(self, state: tuple[Any, ...]) -> None:
+        references = self.references
+        super().import_state(state)
+        self.references = references
+
+    # -- the batch pass ----------------------------------------------------------------
+    def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
+                current: Mapping[Hashable, Detector | None]) -> None:
+        """Judge every query of the batch against its model's reference, one numpy
+        pass per model version; ``update`` then reads each event's count here."""
+        if not self.references:
+            return
+        groups: dict[tuple[str, str], tuple[list[int], list[Mapping[str, Any]]]] = {}
+        for event, key in zip(events, keys, strict=True):
+            if key is not None and event.features:
+                ids, features = groups.setdefault((event.model, event.model_version), ([], []))
+                ids.append(id(event))
+                features.append(event.features)
+        counts: dict[int, int] = {}
+        for (model, version), (ids, features) in groups.items():
+            ref = self.references.get(model, version)
+            if ref is not None:
+                out = _outside(ref, self.margin, features).sum(axis=1)
+                counts.update(zip(ids, out.tolist(), strict=True))
+        _PREPARED[0], _PREPARED[1] = events, counts
+
+    def _out_of_range(self, event: Event) -> int | None:
+        """How many features of the event's query are out of range (None: not judged)."""
+        if not event.features or not self.references:
+            return None
+        ref = self.references.get(event.model, event.model_version)
+        if ref is None:
+            return None
+        found = _PREPARED[1].get(id(event))
+        if found is not None:
+            return found
+        return int(_outside(ref, self.margin, [event.features]).sum())
+
+    def _names_out(self, event: Event) -> list[str]:
+        ref = self.references.get(event.model, event.model_version)  # type: ignore[union-attr]
+        assert ref is not None and event.features is not None
+        names = _bounds(ref, self.margin)[0]
+        return [n for n, out in zip(names, _outside(ref, self.margin, [event.features])[0],
+                                    strict=True) if out]
+
+    # -- one event ----------------------------------------------------------------------
+    def update(self, event: Event) -> None:
+        n_out = self._out_of_range(event)
+        if n_out is None:
+            return
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = ring.counts(self.buckets, stride=2)
+        idx = ring.sub_window(event.ts, self._width)
+        if idx > self._head:
+            self._head = ring.advance(counts, self._head, idx, self.buckets, stride=2)
+        if idx <= self._head - self.buckets:
+            return
+        slot = 2 * (idx % self.buckets)
+        counts[slot] += 1
+        if n_out:
+            counts[slot + 1] += 1
+        self._evaluate()
+        if n_out and self._detected:
+            if event.request_id is not None and len(self._request_ids) < _MAX_EXAMPLES:
+                self._request_ids += (event.request_id,)
+            if len(self._examples) < _MAX_EXAMPLES:
+                new = [n for n in self._names_out(event) if n not in self._examples]
+                self._examples += tuple(new[:_MAX_EXAMPLES - len(self._examples)])
+
+    def tick(self, now: float) -> None:
+        if self._counts is None:
+            return
+        self._head = ring.advance(self._counts, self._head, ring.sub_window(now, self._width),
+                                  self.buckets, stride=2)
+        self._evaluate()
+
+    def _share(self) -> tuple[int, float]:
+        counts = self._counts
+        if counts is None:
+            return 0, 0.0
+        total = sum(counts[0::2])
+        return total, (sum(counts[1::2]) / total if total else 0.0)
+
+    def _evaluate(self) -> None:
+        total, share = self._share()
+        if not self._detected and total >= self.min_queries and share >= self.max_share:
+            self._detected = True
+        elif self._detected and share < self.max_share / 2:
+            self._detected = False
+            self._request_ids = ()
+            self._examples = ()
+
+    @property
+    def detected(self) -> bool:
+        return self._detected
+
+    def evidence(self) -> dict[str, Any]:
+        total, share = self._share()
+        return {
+            "queries_in_window": total,
+            "out_of_range_share": round(share, 4),
+            "share_threshold": self.max_share,
+            "min_queries": self.min_queries,
+            "margin_of_range": self.margin,
+            "window_s": self.window_s,
+            "example_features": list(self._examples),
+            "sample_request_ids": list(self._request_ids),
+        }
+
+    def summary(self, subject: dict[str, str], model: str) -> str:
+        total, share = self._share()
+        where = f" ({', '.join(self._examples)})" if self._examples else ""
+        return (
+            f"{subject_name(subject)} sent {share:.0%} of {total} queries to {model} with "
+            f"features outside the range of its reference data{where}: synthetic or "
+            f"crafted inputs (extraction or evasion); review and rate-limit it."
+        )
+
+
+_REFERENCES_AT = _slot_names(OutOfRangeShare).index("references")
