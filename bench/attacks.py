@@ -35,6 +35,8 @@ import msgspec
 import numpy as np
 
 from bench.report import write_section
+from detectors.drift import ReferenceSet
+from detectors.reference import build_reference
 from monitor.config import Config, build_config
 from monitor.pipeline import Pipeline, Record
 
@@ -48,6 +50,7 @@ BUDGET_RULE = {"name": "extraction.daily_distinct_inputs", "max_events": 400,
 ATTACK_RATE = 5.0  # queries per second an attacker sends
 FLOOD_RATE = 30.0
 MAX_QUERIES = 3000  # per attack instance: the detection budget we score is far below
+SHARPEN = 8  # the confident victim's answers: probabilities to this power, renormalised
 
 
 # -- the victim -------------------------------------------------------------------------
@@ -362,8 +365,25 @@ def encoded_batches(clients: list[Client], ts: np.ndarray, who: np.ndarray, rows
         yield batch
 
 
-def run_pipeline(config: Config, batches: list[list[Record]]) -> tuple[list[dict], float, int]:
+def training_reference(x_train: np.ndarray) -> ReferenceSet:
+    """The victim's training data as its stored reference (what ``inferwatch reference
+    build`` makes from a file of it)."""
+    rows = [dict(zip(FEATURES, r.tolist(), strict=True)) for r in x_train]
+    return ReferenceSet([build_reference(rows, model=MODEL, source="file:digits-train")])
+
+
+def sharpened(probs: np.ndarray) -> np.ndarray:
+    """The answers of a victim as confident as many networks are on any input: the same
+    classes, probabilities raised to ``SHARPEN`` and renormalised."""
+    p = probs.astype(np.float64) ** SHARPEN
+    return np.round(p / p.sum(axis=1, keepdims=True), 6)
+
+
+def run_pipeline(config: Config, batches: list[list[Record]],
+                 references: ReferenceSet | None = None) -> tuple[list[dict], float, int]:
     pipeline = Pipeline(config)
+    if references is not None:
+        pipeline.use_references(references)
     alerts: list[dict] = []
     started = time.process_time()  # CPU time: the machine is shared, wall time is noisy
     for batch in batches:
@@ -547,7 +567,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print("victim: SVC on digits; generating or loading attack traces ...")
-    model, _, _, pool, y_pool = victim()
+    model, x_train, _, pool, y_pool = victim()
     traces = attack_traces(args.instances, args.fresh)
     rng = np.random.default_rng(42)
     clients = attack_clients(traces, pool, rng) + benign_clients(pool, y_pool, rng,
@@ -599,6 +619,25 @@ def main() -> None:
         "attack" if all(n.startswith("atk-") for n in a["evidence"]["client_ids"]) else "benign"
         for a in fp_alerts if a["status"] == "firing" and "query_fingerprint" in a["subject"])
     fp_alerted = sum(1 for c in clients if c.role == "benign" and c.name in fp_first)
+    # the same day with the training data stored as the model's reference (out-of-range
+    # signal on), then answered by a confident victim, without and with the reference
+    reference = training_reference(x_train)
+    ref_first = first_alerts(run_pipeline(config, batches, reference)[0])
+    ref_attack_rows, ref_benign_rows = score(clients, ref_first)
+    ref_alerted = sum(1 for c in clients if c.role == "benign" and c.name in ref_first)
+    sharp_probs = sharpened(probs)
+    sharp_batches = list(encoded_batches(clients, ts, who, rows, sharp_probs))
+    sharp_first = first_alerts(run_pipeline(config, sharp_batches)[0])
+    sharp_attack_rows, _ = score(clients, sharp_first)
+    sharp_alerted = sum(1 for c in clients if c.role == "benign" and c.name in sharp_first)
+    sharp_ref_first = first_alerts(run_pipeline(config, sharp_batches, reference)[0])
+    sharp_ref_attack_rows, sharp_ref_benign_rows = score(clients, sharp_ref_first)
+    sharp_ref_alerted = sum(1 for c in clients
+                            if c.role == "benign" and c.name in sharp_ref_first)
+    low_share = {
+        "SVC": float(np.mean(probs.max(axis=1) < 0.6)),
+        "confident": float(np.mean(sharp_probs.max(axis=1) < 0.6)),
+    }
     # throughput: alternate runs with and without QueryNeighbours, best of two each
     times: dict[str, list[float]] = {"with": [elapsed], "without": []}
     for cfg, key in ((base_cfg, "without"), (config, "with"), (base_cfg, "without")):
@@ -697,6 +736,34 @@ against {len(ts) / elapsed:,.0f} without the linkage (below).
 {fp_attack_t}
 
 {fp_benign_t}
+
+**With the training data as the model's reference** (the even rows, stored as
+`inferwatch reference build` stores a file; the out-of-range signal judges each query
+against each pixel's training range, widened by 10% of it, or of the median pixel range
+where training had a constant pixel). Benign clients alerted: {ref_alerted} of
+{n_benign:,} = **{1000 * ref_alerted / n_benign:.1f} per 1,000 per day**.
+
+{table(attack_head, ref_attack_rows)}
+
+{table(benign_head, ref_benign_rows)}
+
+**A victim that answers confidently.** The SVC answers odd inputs with low confidence
+({low_share["SVC"]:.0%} of this day's answers are below 0.6), which is what the
+low-confidence share keys on; many networks answer noise as confidently as anything.
+The same queries answered with each probability raised to the power {SHARPEN} and
+renormalised (the same classes; {low_share["confident"]:.0%} of answers below 0.6; the
+attacks' queries are replayed, not re-run against these answers: the label-only attacks
+would send the same, the score-based ZOO and SimBA might not). Without a stored
+reference ({sharp_alerted} of {n_benign:,} benign clients alerted):
+
+{table(attack_head, sharp_attack_rows)}
+
+With the training data as its reference ({sharp_ref_alerted} of {n_benign:,} benign
+clients alerted = **{1000 * sharp_ref_alerted / n_benign:.1f} per 1,000 per day**):
+
+{table(attack_head, sharp_ref_attack_rows)}
+
+{table(benign_head, sharp_ref_benign_rows)}
 
 Against the issue's targets (default config unless said):
 
