@@ -622,7 +622,8 @@ def main() -> None:
     # the same day with the training data stored as the model's reference (out-of-range
     # signal on), then answered by a confident victim, without and with the reference
     reference = training_reference(x_train)
-    ref_first = first_alerts(run_pipeline(config, batches, reference)[0])
+    ref_alerts, ref_elapsed, _ = run_pipeline(config, batches, reference)
+    ref_first = first_alerts(ref_alerts)
     ref_attack_rows, ref_benign_rows = score(clients, ref_first)
     ref_alerted = sum(1 for c in clients if c.role == "benign" and c.name in ref_first)
     sharp_probs = sharpened(probs)
@@ -741,7 +742,9 @@ against {len(ts) / elapsed:,.0f} without the linkage (below).
 `inferwatch reference build` stores a file; the out-of-range signal judges each query
 against each pixel's training range, widened by 10% of it, or of the median pixel range
 where training had a constant pixel). Benign clients alerted: {ref_alerted} of
-{n_benign:,} = **{1000 * ref_alerted / n_benign:.1f} per 1,000 per day**.
+{n_benign:,} = **{1000 * ref_alerted / n_benign:.1f} per 1,000 per day**. Cost:
+{len(ts) / ref_elapsed:,.0f} events per CPU-second (one run), against {len(ts) / elapsed:,.0f}
+without a reference (below: the signal then judges nothing).
 
 {table(attack_head, ref_attack_rows)}
 
