@@ -32,6 +32,7 @@ from detectors.event import Event
 from detectors.reference import Reference, numbers, pick
 
 _MAX_EXAMPLES = 5
+_MAX_BOUNDS = 64
 _BOUNDS: dict[tuple[int, float], tuple[Reference, list[str], np.ndarray, np.ndarray]] = {}
 # the batch prepared, and id(event) -> its out-of-range feature count
 _PREPARED: list[Any] = [None, {}]
@@ -45,6 +46,8 @@ def _bounds(ref: Reference, margin: float) -> tuple[list[str], np.ndarray, np.nd
     key = (id(ref), margin)
     found = _BOUNDS.get(key)
     if found is None or found[0] is not ref:  # an id can be reused once a reference is gone
+        if len(_BOUNDS) >= _MAX_BOUNDS:  # references of earlier restores: let them go
+            _BOUNDS.clear()
         layout = ref.layout
         lo = np.asarray([e[0] for e in layout.edges], dtype=float)
         hi = np.asarray([e[-1] for e in layout.edges], dtype=float)
