@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from detectors import ring
-from detectors.base import Detector, SlotState, _slot_names, subject_name
+from detectors.base import Detector, SlotState, subject_name
 from detectors.drift import ReferenceSet
 from detectors.event import Event
 from detectors.reference import Reference, numbers, pick
@@ -116,16 +116,16 @@ class OutOfRangeShare(SlotState, Detector):
         self._request_ids: tuple[str, ...] = ()
         self._examples: tuple[str, ...] = ()  # out-of-range features, while it fires
 
-    # -- state: the shared references stay out of a client's stored state ------------
+    # -- state: only what changes (parameters and the shared references come from the
+    # prototype's clone), so a checkpoint row and a restore cost little for this signal
     def export_state(self) -> tuple[Any, ...]:
-        state = list(super().export_state())
-        state[_REFERENCES_AT] = None
-        return tuple(state)
+        counts = self._counts
+        return (None if counts is None else counts.tobytes(), self._head, self._detected,
+                self._request_ids, self._examples)
 
     def import_state(self, state: tuple[Any, ...]) -> None:
-        references = self.references
-        super().import_state(state)
-        self.references = references
+        counts, self._head, self._detected, self._request_ids, self._examples = state
+        self._counts = None if counts is None else array("I", counts)
 
     # -- the batch pass ----------------------------------------------------------------
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
@@ -240,6 +240,3 @@ class OutOfRangeShare(SlotState, Detector):
             f"features outside the range of its reference data{where}: synthetic or "
             f"crafted inputs (extraction or evasion); review and rate-limit it."
         )
-
-
-_REFERENCES_AT = _slot_names(OutOfRangeShare).index("references")
