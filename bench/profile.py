@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = [
     ("detectors/neighbours.py", "per-client: query neighbours (evasion)"),
     ("detectors/probing.py", "per-client: low-confidence share (extraction)"),
+    ("detectors/out_of_range.py", "per-client: out-of-range share (extraction)"),
+    ("detectors/share.py", "per-client: windowed shares (low confidence, out of range)"),
     ("detectors/flooding.py", "per-client: request rate (flooding)"),
     ("detectors/rules.py", "per-client: count rules"),
     ("detectors/attack.py", "per-client: attack verdict"),

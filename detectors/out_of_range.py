@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from detectors import ring
-from detectors.base import Detector, SlotState, subject_name
+from detectors.base import Detector, subject_name
 from detectors.drift import ReferenceSet
 from detectors.event import Event
 from detectors.reference import Reference, numbers, pick
+from detectors.share import WindowedShare
 
 _MAX_EXAMPLES = 5
 _MAX_BOUNDS = 64
@@ -66,12 +66,12 @@ def _outside(ref: Reference, margin: float, features: Sequence[Mapping[str, Any]
     return (x < lo) | (x > hi)
 
 
-class OutOfRangeShare(SlotState, Detector):
+class OutOfRangeShare(WindowedShare, Detector):
     """Share of a client's queries with a feature outside the model's reference range,
     over ``window_s``: fires when at least ``min_queries`` queries in the window were
     judged and a share of at least ``max_share`` were out of range; clears below
-    half of it. Counts are kept per sub-window (``detectors.ring``). Events of a
-    model without a stored reference, or without features, are not counted.
+    half of it (``detectors.share``). Events of a model without a stored reference,
+    or without features, are not counted.
 
     >>> from detectors.reference import build_reference
     >>> ref = build_reference([{"x": float(i % 10)} for i in range(100)], model="m")
@@ -86,9 +86,7 @@ class OutOfRangeShare(SlotState, Detector):
     name = "extraction.out_of_range_share"
     kind = "extraction"
     atlas = ("AML.T0024.002", "AML.T0043.001")
-    counters = ("_counts",)
-    __slots__ = ("_counts", "_detected", "_examples", "_head", "_request_ids", "_width",
-                 "buckets", "margin", "max_share", "min_queries", "references", "window_s")
+    __slots__ = ("_examples", "margin", "references")
 
     def __init__(
         self,
@@ -100,20 +98,11 @@ class OutOfRangeShare(SlotState, Detector):
         buckets: int = 10,
         references: ReferenceSet | None = None,
     ) -> None:
-        self.window_s = window_s
-        self.min_queries = min_queries
-        self.max_share = max_share
+        super().__init__(window_s=window_s, min_queries=min_queries, max_share=max_share,
+                         buckets=buckets)
         self.margin = margin
-        self.buckets = buckets
         # the stored references, shared by every client's clone (never in its state)
         self.references = references
-        self._width = ring.width(window_s, buckets)
-        # per sub-window: queries judged, out of range; allocated on the first judged query
-        # (clients of models without a reference never need it)
-        self._counts: array | None = None
-        self._head = -1
-        self._detected = False
-        self._request_ids: tuple[str, ...] = ()
         self._examples: tuple[str, ...] = ()  # out-of-range features, while it fires
 
     # -- state: only what changes (parameters and the shared references come from the
@@ -172,52 +161,15 @@ class OutOfRangeShare(SlotState, Detector):
         n_out = self._out_of_range(event)
         if n_out is None:
             return
-        counts = self._counts
-        if counts is None:
-            counts = self._counts = ring.counts(self.buckets, stride=2)
-        idx = ring.sub_window(event.ts, self._width)
-        if idx > self._head:
-            self._head = ring.advance(counts, self._head, idx, self.buckets, stride=2)
-        if idx <= self._head - self.buckets:
-            return
-        slot = 2 * (idx % self.buckets)
-        counts[slot] += 1
-        if n_out:
-            counts[slot + 1] += 1
-        self._evaluate()
-        if n_out and self._detected:
-            if event.request_id is not None and len(self._request_ids) < _MAX_EXAMPLES:
-                self._request_ids += (event.request_id,)
+        if self._count(event.ts, n_out > 0) is not None and n_out and self._detected:
+            self._sample(event.request_id)
             if len(self._examples) < _MAX_EXAMPLES:
                 new = [n for n in self._names_out(event) if n not in self._examples]
                 self._examples += tuple(new[:_MAX_EXAMPLES - len(self._examples)])
 
-    def tick(self, now: float) -> None:
-        if self._counts is None:
-            return
-        self._head = ring.advance(self._counts, self._head, ring.sub_window(now, self._width),
-                                  self.buckets, stride=2)
-        self._evaluate()
-
-    def _share(self) -> tuple[int, float]:
-        counts = self._counts
-        if counts is None:
-            return 0, 0.0
-        total = sum(counts[0::2])
-        return total, (sum(counts[1::2]) / total if total else 0.0)
-
-    def _evaluate(self) -> None:
-        total, share = self._share()
-        if not self._detected and total >= self.min_queries and share >= self.max_share:
-            self._detected = True
-        elif self._detected and share < self.max_share / 2:
-            self._detected = False
-            self._request_ids = ()
-            self._examples = ()
-
-    @property
-    def detected(self) -> bool:
-        return self._detected
+    def _cleared(self) -> None:
+        super()._cleared()
+        self._examples = ()
 
     def evidence(self) -> dict[str, Any]:
         total, share = self._share()
