@@ -34,8 +34,9 @@ from detectors.share import WindowedShare
 _MAX_EXAMPLES = 5
 _MAX_BOUNDS = 64
 _BOUNDS: dict[tuple[int, float], tuple[Reference, list[str], np.ndarray, np.ndarray]] = {}
-# the batch prepared, and id(event) -> its out-of-range feature count
-_PREPARED: list[Any] = [None, {}]
+# the batch prepared, the (references, margin) it was judged with, and id(event) -> its
+# out-of-range feature count
+_PREPARED: list[Any] = [None, None, {}]
 
 
 def _bounds(ref: Reference, margin: float) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -135,36 +136,33 @@ class OutOfRangeShare(WindowedShare, Detector):
             if ref is not None:
                 out = _outside(ref, self.margin, features).sum(axis=1)
                 counts.update(zip(ids, out.tolist(), strict=True))
-        _PREPARED[0], _PREPARED[1] = events, counts
+        _PREPARED[:] = [events, (self.references, self.margin), counts]
 
-    def _out_of_range(self, event: Event) -> int | None:
-        """How many features of the event's query are out of range (None: not judged)."""
-        if not event.features or not self.references:
-            return None
-        ref = self.references.get(event.model, event.model_version)
-        if ref is None:
-            return None
-        found = _PREPARED[1].get(id(event))
-        if found is not None:
-            return found
-        return int(_outside(ref, self.margin, [event.features]).sum())
+    def _out_of_range(self, ref: Reference, event: Event, features: Mapping[str, Any]) -> int:
+        """How many features of the event's query are out of range."""
+        prepared = _PREPARED[1]
+        if prepared is not None and prepared[0] is self.references and prepared[1] == self.margin:
+            found = _PREPARED[2].get(id(event))
+            if found is not None:
+                return found
+        return int(_outside(ref, self.margin, [features]).sum())
 
-    def _names_out(self, event: Event) -> list[str]:
-        ref = self.references.get(event.model, event.model_version)  # type: ignore[union-attr]
-        assert ref is not None and event.features is not None
+    def _names_out(self, ref: Reference, features: Mapping[str, Any]) -> list[str]:
         names = _bounds(ref, self.margin)[0]
-        return [n for n, out in zip(names, _outside(ref, self.margin, [event.features])[0],
-                                    strict=True) if out]
+        outside = _outside(ref, self.margin, [features])[0]
+        return [n for n, out in zip(names, outside, strict=True) if out]
 
     # -- one event ----------------------------------------------------------------------
     def update(self, event: Event) -> None:
-        n_out = self._out_of_range(event)
-        if n_out is None:
+        refs, features = self.references, event.features
+        ref = refs.get(event.model, event.model_version) if refs and features else None
+        if ref is None or features is None:  # not judged
             return
+        n_out = self._out_of_range(ref, event, features)
         if self._count(event.ts, n_out > 0) is not None and n_out and self._detected:
             self._sample(event.request_id)
             if len(self._examples) < _MAX_EXAMPLES:
-                new = [n for n in self._names_out(event) if n not in self._examples]
+                new = [n for n in self._names_out(ref, features) if n not in self._examples]
                 self._examples += tuple(new[:_MAX_EXAMPLES - len(self._examples)])
 
     def _cleared(self) -> None:

@@ -181,3 +181,14 @@ def test_a_client_unpacked_after_idling_still_judges_its_queries() -> None:
     late = [msgspec.structs.replace(e, ts=e.ts + 1000) for e in thief[5:15]]
     alerts = _alerts(pipeline, [*thief[:5], *late])
     assert [a["detector"] for a in alerts] == ["extraction.out_of_range_share"]
+
+
+def test_counts_prepared_with_other_settings_are_not_used() -> None:
+    refs = _reference()
+    thief = [e for e in _traffic() if e.client_id == "thief"]
+    narrow = OutOfRangeShare(references=refs, min_queries=5)
+    narrow.prepare(thief, [e.client_id for e in thief], {})
+    wide = OutOfRangeShare(references=refs, min_queries=5, margin=100.0)
+    for e in thief:
+        wide.update(e)
+    assert wide.evidence()["queries_in_window"] == len(thief) and not wide.detected
