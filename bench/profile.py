@@ -145,10 +145,11 @@ The full call tree of this run is written to `bench/.cache/profile.txt`.
 
 **Still to do**: the profile above is `Pipeline.process` alone, where pyinstrument inflates
 small Python calls (compare the profiled rate above with replay's in "End-to-end
-throughput"). The Kafka path runs at
-about 40% of replay's rate: each checkpoint pays fixed costs (merging window summaries,
-pickling the model-wide state: about 0.4 s) plus each changed client's row, and that is
-also what the latency tail waits for. Past that, the cost is per-event Python in the
+throughput"). The Kafka path pays more than replay: fetching, the Kafka client's network
+thread, and checkpoints, whose fixed costs (merging window summaries, pickling the
+model-wide state) and per-client rows are also what the latency tail waits for;
+`bench.daemon_profile` measures those shares in `inferwatch run` itself. Past that, the
+cost is per-event Python in the
 per-client fan-out (`Keyed`, the verdict, five signals): reaching the 0.5 ratio needs the
 per-client state in columns (arrays indexed by a client's slot) so that a batch updates all
 its clients in vectorised passes — a redesign of `detectors/keyed.py` and the signals.
