@@ -140,7 +140,9 @@ class Detector:
 class SlotState:
     """Mixin for detectors kept once per client (a million of them): every field in
     ``__slots__`` (no instance dict) and pickled as one flat tuple, the smallest
-    and fastest form for checkpoints."""
+    and fastest form for checkpoints. A client's stored state (``export_state``)
+    leaves out the constructor parameters: it is always read back into a clone of
+    the prototype, which has them."""
 
     __slots__ = ()
 
@@ -152,7 +154,7 @@ class SlotState:
         return _slot_getter(type(self))(self)
 
     def export_state(self) -> tuple[Any, ...]:
-        state = _slot_getter(type(self))(self)
+        state = _state_getter(type(self))(self)
         where = _counter_positions(type(self))
         if not where:
             return state
@@ -163,14 +165,15 @@ class SlotState:
         return tuple(out)
 
     def import_state(self, state: tuple[Any, ...]) -> None:
-        where = _counter_positions(type(self))
+        cls = type(self)
+        where = _counter_positions(cls)
         if where:
             state = list(state)  # type: ignore[assignment]
             for i in where:
-                value = state[i]
-                if value is not None and type(value) is not array:  # rows before bytes: arrays
-                    state[i] = array("I", value)  # type: ignore[index]
-        self.__setstate__(tuple(state))
+                if state[i] is not None:
+                    state[i] = array("I", state[i])  # type: ignore[index]
+        for k, v in zip(_state_names(cls), state, strict=True):
+            setattr(self, k, v)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for k, v in zip(_slot_names(type(self)), state, strict=True):
@@ -178,7 +181,9 @@ class SlotState:
 
 
 _SLOT_NAMES: dict[type, tuple[str, ...]] = {}
+_STATE_NAMES: dict[type, tuple[str, ...]] = {}
 _SLOT_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+_STATE_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 _COUNTER_POSITIONS: dict[type, tuple[int, ...]] = {}
 
 
@@ -192,23 +197,45 @@ def _slot_names(cls: type) -> tuple[str, ...]:
     return names
 
 
+def _state_names(cls: type) -> tuple[str, ...]:
+    """The slots of ``cls`` that are not constructor parameters: what changes."""
+    names = _STATE_NAMES.get(cls)
+    if names is None:
+        params = set(_param_names(cls))
+        names = _STATE_NAMES[cls] = tuple(n for n in _slot_names(cls) if n not in params)
+    return names
+
+
 def _counter_positions(cls: type) -> tuple[int, ...]:
+    """Where the ``counters`` sit in the exported state."""
     where = _COUNTER_POSITIONS.get(cls)
     if where is None:
-        names = _slot_names(cls)
+        names = _state_names(cls)
         where = _COUNTER_POSITIONS[cls] = tuple(names.index(n) for n in cls.counters)  # type: ignore[attr-defined]
     return where
 
 
-def _slot_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    """A function reading all of ``cls.__slots__`` as one tuple, in one C call: a
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function reading ``names`` of an object as one tuple, in one C call: a
     checkpoint reads every changed client's state, and the Python loop it replaces
     was a fifth of a checkpoint's time."""
+    if not names:
+        return lambda obj: ()
+    read = operator.attrgetter(*names)
+    return read if len(names) > 1 else (lambda obj: (read(obj),))
+
+
+def _slot_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
     getter = _SLOT_GETTERS.get(cls)
     if getter is None:
-        names = _slot_names(cls)
-        read = operator.attrgetter(*names)
-        getter = _SLOT_GETTERS[cls] = read if len(names) > 1 else (lambda obj: (read(obj),))
+        getter = _SLOT_GETTERS[cls] = _getter(_slot_names(cls))
+    return getter
+
+
+def _state_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    getter = _STATE_GETTERS.get(cls)
+    if getter is None:
+        getter = _STATE_GETTERS[cls] = _getter(_state_names(cls))
     return getter
 
 

@@ -19,7 +19,6 @@ confidently.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -105,17 +104,6 @@ class OutOfRangeShare(WindowedShare, Detector):
         # the stored references, shared by every client's clone (never in its state)
         self.references = references
         self._examples: tuple[str, ...] = ()  # out-of-range features, while it fires
-
-    # -- state: only what changes (parameters and the shared references come from the
-    # prototype's clone), so a checkpoint row and a restore cost little for this signal
-    def export_state(self) -> tuple[Any, ...]:
-        counts = self._counts
-        return (None if counts is None else counts.tobytes(), self._head, self._detected,
-                self._request_ids, self._examples)
-
-    def import_state(self, state: tuple[Any, ...]) -> None:
-        counts, self._head, self._detected, self._request_ids, self._examples = state
-        self._counts = None if counts is None else array("I", counts)
 
     # -- the batch pass ----------------------------------------------------------------
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
