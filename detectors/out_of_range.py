@@ -31,38 +31,17 @@ from detectors.reference import Reference, numbers, pick
 from detectors.share import WindowedShare
 
 _MAX_EXAMPLES = 5
-_MAX_BOUNDS = 64
-_BOUNDS: dict[tuple[int, float], tuple[Reference, list[str], np.ndarray, np.ndarray]] = {}
 # the batch prepared, the (references, margin) it was judged with, and id(event) -> its
 # out-of-range feature count
 _PREPARED: list[Any] = [None, None, {}]
 
 
-def _bounds(ref: Reference, margin: float) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The reference's numeric features and their widened ranges (cached per reference):
-    ``margin`` times the feature's range on each side, or for a feature constant in
-    the reference, times the median range of the others (so the noise of an augmented
-    copy on an image's blank border is not out of range, random pixels there are)."""
-    key = (id(ref), margin)
-    found = _BOUNDS.get(key)
-    if found is None or found[0] is not ref:  # an id can be reused once a reference is gone
-        if len(_BOUNDS) >= _MAX_BOUNDS:  # references of earlier restores: let them go
-            _BOUNDS.clear()
-        layout = ref.layout
-        lo = np.asarray([e[0] for e in layout.edges], dtype=float)
-        hi = np.asarray([e[-1] for e in layout.edges], dtype=float)
-        span = hi - lo
-        varying = span[span > 0]
-        typical = float(np.median(varying)) if varying.size else 0.0
-        pad = margin * np.where(span > 0, span, typical)
-        found = _BOUNDS[key] = (ref, list(layout.numeric), lo - pad, hi + pad)
-    return found[1], found[2], found[3]
-
-
 def _outside(ref: Reference, margin: float, features: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Per feature map, whether each of the reference's numeric features is out of range."""
-    names, lo, hi = _bounds(ref, margin)
-    x = numbers(pick(features, names), len(names))  # None and non-numbers: NaN, never out
+    """Per feature map, whether each of the reference's numeric features is out of its
+    widened range (``Layout.widened_range``)."""
+    layout = ref.layout
+    lo, hi = layout.widened_range(margin)
+    x = numbers(pick(features, layout.numeric), len(layout.numeric))  # None, strings: NaN
     return (x < lo) | (x > hi)
 
 
@@ -136,9 +115,8 @@ class OutOfRangeShare(WindowedShare, Detector):
         return int(_outside(ref, self.margin, [features]).sum())
 
     def _names_out(self, ref: Reference, features: Mapping[str, Any]) -> list[str]:
-        names = _bounds(ref, self.margin)[0]
         outside = _outside(ref, self.margin, [features])[0]
-        return [n for n, out in zip(names, outside, strict=True) if out]
+        return [n for n, out in zip(ref.layout.numeric, outside, strict=True) if out]
 
     # -- one event ----------------------------------------------------------------------
     def update(self, event: Event) -> None:

@@ -138,6 +138,24 @@ class Layout:
             return ["below_min", *bins, "above_max", "missing"]
         return [*self.categories[j - len(self.numeric)], "other", "unseen", "missing"]
 
+    def widened_range(self, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each numeric feature's reference minimum and maximum (its outer edges),
+        widened on each side by ``margin`` times its range, or for a feature constant
+        in the reference, times the median range of the others (so the noise of an
+        augmented copy on an image's blank border stays inside, random pixels there
+        do not). Computed once per margin."""
+        key = f"widened_range:{margin!r}"
+        found = self._derived.get(key)
+        if found is None:
+            lo = np.asarray([e[0] for e in self.edges], dtype=float)
+            hi = np.asarray([e[-1] for e in self.edges], dtype=float)
+            span = hi - lo
+            varying = span[span > 0]
+            typical = float(np.median(varying)) if varying.size else 0.0
+            pad = margin * np.where(span > 0, span, typical)
+            found = self._derived[key] = (lo - pad, hi + pad)
+        return found
+
     # -- encoding -------------------------------------------------------------------
     @property
     def columns(self) -> tuple[str, ...]:
