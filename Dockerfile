@@ -19,7 +19,8 @@ COPY pyproject.toml README.md ./
 COPY monitor/ monitor/
 COPY detectors/ detectors/
 COPY alerts/ alerts/
-RUN /opt/inferwatch/bin/pip install --no-compile . \
+# the confluent extra: librdkafka, for kafka.client: confluent-kafka
+RUN /opt/inferwatch/bin/pip install --no-compile ".[confluent]" \
  && /opt/inferwatch/bin/python -m compileall -q -j 0 /opt/inferwatch/lib
 
 # --- runtime: the virtualenv, a non-root user, nothing else ----------------------

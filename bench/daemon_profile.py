@@ -48,7 +48,7 @@ PHASES: list[tuple[tuple[str, ...], str]] = [
     (("SummaryCollector.add",), "window summaries (scheduled jobs)"),
     (("Pipeline._alert",), "alert manager"),
     (("Pipeline.process",), "pipeline loop"),
-    (("KafkaSource.poll",), "poll: fetch and unpack records"),
+    (("KafkaSource.poll", "ConfluentSource.poll"), "poll: fetch and unpack records"),
     (("Daemon._journal", "Dispatcher.deliver"), "alert outbox and delivery"),
     (("_find_and_load",), "start-up (imports)"),
 ]

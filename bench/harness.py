@@ -117,6 +117,34 @@ def bare_consume(bootstrap: str, topic: str, total: int,
     return total / elapsed
 
 
+def bare_consume_librdkafka(bootstrap: str, topic: str, total: int,
+                            decode: Callable[[bytes], Any] = orjson.loads) -> float:
+    """The same through confluent-kafka (librdkafka), fetching in C threads, with
+    the fetch sizes and batch of ``kafka.client: confluent-kafka``."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "fetch.max.bytes": CONSUMER_SETTINGS["fetch_max_bytes"],
+                         "max.partition.fetch.bytes": CONSUMER_SETTINGS["max_partition_fetch_bytes"],
+                         "max.poll.interval.ms": 6000, "session.timeout.ms": 6000})
+    consumer.subscribe([topic])
+    seen = 0
+    t0 = None
+    try:
+        while seen < total:
+            msgs = consumer.consume(num_messages=CONSUMER_SETTINGS["max_poll_records"], timeout=0.5)
+            if msgs and t0 is None:
+                t0 = time.perf_counter()
+            for m in msgs:
+                decode(m.value() or b"")
+            seen += len(msgs)
+        elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    finally:
+        consumer.close()
+    return total / elapsed
+
+
 # --- inferwatch run as a subprocess ----------------------------------------------------
 def daemon_config(bootstrap: str, topic: str, workdir: Path, *, group: str,
                   store_url: str | None = None, instance: str = "bench",

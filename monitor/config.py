@@ -9,6 +9,7 @@ A secret key ``X`` may instead be given as ``X_file``: a path whose content
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from collections.abc import Mapping
@@ -16,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from alerts.config import NotifyConfig
 
@@ -37,6 +46,7 @@ class _Section(BaseModel):
 
 
 class KafkaConfig(_Section):
+    client: Literal["kafka-python", "confluent-kafka"] = "kafka-python"
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
     topics: list[str] = Field(default_factory=lambda: ["inference-logs"], min_length=1)
     group_id: str = "inferwatch"
@@ -59,6 +69,21 @@ class KafkaConfig(_Section):
     ssl_check_hostname: bool = True
     dead_letter_topic: str | None = None
     idle_partition_s: float = Field(10.0, gt=0)
+
+    @field_validator("client")
+    @classmethod
+    def _client_installed(cls, v: str) -> str:
+        if v == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("needs the confluent-kafka package: pip install 'inferwatch[confluent]'")
+        return v
+
+    @field_validator("session_timeout_ms")
+    @classmethod
+    def _within_poll_interval(cls, v: int, info: ValidationInfo) -> int:
+        poll = info.data.get("max_poll_interval_ms")
+        if info.data.get("client") == "confluent-kafka" and poll is not None and v > poll:
+            raise ValueError(f"{v} is above max_poll_interval_ms ({poll}), which librdkafka refuses")
+        return v
 
     @field_validator("bootstrap_servers", "topics", mode="before")
     @classmethod

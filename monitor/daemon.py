@@ -15,16 +15,18 @@ import threading
 import time
 from collections.abc import Sequence
 
+from kafka.errors import KafkaError
+
 from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
 from monitor.checkpoint import Checkpointer
 from monitor.config import Config
 from monitor.http import HealthServer
-from monitor.kafka_source import KafkaSource
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 from monitor.scheduler import JobService
+from monitor.source import Source, open_source
 from monitor.state import PartitionId
 from monitor.store import Store
 
@@ -57,7 +59,7 @@ class Daemon:
         self.dispatcher = Dispatcher(self.store, self.sinks, config.instance_id,
                                      on_result=self._delivery_result)
         self.stopping = threading.Event()
-        self.source: KafkaSource | None = None
+        self.source: Source | None = None
         self.http: HealthServer | None = None
         self.last_loop = time.monotonic()
         self.store_ok = False
@@ -119,19 +121,31 @@ class Daemon:
                                      self.metrics.registry, self.healthy, self.ready)
             self.http.start()
             log.info("metrics and health on port %d", self.http.port)
-        self._migrate()
-        if self.stopping.is_set():
-            return
-        if self.config.jobs.enabled:
-            self.jobs = JobService(self.config, self.store, registry=self.metrics.registry)
-            self.jobs.start()
-        self.source = KafkaSource(self.config.kafka, on_assign=self._on_assign,
-                                  on_revoke=self._on_revoke)
         try:
+            self._migrate()
+            if self.config.jobs.enabled and not self.stopping.is_set():
+                self.jobs = JobService(self.config, self.store, registry=self.metrics.registry)
+                self.jobs.start()
+            self.source = self._open_source()  # None once stopping
             while not self.stopping.is_set():
                 self._step()
         finally:
             self._shutdown()
+
+    def _open_source(self) -> Source | None:
+        """Join the consumer group; kafka-python must reach a broker first (an
+        unreachable or untrusted one: alive, not ready, retrying with backoff)."""
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                return open_source(self.config.kafka, on_assign=self._on_assign,
+                                   on_revoke=self._on_revoke)
+            except KafkaError as exc:
+                self.last_loop = time.monotonic()
+                log.warning("cannot reach Kafka (%s); retrying in %.1fs", _short(exc), delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 30.0)
+        return None
 
     def _step(self) -> None:
         assert self.source is not None

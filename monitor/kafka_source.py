@@ -1,11 +1,12 @@
-"""The Kafka source: a kafka-python consumer group member that hands batches to
-the pipeline and commits offsets only when the daemon says they are safe."""
+"""The kafka-python source (``kafka.client: kafka-python``, the default): a
+consumer-group member that hands batches to the pipeline and commits offsets only
+when the daemon says they are safe (``monitor.source.Source``)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -14,12 +15,10 @@ from kafka.structs import OffsetAndMetadata
 
 from monitor.config import KafkaConfig
 from monitor.pipeline import Record
+from monitor.source import OnAssign, OnRevoke, dead_letter_record, fmt_partitions
 from monitor.state import PartitionId
 
 log = logging.getLogger(__name__)
-
-DLQ_REASON_HEADER = "inferwatch-reason"
-DLQ_SOURCE_HEADER = "inferwatch-source"
 
 
 def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -50,36 +49,27 @@ class _Listener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         pids = [(tp.topic, tp.partition) for tp in revoked]
         if pids:
-            log.info("partitions revoked: %s", _fmt(pids))
+            log.info("partitions revoked: %s", fmt_partitions(pids))
             self.source.on_revoke(pids)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         pids = [(tp.topic, tp.partition) for tp in assigned]
-        log.info("partitions assigned: %s", _fmt(pids))
+        log.info("partitions assigned: %s", fmt_partitions(pids))
         resume = self.source.on_assign(pids)
         for pid, offset in resume.items():
             if offset is not None:
                 self.source.consumer.seek(TopicPartition(*pid), offset)
 
 
-def _fmt(pids: Iterable[PartitionId]) -> str:
-    return ", ".join(f"{t}[{p}]" for t, p in sorted(pids)) or "none"
-
-
 class KafkaSource:
-    """``poll()`` returns records per partition; ``commit(offsets)`` commits them.
-
-    ``on_assign(pids) -> {pid: offset or None}`` restores state and says where to
-    resume (None: the group's committed offset or ``auto_offset_reset``);
-    ``on_revoke(pids)`` must checkpoint before the partitions go.
-    """
+    """A ``monitor.source.Source`` on kafka-python."""
 
     def __init__(
         self,
         cfg: KafkaConfig,
         *,
-        on_assign: Callable[[list[PartitionId]], dict[PartitionId, int | None]],
-        on_revoke: Callable[[list[PartitionId]], None],
+        on_assign: OnAssign,
+        on_revoke: OnRevoke,
     ) -> None:
         self.cfg = cfg
         self.on_assign = on_assign
@@ -152,16 +142,9 @@ class KafkaSource:
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
         if self._dlq is None:
             return
-        headers = [
-            (DLQ_REASON_HEADER, reason.encode()),
-            ("inferwatch-detail", detail.encode("utf-8", "replace")[:500]),
-            (DLQ_SOURCE_HEADER, f"{pid[0]}/{pid[1]}/{record.offset}".encode()),
-        ]
-        value = record.value if record.value is not None else b""
-        # oversized records are dead-lettered truncated so the producer can take them
-        limit = min(self.cfg.max_partition_fetch_bytes, 900_000)
-        self._dlq.send(self.cfg.dead_letter_topic, value=value[:limit], key=record.key,
-                       headers=headers)
+        value, headers = dead_letter_record(pid, record, reason, detail,
+                                            self.cfg.max_partition_fetch_bytes)
+        self._dlq.send(self.cfg.dead_letter_topic, value=value, key=record.key, headers=headers)
 
     def flush_dead_letters(self) -> None:
         if self._dlq is not None:

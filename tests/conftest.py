@@ -61,6 +61,12 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["kafka-python", "confluent-kafka"])
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Each Kafka client the daemon can consume with (``kafka.client``)."""
+    return str(request.param)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -72,10 +72,11 @@ def _stored_offsets(db: Path, group: str) -> dict[int, int]:
     return {p: off for p, (off, _) in _stored(db, group).items()}
 
 
-def _wait_for_checkpointed(db: Path, events: float, what: str, timeout_s: float = 120) -> None:
+def _wait_for_checkpointed(db: Path, group: str, events: float, what: str,
+                           timeout_s: float = 120) -> None:
     """Poll the checkpoint table every 10 ms (wait_until's 200 ms is too coarse here)."""
     deadline = time.monotonic() + timeout_s
-    while sum(_stored_offsets(db, "crash").values()) < events:
+    while sum(_stored_offsets(db, group).values()) < events:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what} to be checkpointed")
         time.sleep(0.01)
@@ -155,7 +156,7 @@ def _uninterrupted_states(cfg: dict, bootstrap: str, topic: str,
 
 
 def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_alerts(
-    broker: EmbeddedBroker, topic: str, tmp_path: Path
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, kafka_client: str
 ) -> None:
     seed = int(os.environ.get("INFERWATCH_CRASH_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
@@ -165,9 +166,10 @@ def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_
     total = sum(ends.values())
     db = tmp_path / "state.db"
     jsonl = tmp_path / "alerts.jsonl"
-    cfg = daemon_config(broker.bootstrap, topic, f"sqlite:///{db}", jsonl, group="crash",
-                        detectors=small_detectors(),
-                        kafka={"max_poll_records": 40}, checkpoint={"interval_s": 0.05})
+    group = f"crash-{kafka_client}"
+    cfg = daemon_config(broker.bootstrap, topic, f"sqlite:///{db}", jsonl, group=group,
+                        detectors=small_detectors(), checkpoint={"interval_s": 0.05},
+                        kafka={"max_poll_records": 40, "client": kafka_client})
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(cfg))
     log = tmp_path / "daemon.log"
@@ -180,16 +182,16 @@ def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_
     for fraction in fractions:
         proc = _start(config_file, log)
         try:
-            _wait_for_checkpointed(db, fraction * total, f"{fraction:.0%} of the stream {why}")
+            _wait_for_checkpointed(db, group, fraction * total, f"{fraction:.0%} of the stream {why}")
             time.sleep(rng.uniform(0.0, 0.05))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
-        assert sum(_stored_offsets(db, "crash").values()) < total, f"killed too late {why}"
+        assert sum(_stored_offsets(db, group).values()) < total, f"killed too late {why}"
 
     proc = _start(config_file, log)
     try:
-        wait_until(lambda: _stored_offsets(db, "crash") == ends, 120, f"the end of the topic {why}")
+        wait_until(lambda: _stored_offsets(db, group) == ends, 120, f"the end of the topic {why}")
         time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -202,10 +204,10 @@ def test_sigkill_at_random_points_then_restart_raises_exactly_the_uninterrupted_
     # the per-client detector state the restarts left (the partition's stored shell
     # refilled with its per-client rows) equals an uninterrupted read's
     store = Store(f"sqlite:///{db}")
-    checkpointer = Checkpointer(store, Pipeline(build_config(cfg, env={})), group="crash",
+    checkpointer = Checkpointer(store, Pipeline(build_config(cfg, env={})), group=group,
                                 producer="test")
     loaded = {p: checkpointer.load_partition((topic, p), Checkpoint(state, off))
-              for p, (off, state) in _stored(db, "crash").items()}
+              for p, (off, state) in _stored(db, group).items()}
     store.close()
     assert all(len(s.detectors[0]) > 0 for s in loaded.values()), "no client state was stored"
     stored = {p: comparable(state) for p, state in loaded.items()}

@@ -55,13 +55,14 @@ def _consumed_all(daemon: object, ends: dict[int, int]) -> bool:
 
 
 def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
-    broker: EmbeddedBroker, topic: str, tmp_path: Path, store_url: str
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, store_url: str, kafka_client: str
 ) -> None:
     good = good_events()
     values, expected_bad = with_malformed(good)
     ends = produce(broker.bootstrap, topic, values)
     jsonl = tmp_path / "alerts.jsonl"
-    cfg = _config(broker, topic, store_url, jsonl, kafka={"dead_letter_topic": f"{topic}-dlq"})
+    cfg = _config(broker, topic, store_url, jsonl,
+                  kafka={"dead_letter_topic": f"{topic}-dlq", "client": kafka_client})
     broker.create_topic(f"{topic}-dlq", 1)
 
     d = start_daemon(cfg)
@@ -69,6 +70,8 @@ def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
         wait_until(lambda: _consumed_all(d, ends), 90, "the daemon to consume the topic")
     finally:
         d.stop()
+    assert type(d.daemon.source).__name__ == {"kafka-python": "KafkaSource",
+                                              "confluent-kafka": "ConfluentSource"}[kafka_client]
 
     metrics = d.daemon.metrics.registry
     for reason, n in expected_bad.items():
@@ -98,12 +101,13 @@ def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
 
 
 def test_two_daemons_in_one_group_raise_the_per_client_alerts_of_one(
-    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str, kafka_client: str
 ) -> None:
     good = good_events()
     ends = produce(broker.bootstrap, topic, encode_events(good))
     files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    daemons = [start_daemon(_config(broker, topic, pg_url, f, instance=f.stem, group="pair"))
+    daemons = [start_daemon(_config(broker, topic, pg_url, f, instance=f.stem, group=f"pair-{kafka_client}",
+                                    kafka={"client": kafka_client}))
                for f in files]
     try:
         wait_until(lambda: all(d.daemon.pipeline.partitions for d in daemons), 60,

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,7 +65,9 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-def test_the_daemon_consumes_over_tls_and_verifies_the_broker_certificate(tmp_path: Path) -> None:
+def test_the_daemon_consumes_over_tls_and_verifies_the_broker_certificate(
+    tmp_path: Path, kafka_client: str
+) -> None:
     # Tansu 0.6 as shipped here has no working TLS listener of its own, so TLS is
     # terminated in front of it, and the broker advertises the TLS address.
     cert, key = _self_signed(tmp_path)
@@ -91,11 +94,24 @@ def test_the_daemon_consumes_over_tls_and_verifies_the_broker_certificate(tmp_pa
             producer.flush()
             producer.close()
 
+            # a daemon that does not trust the broker's certificate reads nothing
+            untrusting = start_daemon(daemon_config(
+                bootstrap, "tls", f"sqlite:///{tmp_path / 'u.db'}", tmp_path / "u.jsonl",
+                group="untrusting", kafka={"security_protocol": "SSL", "client": kafka_client,
+                                           "ssl_cafile": str(_other_ca(tmp_path))}))
+            try:
+                time.sleep(5)
+                assert not untrusting.daemon.pipeline.partitions
+                assert untrusting.daemon.pipeline.events_since_checkpoint == 0
+            finally:
+                untrusting.stop()
+
             jsonl = tmp_path / "alerts.jsonl"
             cfg = daemon_config(bootstrap, "tls", f"sqlite:///{tmp_path / 's.db'}", jsonl,
                                 group="tls", detectors={**small_detectors(),
                                                         "flooding": {"max_events": 100}},
-                                kafka={"security_protocol": "SSL", "ssl_cafile": str(cert)})
+                                kafka={"security_protocol": "SSL", "ssl_cafile": str(cert),
+                                       "client": kafka_client})
             d = start_daemon(cfg)
             try:
                 wait_until(lambda: sum((s.offset or 0) for s in

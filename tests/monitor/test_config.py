@@ -24,6 +24,18 @@ def test_every_problem_is_reported_with_its_dotted_key() -> None:
     assert "detectors.flooding.windw_s: unknown key (misspelt, or not valid here)" in problems
 
 
+def test_the_kafka_client_is_one_of_two_and_librdkafka_limits_are_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": {"client": "librdkafka"}}, env={})
+    assert err.value.problems == ["kafka.client: Input should be 'kafka-python' or 'confluent-kafka'"]
+    timeouts = {"session_timeout_ms": 60_000, "max_poll_interval_ms": 30_000}
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": {"client": "confluent-kafka", **timeouts}}, env={})
+    assert err.value.problems == ["kafka.session_timeout_ms: Value error, 60000 is above "
+                                  "max_poll_interval_ms (30000), which librdkafka refuses"]
+    assert build_config({"kafka": timeouts}, env={}).kafka.client == "kafka-python"
+
+
 def test_environment_overrides_the_file_with_nested_keys() -> None:
     config = build_config({"kafka": {"group_id": "from-file"}}, env={
         "INFERWATCH_KAFKA__GROUP_ID": "from-env",

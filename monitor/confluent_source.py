@@ -1,0 +1,222 @@
+"""The librdkafka source (``kafka.client: confluent-kafka``, the ``confluent``
+extra): the same ``monitor.source.Source`` as the kafka-python one, on
+confluent-kafka, whose fetching, decompression and CRC checks run in librdkafka's
+C threads instead of taking the interpreter's time.
+
+librdkafka calls the rebalance callbacks, its error callback and its statistics
+callback from inside ``consume`` (and ``close``), on the daemon's own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from monitor.config import KafkaConfig
+from monitor.pipeline import Record
+from monitor.source import OnAssign, OnRevoke, dead_letter_record, fmt_partitions
+from monitor.state import PartitionId
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_MS = 1000
+# librdkafka refuses a fetch.max.bytes above receive.message.max.bytes - 512
+_RECEIVE_MAX_BYTES = 100_000_000
+
+
+def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka's names for the settings the consumer and the dead-letter
+    producer share (TLS, SASL); its log lines go to the ``librdkafka`` logger."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": ",".join(cfg.bootstrap_servers),
+        "client.id": cfg.client_id,
+        "security.protocol": cfg.security_protocol.lower(),
+        "ssl.endpoint.identification.algorithm": "https" if cfg.ssl_check_hostname else "none",
+        "logger": logging.getLogger("librdkafka"),
+    }
+    for ours, theirs in (("ssl_cafile", "ssl.ca.location"),
+                         ("ssl_certfile", "ssl.certificate.location"),
+                         ("ssl_keyfile", "ssl.key.location")):
+        if getattr(cfg, ours):
+            settings[theirs] = getattr(cfg, ours)
+    if cfg.ssl_password is not None:
+        settings["ssl.key.password"] = cfg.ssl_password.get_secret_value()
+    if cfg.sasl_mechanism:
+        settings["sasl.mechanism"] = cfg.sasl_mechanism
+        if cfg.sasl_username is not None:
+            settings["sasl.username"] = cfg.sasl_username
+        if cfg.sasl_password is not None:
+            settings["sasl.password"] = cfg.sasl_password.get_secret_value()
+    return settings
+
+
+class ConfluentSource:
+    """A ``monitor.source.Source`` on confluent-kafka. Commits always wait for the
+    broker's answer: librdkafka allows that inside its rebalance callbacks."""
+
+    def __init__(self, cfg: KafkaConfig, *, on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        self.cfg = cfg
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self.poll_failing_since: float | None = None
+        self._owned: set[PartitionId] = set()
+        self._paused = False
+        self._coordinator_down_since: float | None = None  # by the statistics
+        self.consumer = Consumer({
+            "group.id": cfg.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": cfg.auto_offset_reset,
+            "max.poll.interval.ms": cfg.max_poll_interval_ms,
+            "session.timeout.ms": cfg.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, cfg.session_timeout_ms // 3),
+            "fetch.max.bytes": cfg.fetch_max_bytes,
+            "max.partition.fetch.bytes": cfg.max_partition_fetch_bytes,
+            "receive.message.max.bytes": max(_RECEIVE_MAX_BYTES, cfg.fetch_max_bytes + 512),
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            "stats_cb": self._stats,
+            "error_cb": self._error,
+            **connection_settings(cfg),
+        })
+        self._dlq: Producer | None = None
+        if cfg.dead_letter_topic:
+            self._dlq = Producer({"acks": "all", "error_cb": self._error,
+                                  **connection_settings(cfg)})
+        self.consumer.subscribe(list(cfg.topics), on_assign=self._assigned,
+                                on_revoke=self._revoked, on_lost=self._revoked)
+
+    # -- librdkafka's callbacks (run inside consume / close) --------------------------
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        pids = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("partitions assigned: %s", fmt_partitions(pids))
+        resume = self.on_assign(pids)
+        for tp in partitions:
+            offset = resume.get((tp.topic, tp.partition))
+            tp.offset = OFFSET_INVALID if offset is None else offset  # invalid: the group's
+        consumer.assign(partitions)
+        self._owned.update(pids)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        pids = [(tp.topic, tp.partition) for tp in partitions]
+        if pids:
+            log.info("partitions revoked: %s", fmt_partitions(pids))
+            self.on_revoke(pids)
+        self._owned.difference_update(pids)
+        consumer.unassign()
+
+    def _error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self.poll_failing_since is None:
+            self.poll_failing_since = time.monotonic()
+            log.warning("cannot consume (%s); retrying", err.str())
+        elif err.fatal():
+            log.error("Kafka client failed: %s", err.str())
+        else:
+            log.debug("Kafka client: %s", err.str())
+
+    def _stats(self, stats_json: str) -> None:
+        now = time.monotonic()
+        if (json.loads(stats_json).get("cgrp") or {}).get("state") != "up":
+            if self._coordinator_down_since is None:
+                self._coordinator_down_since = now
+            return
+        self._coordinator_down_since = None
+        if self.poll_failing_since is not None:
+            log.info("consuming again after %.0fs", now - self.poll_failing_since)
+            self.poll_failing_since = None
+
+    # -- Source -----------------------------------------------------------------------
+    def poll(self) -> dict[PartitionId, list[Record]]:
+        """The next records per partition; librdkafka reconnects on its own, so an
+        outage shows as empty polls (and ``connected()`` False), never as an error."""
+        try:
+            messages = self.consumer.consume(num_messages=self.cfg.max_poll_records,
+                                             timeout=self.cfg.poll_timeout_ms / 1000)
+        except KafkaException as exc:
+            log.warning("cannot consume (%s); retrying", exc)
+            time.sleep(min(1.0, self.cfg.poll_timeout_ms / 1000))
+            return {}
+        out: dict[Any, list[Record]] = {}  # a fetched message has its topic, partition, offset
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                log.warning("fetch error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+                continue
+            pid = (m.topic(), m.partition())
+            records = out.get(pid)
+            if records is None:
+                records = out[pid] = []
+            records.append(Record(m.offset(), m.value(), m.key()))  # type: ignore[arg-type]
+        for pid in out.keys() - self._owned:  # fetched before a revocation: its next owner's
+            del out[pid]
+        return out
+
+    def connected(self) -> bool:
+        """False from librdkafka's report that every broker is down until the
+        statistics (each second) find the group coordinator up again, and once they
+        have found it not up for a whole session timeout."""
+        if self.poll_failing_since is not None:
+            return False
+        down = self._coordinator_down_since
+        return down is None or time.monotonic() - down < self.cfg.session_timeout_ms / 1000
+
+    def assignment(self) -> set[PartitionId]:
+        return set(self._owned)
+
+    def commit(self, offsets: dict[PartitionId, int], *, blocking: bool = True) -> None:
+        todo = [TopicPartition(t, p, off) for (t, p), off in offsets.items() if (t, p) in self._owned]
+        if todo:
+            self.consumer.commit(offsets=todo, asynchronous=False)
+
+    def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
+        topic = self.cfg.dead_letter_topic
+        if self._dlq is None or topic is None:
+            return
+        value, headers = dead_letter_record(pid, record, reason, detail,
+                                            self.cfg.max_partition_fetch_bytes)
+        while True:
+            try:
+                self._dlq.produce(topic, value=value, key=record.key,
+                                  headers=list(headers), on_delivery=_delivered)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                self._dlq.poll(0.1)
+        self._dlq.poll(0)
+
+    def flush_dead_letters(self) -> None:
+        if self._dlq is not None:
+            left = self._dlq.flush(30)
+            if left:
+                raise KafkaException(f"{left} dead-letter records not acknowledged within 30s")
+
+    def pause(self) -> None:
+        self._paused = True
+        self.consumer.pause(self._partitions())
+
+    def resume(self) -> None:
+        self._paused = False
+        self.consumer.resume(self._partitions())
+
+    def highwater(self, pid: PartitionId) -> int | None:
+        """The partition's end as of the last fetch (None before the first)."""
+        if pid not in self._owned:
+            return None
+        _, high = self.consumer.get_watermark_offsets(TopicPartition(*pid), cached=True)
+        return high if high >= 0 else None
+
+    def close(self) -> None:
+        if self._dlq is not None:
+            self._dlq.flush(30)
+        self.consumer.close()
+
+    def _partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in self._owned]
+
+
+def _delivered(err: KafkaError | None, _msg: Any) -> None:
+    if err is not None:
+        log.warning("a dead-letter record was not delivered: %s", err.str())
