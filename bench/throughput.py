@@ -134,6 +134,7 @@ def main() -> None:
         "",
     ]
     if kp:
+        paired = [c / k for c, k in zip(kp["confluent-kafka"], kp["kafka-python"], strict=True)]
         body += [
             "| Kafka path | median | repeats |", "|---|---|---|",
             row("bare kafka-python consumer: fetch + orjson decode", kp["bare"]),
@@ -143,6 +144,8 @@ def main() -> None:
             *(f"| **ratio inferwatch ({client}) / bare kafka-python** (target >= 0.5) | "
               f"**{median(kp[f'ratio {client}']):.2f}** | "
               + ", ".join(f"{x:.2f}" for x in kp[f"ratio {client}"]) + " |" for client in CLIENTS),
+            "| librdkafka's gain: inferwatch (confluent-kafka) / inferwatch (kafka-python) | "
+            + f"{median(paired):.2f} | " + ", ".join(f"{x:.2f}" for x in paired) + " |",
             row("bare librdkafka consumer (confluent-kafka): fetch + orjson decode",
                 kp["bare_librdkafka"]),
             "| alert records per run (every run) | "
