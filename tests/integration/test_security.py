@@ -165,7 +165,7 @@ class _Failing(BaseHTTPRequestHandler):
 
 
 def test_tokens_and_passwords_never_appear_in_logs_metrics_probes_or_alerts(
-    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str, kafka_client: str
 ) -> None:
     secrets = {
         "store": "DbPass-7c1e94d2",
@@ -183,9 +183,10 @@ def test_tokens_and_passwords_never_appear_in_logs_metrics_probes_or_alerts(
     jsonl = tmp_path / "alerts.jsonl"
     cfg = daemon_config(
         broker.bootstrap, topic,
-        f"sqlite:///{tmp_path / 's.db'}", jsonl, group="secrets",
+        f"sqlite:///{tmp_path / 's.db'}", jsonl, group=f"secrets-{kafka_client}",
         detectors={**small_detectors(), "flooding": {"max_events": 100}},
-        kafka={"sasl_username": "inferwatch", "ssl_password": secrets["ssl"]},
+        kafka={"sasl_username": "inferwatch", "ssl_password": secrets["ssl"],
+               "client": kafka_client},
         http={"enabled": True, "host": "127.0.0.1", "port": free_port()},
         logging={"level": "DEBUG"},
     )
