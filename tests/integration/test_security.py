@@ -94,13 +94,16 @@ def test_the_daemon_consumes_over_tls_and_verifies_the_broker_certificate(
             producer.flush()
             producer.close()
 
-            # a daemon that does not trust the broker's certificate reads nothing
+            # a daemon that does not trust the broker's certificate reads nothing, and
+            # stays alive but not ready (it retries: the certificate may be renewed)
             untrusting = start_daemon(daemon_config(
                 bootstrap, "tls", f"sqlite:///{tmp_path / 'u.db'}", tmp_path / "u.jsonl",
                 group="untrusting", kafka={"security_protocol": "SSL", "client": kafka_client,
                                            "ssl_cafile": str(_other_ca(tmp_path))}))
             try:
                 time.sleep(5)
+                assert untrusting.thread.is_alive() and untrusting.daemon.healthy()[0]
+                assert not untrusting.daemon.ready()[0]
                 assert not untrusting.daemon.pipeline.partitions
                 assert untrusting.daemon.pipeline.events_since_checkpoint == 0
             finally:
