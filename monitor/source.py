@@ -30,7 +30,8 @@ class Source(Protocol):
     ``on_assign(pids) -> {pid: offset or None}`` restores state and says where to
     resume (None: the group's committed offset or ``auto_offset_reset``);
     ``on_revoke(pids)`` must checkpoint before the partitions go. The client calls
-    both from inside ``poll`` (or ``close``).
+    both while ``poll`` (or ``close``) runs: librdkafka on the polling thread,
+    kafka-python 3 on its IO thread (so no blocking consumer call in them there).
     """
 
     def poll(self) -> dict[PartitionId, list[Record]]: ...
