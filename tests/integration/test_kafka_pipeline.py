@@ -61,7 +61,8 @@ def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
     values, expected_bad = with_malformed(good)
     ends = produce(broker.bootstrap, topic, values)
     jsonl = tmp_path / "alerts.jsonl"
-    cfg = _config(broker, topic, store_url, jsonl,
+    group = f"g-{topic}"  # one group per test: see DEVELOPERS.md on Tansu's groups
+    cfg = _config(broker, topic, store_url, jsonl, group=group,
                   kafka={"dead_letter_topic": f"{topic}-dlq", "client": kafka_client})
     broker.create_topic(f"{topic}-dlq", 1)
 
@@ -88,7 +89,7 @@ def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
     assert canonical(kafka_alerts) == canonical(replayed_alerts(tmp_path, cfg, good))
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    committed = admin.list_group_offsets("g")["g"]
+    committed = admin.list_group_offsets(group)[group]
     admin.close()
     assert {tp.partition: om.offset for tp, om in committed.items() if tp.topic == topic} == ends
 
