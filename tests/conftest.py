@@ -72,3 +72,37 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("pg_url")
+
+
+def _flat(value: object, path: str = "") -> dict[str, object]:
+    """A decoded record as {dotted path: leaf value}."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{path}.{key}").items()}
+    return {path or ".": value}
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """For two lists of canonical alert records (``tests.kafka_helpers.canonical``),
+    name the fields in which the first differing pair differs: the default diff
+    truncates a record long before its evidence."""
+    if op != "==" or not (isinstance(left, list) and isinstance(right, list)):
+        return None
+    if not all(isinstance(r, bytes) for r in left + right):
+        return None
+    import msgspec
+
+    lines = [f"alert records differ: {len(left)} got, {len(right)} expected"]
+    for i, (a, b) in enumerate(zip(left, right)):
+        if a == b:
+            continue
+        try:
+            fa, fb = _flat(msgspec.json.decode(a)), _flat(msgspec.json.decode(b))
+        except msgspec.DecodeError:
+            return None
+        lines.append(f"first difference at index {i}, record {fb.get('.fingerprint')}:")
+        lines += [f"  {k}: got {fa.get(k, '<absent>')!r}, expected {fb.get(k, '<absent>')!r}"
+                  for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]
+        break
+    extra = left[len(right):] or right[len(left):]
+    lines += [f"  unmatched: {r[:300]!r}" for r in extra[:3]]
+    return lines
