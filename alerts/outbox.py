@@ -77,22 +77,27 @@ class Dispatcher:
             if not rows:
                 return total
             records = [r.record for r in rows]
+            # _checked_prefix: the cursors known to match what their sink holds. A sink
+            # may hold records past its cursor after a crash, or when the store went
+            # away between a send and the cursor's move: those are not sent again.
             if cursor not in self._checked_prefix:
-                self._checked_prefix.add(cursor)
                 done = sink.delivered_prefix(records)
                 if done:
                     log.info("%s already holds %d pending record(s); not writing them again",
                              sink.name, done)
                     self.store.advance_cursor(cursor, rows[done - 1].seq)
                     rows, records = rows[done:], records[done:]
-                    if not rows:
-                        continue
+                self._checked_prefix.add(cursor)
+                if not rows:
+                    continue
+            self._checked_prefix.discard(cursor)
             try:
                 sink.send(records)
             except DeliveryError as exc:
                 self._failed(sink, exc, now)
                 return total
             self.store.advance_cursor(cursor, rows[-1].seq)
+            self._checked_prefix.add(cursor)
             self._backoff.pop(sink.name, None)
             self._report(sink.name, "sent", len(rows))
             total += len(rows)

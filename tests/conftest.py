@@ -92,7 +92,7 @@ def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str]
     import msgspec
 
     lines = [f"alert records differ: {len(left)} got, {len(right)} expected"]
-    for i, (a, b) in enumerate(zip(left, right)):
+    for i, (a, b) in enumerate(zip(left, right, strict=False)):
         if a == b:
             continue
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -169,6 +170,39 @@ def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice
     lines = out.read_text().splitlines()
     assert lines == [r.record for r in rows]
     store.close()
+
+
+def test_jsonl_records_written_just_before_the_database_went_away_are_not_written_again(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The sink wrote, then the store could not move the cursor: the same process
+    must recognise what the file already holds when it tries again."""
+    from tests.integration.proxy import TcpProxy
+
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        store = Store(pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/"))
+        store.migrate()
+        p = Pipeline(CONFIG)
+        p.process(("logs", 0), stream_records())
+        Checkpointer(store, p, group="g", producer="a").save()
+        rows = store.outbox_after("jsonl", limit=10_000)
+        assert len(rows) > 1
+
+        class DatabaseGoesAwayAfterTheFirstWrite(JsonlSink):
+            def send(self, records: Sequence[str]) -> None:
+                super().send(records)
+                if proxy.up.is_set() and not proxy.refused:
+                    proxy.cut()
+
+        out = tmp_path / "alerts.jsonl"
+        dispatcher = Dispatcher(store, [DatabaseGoesAwayAfterTheFirstWrite(out)], "a")
+        with pytest.raises(sa.exc.SQLAlchemyError):
+            dispatcher.deliver()
+        assert proxy.refused, "the cursor was never moved through the proxy"
+        proxy.restore()
+        dispatcher.deliver()
+        assert out.read_text().splitlines() == [r.record for r in rows]
+        store.close()
 
 
 def test_records_delivered_again_after_a_restore_are_not_counted_twice() -> None:
