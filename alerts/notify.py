@@ -35,6 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -105,6 +106,9 @@ class Notifier:
         self._retry_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._blocked: set[str] = set()
+        # sends the receiver took but the store could not record (it went away in
+        # between), recorded before anything else is sent: never sent twice
+        self._unrecorded: list[Callable[[], None]] = []
 
     # -- Sink protocol (the outbox Dispatcher calls these) --------------------------
     def send(self, records: Sequence[str]) -> None:
@@ -533,6 +537,9 @@ class Notifier:
         slow Slack never holds the daemon's poll loop long enough to cost a rebalance.
         """
         now = self.clock() if now is None else now
+        while self._unrecorded:
+            self._unrecorded[0]()
+            self._unrecorded.pop(0)
         deadline = time.monotonic() + (self.config.send_budget_s if budget_s is None
                                        else budget_s)
         sent = 0
@@ -587,13 +594,13 @@ class Notifier:
                     log.error("receiver %s refused notification %d (%s): %s; skipping it",
                               name, row.seq, exc.reason, exc)
                     self._count(name, exc.reason)
-                    self._mark(row.seq, now, f"rejected:{exc.reason}"[:80])
+                    self._record(partial(self._mark, row.seq, now, f"rejected:{exc.reason}"[:80]))
                     continue
                 except DeliveryError as exc:
                     self._failed(name, exc, now, len(rows))
                     return sent
-                self._mark(row.seq, now, outcome, key=row.message_key, receiver=name,
-                           channel=channel, ts=ts)
+                self._record(partial(self._mark, row.seq, now, outcome, key=row.message_key,
+                                     receiver=name, channel=channel, ts=ts))
                 if outcome == "sent":
                     sent += 1
                     self._count(name, "sent")
@@ -607,6 +614,15 @@ class Notifier:
                     if self.metrics is not None:
                         self.metrics.receiver_blocked.labels(name).set(0)
         return sent
+
+    def _record(self, mark: Callable[[], None]) -> None:
+        """Record a send (``mark``); when the store is away, keep it for the next
+        ``deliver`` to record first, and raise."""
+        try:
+            mark()
+        except sa.exc.SQLAlchemyError:
+            self._unrecorded.append(mark)
+            raise
 
     def _mark(self, seq: int, now: float, outcome: str, *, key: str | None = None,
               receiver: str = "", channel: str | None = None, ts: str | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +40,7 @@ class FakeSlack:
     method_failures: dict[str, list[Failure]] = field(default_factory=dict)  # per API method
     down: Failure | None = None  # every request fails while set
     latency_s: float = 0.0  # how long each answer takes (a slow Slack)
+    after_post: Callable[[], None] | None = None  # runs once a message is posted, before the answer
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # ts → channel message now
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: int = 0
@@ -124,6 +126,8 @@ class FakeSlack:
                 ts = f"1700000000.{self._ts:06d}"
                 if "thread_ts" not in req.body:  # channel messages, not thread replies
                     self.messages[ts] = dict(req.body)
+                if self.after_post is not None:
+                    self.after_post()
                 return 200, {"ok": True, "channel": "C0SEC", "ts": ts}, {}
             if req.method == "chat.update":
                 edited = req.body.get("ts")

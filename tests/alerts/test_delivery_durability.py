@@ -3,10 +3,12 @@ notification queue and the posted-message map live in the real store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime
 
 import pytest
+import sqlalchemy as sa
 
 from alerts.model import delivery_key
 from alerts.outbox import Dispatcher, OutboxEntry
@@ -14,6 +16,7 @@ from monitor.metrics import Metrics
 from monitor.store import Store, StoredAlert
 from tests.alerts.fake_slack import Failure, FakeSlack
 from tests.alerts.helpers import T0, Alerts, Clock, make_notifier, run
+from tests.integration.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration  # PostgreSQL too
 
@@ -87,6 +90,36 @@ def test_restart_with_a_full_outbox_delivers_every_notification_once_in_order(
     d3.deliver()
     run(n3, clock, 120, step=5)
     assert len(slack.calls()) == before
+
+
+def test_a_message_posted_just_before_the_database_went_away_is_not_posted_again(
+        pg_url: str, slack: FakeSlack) -> None:
+    """Slack took the message, then the store could not record it: the notifier
+    records it once the store is back instead of posting it a second time."""
+    clock, alerts = Clock(), Alerts()
+    route = {"receiver": "security", "group_by": ["client_id"], "group_wait_s": 0}
+    clients = ["key-a", "key-b", "key-c"]
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        store = Store(url)
+        store.migrate()
+        _fill_outbox(store, [alerts.fire(c, ts=T0 + i) for i, c in enumerate(clients)])
+        notifier = make_notifier(url, slack, clock, instance="replica-a", route=route)
+        slack.after_post = lambda: (proxy.cut(), setattr(slack, "after_post", None))
+        dispatcher = Dispatcher(store, [notifier], "replica-a", clock=clock)
+        for _ in range(5):  # the store is away from the first post on
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                dispatcher.deliver()
+            clock.advance(1)
+        assert len(slack.posts()) == 1 and proxy.refused
+        proxy.restore()
+        for _ in range(30):
+            dispatcher.deliver()
+            clock.advance(1)
+        tops = [p.body["text"] for p in slack.posts()]
+        assert sorted(next(c for c in clients if c in t) for t in tops) == clients
+        assert notifier.queue_depth("security") == 0
+        store.close()
 
 
 def test_only_the_lease_holder_sends(store_url: str, slack: FakeSlack) -> None:
