@@ -49,21 +49,23 @@ def _metric(d: DaemonThread, name: str) -> float:
 
 
 def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_lost(
-    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str, kafka_client: str
 ) -> None:
     events = good_events()
     ends = produce(broker.bootstrap, topic, encode_events(events))
     jsonl = tmp_path / "alerts.jsonl"
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
         url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
-        cfg = daemon_config(broker.bootstrap, topic, url, jsonl, group="dbfault",
-                            detectors=small_detectors(), kafka={"max_poll_records": 50},
+        group = f"dbfault-{kafka_client}"
+        cfg = daemon_config(broker.bootstrap, topic, url, jsonl, group=group,
+                            detectors=small_detectors(),
+                            kafka={"max_poll_records": 50, "client": kafka_client},
                             checkpoint={"interval_s": 0.2, "retry_max_s": 2.0})
         d = start_daemon(cfg)
         try:
             wait_until(lambda: sum(_consumed(d).values()) > 0, 60, "the first records read")
             proxy.cut()
-            committed = _committed(broker.bootstrap, "dbfault", topic)
+            committed = _committed(broker.bootstrap, group, topic)
             states = dict(d.daemon.pipeline.partitions)
             wait_until(lambda: _metric(d, "inferwatch_checkpoint_failures_total") >= 2, 30,
                        "failed checkpoints while the database is away")
@@ -73,13 +75,13 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
             # paused: nothing more read, nothing committed, state kept in memory
             assert _consumed(d) == paused_at
             assert sum(paused_at.values()) < sum(ends.values()), "the outage came too late"
-            assert _committed(broker.bootstrap, "dbfault", topic) == committed
+            assert _committed(broker.bootstrap, group, topic) == committed
             assert all(d.daemon.pipeline.partitions[p] is s for p, s in states.items())
             failures = _metric(d, "inferwatch_checkpoint_failures_total")
             assert failures <= 6, f"{failures} attempts in ~4 s: no backoff"
 
             proxy.restore()
-            wait_until(lambda: _committed(broker.bootstrap, "dbfault", topic) == ends, 60,
+            wait_until(lambda: _committed(broker.bootstrap, group, topic) == ends, 60,
                        "catching up once the database is back")
             wait_until(lambda: d.daemon.ready()[0], 10, "ready again")
             time.sleep(1.0)  # let the dispatcher drain the outbox
