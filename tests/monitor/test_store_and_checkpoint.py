@@ -18,6 +18,7 @@ from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.store import Store
+from tests.integration.proxy import TcpProxy
 from tests.monitor.streams import SCENARIO, stream_records
 
 CONFIG = build_config({"detectors": {"flooding": {"max_events": 300},
@@ -177,8 +178,6 @@ def test_jsonl_records_written_just_before_the_database_went_away_are_not_writte
 ) -> None:
     """The sink wrote, then the store could not move the cursor: the same process
     must recognise what the file already holds when it tries again."""
-    from tests.integration.proxy import TcpProxy
-
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
         store = Store(pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/"))
         store.migrate()
