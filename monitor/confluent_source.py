@@ -18,7 +18,13 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from monitor.config import KafkaConfig
 from monitor.pipeline import Record
-from monitor.source import OnAssign, OnRevoke, dead_letter_record, fmt_partitions
+from monitor.source import (
+    OnAssign,
+    OnRevoke,
+    dead_letter_record,
+    fmt_partitions,
+    security_settings,
+)
 from monitor.state import PartitionId
 
 log = logging.getLogger(__name__)
@@ -26,6 +32,13 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL_MS = 1000
 # librdkafka refuses a fetch.max.bytes above receive.message.max.bytes - 512
 _RECEIVE_MAX_BYTES = 100_000_000
+
+
+# librdkafka's names for our TLS and SASL settings
+_SECURITY_NAMES = {"ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location",
+                   "ssl_keyfile": "ssl.key.location", "ssl_password": "ssl.key.password",
+                   "sasl_mechanism": "sasl.mechanism", "sasl_username": "sasl.username",
+                   "sasl_password": "sasl.password"}
 
 
 def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -38,19 +51,7 @@ def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
         "ssl.endpoint.identification.algorithm": "https" if cfg.ssl_check_hostname else "none",
         "logger": logging.getLogger("librdkafka"),
     }
-    for ours, theirs in (("ssl_cafile", "ssl.ca.location"),
-                         ("ssl_certfile", "ssl.certificate.location"),
-                         ("ssl_keyfile", "ssl.key.location")):
-        if getattr(cfg, ours):
-            settings[theirs] = getattr(cfg, ours)
-    if cfg.ssl_password is not None:
-        settings["ssl.key.password"] = cfg.ssl_password.get_secret_value()
-    if cfg.sasl_mechanism:
-        settings["sasl.mechanism"] = cfg.sasl_mechanism
-        if cfg.sasl_username is not None:
-            settings["sasl.username"] = cfg.sasl_username
-        if cfg.sasl_password is not None:
-            settings["sasl.password"] = cfg.sasl_password.get_secret_value()
+    settings.update(security_settings(cfg, _SECURITY_NAMES))
     return settings
 
 

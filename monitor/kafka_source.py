@@ -15,10 +15,23 @@ from kafka.structs import OffsetAndMetadata
 
 from monitor.config import KafkaConfig
 from monitor.pipeline import Record
-from monitor.source import OnAssign, OnRevoke, dead_letter_record, fmt_partitions
+from monitor.source import (
+    OnAssign,
+    OnRevoke,
+    dead_letter_record,
+    fmt_partitions,
+    security_settings,
+)
 from monitor.state import PartitionId
 
 log = logging.getLogger(__name__)
+
+
+# kafka-python's names for our TLS and SASL settings
+_SECURITY_NAMES = {"ssl_cafile": "ssl_cafile", "ssl_certfile": "ssl_certfile",
+                   "ssl_keyfile": "ssl_keyfile", "ssl_password": "ssl_password",
+                   "sasl_mechanism": "sasl_mechanism", "sasl_username": "sasl_plain_username",
+                   "sasl_password": "sasl_plain_password"}
 
 
 def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
@@ -29,16 +42,7 @@ def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
         "security_protocol": cfg.security_protocol,
         "ssl_check_hostname": cfg.ssl_check_hostname,
     }
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(cfg, key):
-            settings[key] = getattr(cfg, key)
-    if cfg.ssl_password is not None:
-        settings["ssl_password"] = cfg.ssl_password.get_secret_value()
-    if cfg.sasl_mechanism:
-        settings["sasl_mechanism"] = cfg.sasl_mechanism
-        settings["sasl_plain_username"] = cfg.sasl_username
-        if cfg.sasl_password is not None:
-            settings["sasl_plain_password"] = cfg.sasl_password.get_secret_value()
+    settings.update(security_settings(cfg, _SECURITY_NAMES))
     return settings
 
 

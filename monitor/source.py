@@ -8,8 +8,10 @@ and librdkafka through confluent-kafka (``monitor.confluent_source``, the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from pydantic import SecretStr
 
 from monitor.config import KafkaConfig
 from monitor.pipeline import Record
@@ -55,6 +57,24 @@ def open_source(cfg: KafkaConfig, *, on_assign: OnAssign, on_revoke: OnRevoke) -
     from monitor.kafka_source import KafkaSource
 
     return KafkaSource(cfg, on_assign=on_assign, on_revoke=on_revoke)
+
+
+def security_settings(cfg: KafkaConfig, names: Mapping[str, str]) -> dict[str, Any]:
+    """The TLS and SASL settings that are set (SASL's only with a mechanism), under
+    the client's own ``names`` for ours (``ssl_cafile``, ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_password``, ``sasl_mechanism``, ``sasl_username``,
+    ``sasl_password``); the passwords revealed, for the client alone."""
+    values: dict[str, Any] = {"ssl_cafile": cfg.ssl_cafile, "ssl_certfile": cfg.ssl_certfile,
+                              "ssl_keyfile": cfg.ssl_keyfile,
+                              "ssl_password": _reveal(cfg.ssl_password)}
+    if cfg.sasl_mechanism:
+        values.update(sasl_mechanism=cfg.sasl_mechanism, sasl_username=cfg.sasl_username,
+                      sasl_password=_reveal(cfg.sasl_password))
+    return {names[key]: value for key, value in values.items() if value}
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
 
 
 def dead_letter_record(pid: PartitionId, record: Record, reason: str, detail: str,
