@@ -345,30 +345,17 @@ class Summary:
         hashes = (list(map(crc, map(str.encode, cast(list[str], ids)))) if None not in ids else
                   [crc(e.request_id.encode()) if e.request_id is not None
                    else crc(msgspec.json.encode(e)) for e in events])
-        # the sample is sorted by hash: its last is the largest
+        # the sample is sorted by (hash, ts): its last has the largest hash, and only an
+        # event that hashes no higher can displace it
         limit = self.sample[-1][0] if len(self.sample) >= k else 1 << 32
-        candidates = np.flatnonzero(np.asarray(hashes, dtype=np.int64) < limit).tolist()
+        candidates = np.flatnonzero(np.asarray(hashes, dtype=np.int64) <= limit).tolist()
         if not candidates:
             return
-        # max-heap on the hash; the sequence number keeps ties from comparing dicts
-        heap = [(-s[0], i, s[1:]) for i, s in enumerate(self.sample)]
-        heapq.heapify(heap)
-        seq = len(heap)
-        for i in candidates:
-            h = hashes[i]
-            if h >= limit:
-                continue
-            e = events[i]
-            seq += 1
-            entry = (-h, seq, (e.request_id, e.ts, e.features, e.prediction, e.confidence,
-                               e.latency_ms))
-            if len(heap) < k:
-                heapq.heappush(heap, entry)
-            else:
-                heapq.heapreplace(heap, entry)
-            if len(heap) >= k:
-                limit = -heap[0][0]
-        self.sample = sorted(((-nh, *item) for nh, _, item in heap), key=_SAMPLE_KEY)
+        merged = self.sample + sorted([(hashes[i], e.request_id, e.ts, e.features, e.prediction,
+                                        e.confidence, e.latency_ms)
+                                       for i in candidates for e in (events[i],)], key=_SAMPLE_KEY)
+        merged.sort(key=_SAMPLE_KEY)  # two sorted runs: one merge, stable (the sample first)
+        self.sample = merged[:k]
 
     # -- merging --------------------------------------------------------------------
     def merge(self, other: Summary, *, sample_size: int | None = None) -> Summary:
