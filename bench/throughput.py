@@ -2,7 +2,10 @@
 physical limit measured in the same run: a bare kafka-python group consumer
 that only fetches and decodes the same topic. The daemon runs with each Kafka
 client (``kafka.client``), and a bare librdkafka consumer shows that client's
-limit. Also the replay path against plain decoding of the same file.
+limit. The daemon also runs with every detector off: its own floor (fetching,
+decoding, validation, window summaries, checkpoints), which splits its time per
+event into what the detectors cost and what the rest costs. Also the replay
+path against plain decoding of the same file, with and without the detectors.
 
     .venv/bin/python -m bench.throughput [--events 300000] [--repeats 3]
 """
@@ -13,6 +16,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -35,12 +39,20 @@ from monitor.decode import Decoder
 from monitor.replay import replay
 
 CLIENTS = ("kafka-python", "confluent-kafka")
+# every detector off: what is left is the daemon's own work per event
+DETECTORS_OFF = {name: {"enabled": False} for name in (
+    "flooding", "probing", "out_of_range", "neighbours", "coverage", "confidence", "drift")}
+FLOOR = "floor"  # the kafka-python daemon with DETECTORS_OFF
 
 
 def kafka_pairs(lines: list[bytes], partitions: int, repeats: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"bare": [], "bare_librdkafka": [], "alerts": []}
+    out: dict[str, list[float]] = {"bare": [], "bare_librdkafka": [], "alerts": [], FLOOR: [],
+                                   f"ratio {FLOOR}": []}
     for client in CLIENTS:
         out[client], out[f"ratio {client}"] = [], []
+    runs: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        (client, {"client": client}, {}) for client in CLIENTS]
+    runs.append((FLOOR, {"client": "kafka-python"}, DETECTORS_OFF))
     broker = start_broker()
     try:
         topic = new_topic(broker, partitions)
@@ -51,21 +63,22 @@ def kafka_pairs(lines: list[bytes], partitions: int, repeats: int) -> dict[str, 
             for r in range(repeats):
                 bare = bare_consume(broker.bootstrap, topic, len(lines))
                 out["bare"].append(bare)
-                for client in CLIENTS:
-                    work = Path(tmp) / f"run{r}-{client}"
-                    cfg = daemon_config(broker.bootstrap, topic, work, group=f"iw-{r}-{client}",
-                                        kafka={"client": client})
+                for name, kafka, detectors in runs:
+                    work = Path(tmp) / f"run{r}-{name}"
+                    cfg = daemon_config(broker.bootstrap, topic, work, group=f"iw-{r}-{name}",
+                                        kafka=kafka, detectors=detectors)
                     d = DaemonProcess(cfg, work)
                     try:
                         rate, _ = daemon_rate(d, len(lines))
                     finally:
                         d.stop()
-                    alerts = len((work / "alerts-bench.jsonl").read_bytes().splitlines())
-                    out[client].append(rate)
-                    out[f"ratio {client}"].append(rate / bare)
-                    out["alerts"].append(alerts)
-                    print(f"repeat {r}: bare {bare:,.0f}/s, inferwatch ({client}) {rate:,.0f}/s, "
-                          f"ratio {rate / bare:.2f}, {alerts} alert records")
+                    out[name].append(rate)
+                    out[f"ratio {name}"].append(rate / bare)
+                    if name != FLOOR:
+                        alerts = work / "alerts-bench.jsonl"
+                        out["alerts"].append(len(alerts.read_bytes().splitlines()))
+                    print(f"repeat {r}: bare {bare:,.0f}/s, inferwatch ({name}) {rate:,.0f}/s, "
+                          f"ratio {rate / bare:.2f}")
                 fast = bare_consume_librdkafka(broker.bootstrap, topic, len(lines))
                 out["bare_librdkafka"].append(fast)
                 print(f"repeat {r}: bare librdkafka {fast:,.0f}/s")
@@ -76,7 +89,10 @@ def kafka_pairs(lines: list[bytes], partitions: int, repeats: int) -> dict[str, 
 
 def replay_vs_decode(path: Path, repeats: int) -> dict[str, list[float]]:
     config = build_config({"logging": {"level": "WARNING"}}, env={})
-    out: dict[str, list[float]] = {"orjson": [], "msgspec_typed": [], "replay": [], "ratio": []}
+    floor_config = build_config({"logging": {"level": "WARNING"}, "detectors": DETECTORS_OFF},
+                                env={})
+    out: dict[str, list[float]] = {"orjson": [], "msgspec_typed": [], "replay": [], "ratio": [],
+                                   "replay_floor": [], "ratio_floor": []}
     decoder = Decoder(config.events)
     n = len(path.read_bytes().splitlines())
     for r in range(repeats):
@@ -91,13 +107,39 @@ def replay_vs_decode(path: Path, repeats: int) -> dict[str, list[float]]:
         t = time.perf_counter()
         replay(path, config, [])
         rep = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        replay(path, floor_config, [])
+        floor = n / (time.perf_counter() - t)
         out["orjson"].append(plain)
         out["msgspec_typed"].append(typed)
         out["replay"].append(rep)
         out["ratio"].append(rep / plain)
+        out["replay_floor"].append(floor)
+        out["ratio_floor"].append(floor / plain)
         print(f"repeat {r}: orjson {plain:,.0f}/s, inferwatch Decoder {typed:,.0f}/s, "
-              f"replay {rep:,.0f}/s, ratio {rep / plain:.2f}")
+              f"replay {rep:,.0f}/s, ratio {rep / plain:.2f}, every detector off {floor:,.0f}/s")
     return out
+
+
+def time_split(bare: list[float], floor: list[float], full: list[float]) -> list[str]:
+    """The daemon's time per event, split by the runs of each repeat: fetching and
+    decoding (the bare consumer), the daemon's own work beyond them (floor), the
+    detectors (every detector on). The 0.5 target means the last two together
+    take no longer than the first."""
+    per_repeat = [(1e6 / b, 1e6 / f - 1e6 / b, 1e6 / a - 1e6 / f)
+                  for b, f, a in zip(bare, floor, full, strict=True)]
+    names = ("fetch + decode (bare kafka-python consumer)",
+             "the daemon's own work beyond that (floor - bare): validation, window "
+             "summaries, checkpoints, the loop",
+             "the detectors (every detector on - floor)")
+    lines = ["Time per event of `inferwatch run` (kafka-python), from the runs above; "
+             "the 0.5 target asks the last two rows together to take no more than the first:",
+             "", "| part | median µs per event | repeats |", "|---|---|---|"]
+    for i, name in enumerate(names):
+        xs = [r[i] for r in per_repeat]
+        lines.append(f"| {name} | {median(xs):.1f} | " + ", ".join(f"{x:.1f}" for x in xs)
+                     + " |")
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -150,7 +192,12 @@ def main() -> None:
                 kp["bare_librdkafka"]),
             "| alert records per run (every run) | "
             + ", ".join(sorted({f"{a:.0f}" for a in kp["alerts"]})) + " | |",
+            row("`inferwatch run`, every detector off (kafka-python): the daemon's own floor",
+                kp[FLOOR]),
+            f"| ratio floor / bare kafka-python | {median(kp[f'ratio {FLOOR}']):.2f} | "
+            + ", ".join(f"{x:.2f}" for x in kp[f"ratio {FLOOR}"]) + " |",
             "",
+            *time_split(kp["bare"], kp[FLOOR], kp["kafka-python"]),
         ]
     body += [
         f"Replay path: the first {args.replay_events:,} of those events as one JSONL file, "
@@ -162,6 +209,9 @@ def main() -> None:
         row("`replay()`, every detector on", rp["replay"]),
         f"| **ratio replay / orjson** (target >= 0.25) | **{median(rp['ratio']):.2f}** | "
         + ", ".join(f"{x:.2f}" for x in rp["ratio"]) + " |",
+        row("`replay()`, every detector off: the replay path's own floor", rp["replay_floor"]),
+        f"| ratio floor / orjson | {median(rp['ratio_floor']):.2f} | "
+        + ", ".join(f"{x:.2f}" for x in rp["ratio_floor"]) + " |",
     ]
     text = "\n".join(body)
     print(text)
