@@ -59,9 +59,12 @@ class KafkaConfig(_Section):
     fetch_max_bytes: int = Field(52_428_800, ge=1024)
     max_partition_fetch_bytes: int = Field(10_485_760, ge=1024)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    # SASL_PLAINTEXT and SASL_SSL need all three (OAUTHBEARER would need a token
+    # provider, which inferwatch has no settings for)
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, validate_default=True)
+    sasl_username: str | None = Field(None, validate_default=True)
+    sasl_password: SecretStr | None = Field(None, validate_default=True)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -83,6 +86,15 @@ class KafkaConfig(_Section):
         poll = info.data.get("max_poll_interval_ms")
         if info.data.get("client") == "confluent-kafka" and poll is not None and v > poll:
             raise ValueError(f"{v} is above max_poll_interval_ms ({poll}), which librdkafka refuses")
+        return v
+
+    @field_validator("sasl_mechanism", "sasl_username", "sasl_password")
+    @classmethod
+    def _sasl_complete(cls, v: Any, info: ValidationInfo) -> Any:
+        protocol = info.data.get("security_protocol")
+        if v is None and protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+            also = " (or sasl_password_file)" if info.field_name == "sasl_password" else ""
+            raise ValueError(f"required with security_protocol {protocol}{also}")
         return v
 
     @field_validator("bootstrap_servers", "topics", mode="before")

@@ -102,3 +102,23 @@ def test_environment_strings_yaml_would_mangle_stay_strings() -> None:
                                    "INFERWATCH_KAFKA__GROUP_ID": "team: fraud"})
     assert config.kafka.client_id == "#inferwatch"
     assert config.kafka.group_id == "team: fraud"
+
+
+def test_sasl_needs_a_mechanism_a_user_and_a_password_and_oauthbearer_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": {"security_protocol": "SASL_SSL"}}, env={})
+    assert err.value.problems == [
+        "kafka.sasl_mechanism: Value error, required with security_protocol SASL_SSL",
+        "kafka.sasl_username: Value error, required with security_protocol SASL_SSL",
+        "kafka.sasl_password: Value error, required with security_protocol SASL_SSL "
+        "(or sasl_password_file)"]
+    # inferwatch has no settings for an OAUTHBEARER token: it could never authenticate
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "OAUTHBEARER",
+                                "sasl_username": "inferwatch", "sasl_password": "pw"}}, env={})
+    assert err.value.problems == ["kafka.sasl_mechanism: Input should be 'PLAIN', "
+                                  "'SCRAM-SHA-256' or 'SCRAM-SHA-512'"]
+    kafka = build_config({"kafka": {"security_protocol": "SASL_PLAINTEXT",
+                                    "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "inferwatch"}},
+                         env={"INFERWATCH_KAFKA__SASL_PASSWORD": "pw"}).kafka
+    assert kafka.sasl_password is not None and kafka.sasl_password.get_secret_value() == "pw"
