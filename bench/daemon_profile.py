@@ -179,8 +179,11 @@ daemon would have {budget_us:.1f} µs per event for everything; its own fetching
 decoding (the three phases the bare consumer also runs) take {fetch_us:.1f} µs here, which
 leaves {max(0.0, budget_us - fetch_us):.1f} µs for the detectors, checkpoints and the loop
 against the {us - fetch_us:.1f} µs they take. Trimming per-event Python does not close a
-gap of that size; per-client state in columns, updated a batch at a time, or native
-code might.
+gap of that size. Nor would detectors that cost nothing: `bench.throughput` runs the
+daemon with every detector off, and its own work beyond fetching and decoding
+(validation, window summaries, checkpoints, the loop) takes about what the target
+leaves ("End-to-end throughput"). The target needs native code for that work as well
+as the per-client state in columns, updated a batch at a time.
 
 **Changed because of it** (this profile's first run, 2026-12-06): the batch pass's
 sketches and row sums used `np.add.accumulate` over short axes (2% and 2.3% of the
