@@ -100,7 +100,7 @@ def test_a_message_posted_just_before_the_database_went_away_is_not_posted_again
     route = {"receiver": "security", "group_by": ["client_id"], "group_wait_s": 0}
     clients = ["key-a", "key-b", "key-c"]
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
-        url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        url = proxy.route(pg_url)
         store = Store(url)
         store.migrate()
         _fill_outbox(store, [alerts.fire(c, ts=T0 + i) for i, c in enumerate(clients)])

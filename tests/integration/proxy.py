@@ -8,6 +8,8 @@ import socket
 import ssl
 import threading
 
+from sqlalchemy.engine import make_url
+
 
 class TcpProxy:
     """``with TcpProxy(("127.0.0.1", 5432)) as p: p.port`` … ``p.cut()`` … ``p.restore()``."""
@@ -24,6 +26,11 @@ class TcpProxy:
         self.accepted = 0
         self.refused = 0
         self.thread = threading.Thread(target=self._accept, name="proxy", daemon=True)
+
+    def route(self, url: str) -> str:
+        """``url`` (a database URL) pointed at this proxy instead of its own host and port."""
+        return make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(
+            hide_password=False)
 
     def __enter__(self) -> TcpProxy:
         self.thread.start()

@@ -55,7 +55,7 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
     ends = produce(broker.bootstrap, topic, encode_events(events))
     jsonl = tmp_path / "alerts.jsonl"
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
-        url = pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+        url = proxy.route(pg_url)
         group = f"dbfault-{kafka_client}"
         cfg = daemon_config(broker.bootstrap, topic, url, jsonl, group=group,
                             detectors=small_detectors(),

@@ -179,7 +179,7 @@ def test_jsonl_records_written_just_before_the_database_went_away_are_not_writte
     """The sink wrote, then the store could not move the cursor: the same process
     must recognise what the file already holds when it tries again."""
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
-        store = Store(pg_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/"))
+        store = Store(proxy.route(pg_url))
         store.migrate()
         p = Pipeline(CONFIG)
         p.process(("logs", 0), stream_records())
