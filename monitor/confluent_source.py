@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL_MS = 1000
 # librdkafka refuses a fetch.max.bytes above receive.message.max.bytes - 512
 _RECEIVE_MAX_BYTES = 100_000_000
+# ... and below message.max.bytes (the largest request it sends; its default is this):
+# a smaller fetch size lowers it, which a consumer's small requests never reach
+_MESSAGE_MAX_BYTES = 1_000_000
 
 
 # librdkafka's names for our TLS and SASL settings
@@ -77,6 +80,7 @@ class ConfluentSource:
             "fetch.max.bytes": cfg.fetch_max_bytes,
             "max.partition.fetch.bytes": cfg.max_partition_fetch_bytes,
             "receive.message.max.bytes": max(_RECEIVE_MAX_BYTES, cfg.fetch_max_bytes + 512),
+            "message.max.bytes": min(_MESSAGE_MAX_BYTES, cfg.fetch_max_bytes),
             "statistics.interval.ms": STATS_INTERVAL_MS,
             "stats_cb": self._stats,
             "error_cb": self._error,

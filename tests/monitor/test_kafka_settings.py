@@ -1,7 +1,7 @@
 """The SASL settings inferwatch derives from its config are accepted by each Kafka
-client as it would use them. (No broker test: the bundled broker cannot host one,
-see DEVELOPERS.md.) The clients are built without connecting: kafka-python with
-an ``api_version``, librdkafka always."""
+client as it would use them, and so is any fetch size the config allows. (No SASL
+broker test: the bundled broker cannot host one, see DEVELOPERS.md.) The clients are
+built without connecting: kafka-python with an ``api_version``, librdkafka always."""
 
 from __future__ import annotations
 
@@ -48,3 +48,15 @@ def test_each_sasl_mechanism_is_accepted_by_librdkafka(mechanism: str) -> None:
     without_password = {k: v for k, v in settings.items() if k != "sasl.password"}
     with pytest.raises(KafkaException, match=r"sasl\.password must be set"):
         Consumer({**without_password, "group.id": "g"})
+
+
+def test_librdkafka_takes_the_smallest_fetch_size_the_config_allows() -> None:
+    # librdkafka refuses a fetch.max.bytes below its message.max.bytes (1,000,000 by
+    # default): the daemon's consumer used to die at start on such a config
+    low = KafkaConfig.model_fields["fetch_max_bytes"].metadata[0].ge
+    cfg = build_config({"kafka": {"bootstrap_servers": [f"127.0.0.1:{free_port()}"],
+                                  "client": "confluent-kafka", "fetch_max_bytes": low,
+                                  "max_partition_fetch_bytes": low}}, env={}).kafka
+    source = confluent_source.ConfluentSource(cfg, on_assign=lambda pids: {},
+                                              on_revoke=lambda pids: None)
+    source.close()
