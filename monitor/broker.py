@@ -53,10 +53,11 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, storage: str = "memory://tansu/",
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.storage = storage
         self.log_path = log_path
+        self.env = env  # added to this process's environment (e.g. an s3:// storage's settings)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,6 +71,7 @@ class EmbeddedBroker:
             [str(tansu_binary()), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", self.storage],
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            env=None if self.env is None else {**os.environ, **self.env},
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
