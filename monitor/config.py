@@ -54,10 +54,11 @@ class KafkaConfig(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(2000, ge=1)
     poll_timeout_ms: int = Field(500, ge=1)
-    max_poll_interval_ms: int = Field(300_000, ge=1000)
-    session_timeout_ms: int = Field(10_000, ge=1000)
-    fetch_max_bytes: int = Field(52_428_800, ge=1024)
-    max_partition_fetch_bytes: int = Field(10_485_760, ge=1024)
+    # the upper bounds are librdkafka's (kafka-python takes more, no broker needs it)
+    max_poll_interval_ms: int = Field(300_000, ge=1000, le=86_400_000)
+    session_timeout_ms: int = Field(10_000, ge=1000, le=3_600_000)
+    fetch_max_bytes: int = Field(52_428_800, ge=1024, le=2_147_483_135)
+    max_partition_fetch_bytes: int = Field(10_485_760, ge=1024, le=1_000_000_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     # SASL_PLAINTEXT and SASL_SSL need all three (OAUTHBEARER would need a token
     # provider, which inferwatch has no settings for)

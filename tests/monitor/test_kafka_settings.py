@@ -13,7 +13,7 @@ from kafka import KafkaConsumer
 
 from monitor import confluent_source, kafka_source
 from monitor.broker import free_port
-from monitor.config import KafkaConfig, build_config
+from monitor.config import ConfigError, KafkaConfig, build_config
 
 MECHANISMS = typing.get_args(typing.get_args(KafkaConfig.model_fields["sasl_mechanism"].annotation)[0])
 
@@ -50,13 +50,21 @@ def test_each_sasl_mechanism_is_accepted_by_librdkafka(mechanism: str) -> None:
         Consumer({**without_password, "group.id": "g"})
 
 
-def test_librdkafka_takes_the_smallest_fetch_size_the_config_allows() -> None:
-    # librdkafka refuses a fetch.max.bytes below its message.max.bytes (1,000,000 by
-    # default): the daemon's consumer used to die at start on such a config
-    low = KafkaConfig.model_fields["fetch_max_bytes"].metadata[0].ge
+@pytest.mark.parametrize("bound", ["ge", "le"])
+def test_librdkafka_takes_every_fetch_size_and_timeout_the_config_allows(bound: str) -> None:
+    # the config's bounds are librdkafka's: a consumer refused at start killed the daemon
+    # (a fetch_max_bytes below 1,000,000 did, before message.max.bytes followed it)
+    fields = ("fetch_max_bytes", "max_partition_fetch_bytes", "max_poll_interval_ms",
+              "session_timeout_ms")
+    limits = {f: next(getattr(m, bound) for m in KafkaConfig.model_fields[f].metadata
+                      if getattr(m, bound, None) is not None) for f in fields}
     cfg = build_config({"kafka": {"bootstrap_servers": [f"127.0.0.1:{free_port()}"],
-                                  "client": "confluent-kafka", "fetch_max_bytes": low,
-                                  "max_partition_fetch_bytes": low}}, env={}).kafka
+                                  "client": "confluent-kafka", **limits}}, env={}).kafka
     source = confluent_source.ConfluentSource(cfg, on_assign=lambda pids: {},
                                               on_revoke=lambda pids: None)
     source.close()
+    beyond = {f: v + (1 if bound == "le" else -1) for f, v in limits.items()}
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": beyond}, env={})
+    assert sorted(p.split(":")[0] for p in err.value.problems) == [f"kafka.{f}" for f in
+                                                                    sorted(fields)]
