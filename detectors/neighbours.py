@@ -19,12 +19,18 @@ two changes that keep benign clients quiet:
   distinct near copies sit among the last ``history`` distinct queries, i.e. a
   cluster larger than any augmentation burst, and the client fires after
   ``min_hits`` hits within ``window_s``;
-- two search patterns count as hits before any cluster forms: a binary search
-  (``halvings`` steps in a row, each half the one before) and a coordinate-wise
+- three search patterns count as hits before any cluster forms: a binary search
+  (``halvings`` steps in a row, each half the one before, from the previous
+  query: HopSkipJump, Sign-OPT, GeoDA locating the boundary), a coordinate-wise
   walk (``sparse_steps`` queries in a row, each differing from the query before
   it in 1 to ``sparse_groups`` groups: SimBA changes one pixel per query, so it
   is seen after 4 steps instead of after 5 near copies of one query have piled
-  up). A person editing one field at a time looks the same after 4 edits.
+  up; a person editing one field at a time looks the same after 4 edits), and a
+  noise search around one input (``star_steps`` queries in a row whose nearest
+  earlier query is, within 1.5x, that centre, within ``star_radius`` of a typical
+  query: GeoDA's and Foolbox's hunt for a first adversarial point; an
+  augmentation burst is such a star of 2-4 copies, and an input resent later
+  starts over).
 
 Distances are relative: L2 distance divided by the client's running mean query
 norm, so the radius means "within 2% of a typical query of this client" for
@@ -34,14 +40,14 @@ unevenly scaled features in the producer, or send an ``embedding``).
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Hashable, Mapping, Sequence
+from operator import attrgetter
 from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors import queries
+from detectors import queries, query_walk
 from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 from detectors.queries import row_sums, sketches
@@ -78,151 +84,39 @@ def _layout(history: int, k: int, g: int) -> tuple[int, int]:
 
 
 class _Client:
-    """A client's ring as the batch pass sees it, event after event."""
+    """A key of a walked batch: the detector its results are for (None: a key not
+    seen yet, whose first update claims them) and the parameters they assume."""
 
-    __slots__ = ("config", "filled", "hashes", "norm_mean", "owner", "queries", "repeats",
-                 "ring", "size")
+    __slots__ = ("config", "owner")
 
-    def __init__(self, owner: QueryNeighbours | None, config: tuple[Any, ...], ring: list[int],
-                 hashes: list[int]) -> None:
-        self.owner = owner  # the detector the steps are for (None: not yet created) ...
-        self.config = config  # ... and the parameters they were computed with
-        self.size = len(owner._buf) if owner is not None and owner._buf is not None else -1
-        self.filled = owner._filled if owner is not None else 0
-        self.queries = owner._queries if owner is not None else 0
-        self.repeats = owner._repeats if owner is not None else 0
-        self.norm_mean = owner._norm_mean if owner is not None else 0.0
-        self.ring = ring  # row in the layout's pool of each ring position
-        self.hashes = hashes
+    def __init__(self, owner: QueryNeighbours | None, config: tuple[Any, ...]) -> None:
+        self.owner = owner
+        self.config = config
 
 
-class _Step:
-    """What one event does to its client's ring, computed with the batch: the
-    client's counts before it (to check the step still applies), and the
-    comparisons with the client's recent queries."""
+class _Walk:
+    """One keying's walk through a batch (``query_walk.walk``): per event its
+    client, the client's state after it, and what ``update`` writes to the ring."""
 
-    __slots__ = ("client", "code", "d2", "digest", "event", "filled", "n", "near",
-                 "nearest", "norm_mean", "queries", "repeat", "size", "sketch", "sparse_prev")
+    __slots__ = ("clients", "codes", "floats", "ints", "sizes", "sketches", "where", "widths")
 
-    def __init__(self, event: Event, client: _Client, size: int, digest: int) -> None:
-        self.event = event
-        self.client = client
-        self.queries = client.queries
-        self.filled = client.filled
-        self.size = size  # the ring buffer size this query's layout needs
-        self.digest = digest
-        self.repeat = False
-        self.n = 0  # distinct queries it is compared with
-        self.norm_mean = 0.0
-        self.near = 0
-        self.nearest = 0
-        self.sparse_prev = False
-        self.d2: list[float] = []
-        self.code: memoryview | None = None
-        self.sketch: memoryview | None = None
+    def __init__(self, n: int) -> None:
+        self.clients: list[_Client | None] = [None] * n
+        self.ints: list[list[int]] = []
+        self.floats: list[list[float]] = []
+        self.sizes: list[int] = [0] * n
+        self.where: list[tuple[int, int, int] | None] = []  # queries.QueryBatch.where
+        self.sketches: list[memoryview] = []  # per query group: its float16 sketches raw,
+        self.widths: list[int] = []  # ... their bytes per query,
+        self.codes: list[memoryview | None] = []  # ... and its group codes raw
 
 
-class _Pool:
-    """The queries of one ring layout in a batch: the rings of the batch's clients
-    as it starts, then the batch's own queries, as rows of one array, so that every
-    comparison of the batch is one gather and a few array operations."""
-
-    def __init__(self, history: int, k: int, g: int) -> None:
-        self.h, self.k, self.g = history, k, g
-        self.offsets: dict[int, int] = {}  # query group -> its first row here
-        self.sketches: list[np.ndarray] = []
-        self.codes: list[np.ndarray] = []
-        self.rows = 0
-        self.starts: list[_Client] = []
-        self.start_bufs: list[bytes] = []
-        self.compared: list[tuple[_Step, int, int, list[int]]] = []
-
-    def add_group(self, j: int, sketches: np.ndarray, codes: np.ndarray | None) -> None:
-        self.offsets[j] = self.rows
-        self.rows += sketches.shape[0]
-        self.sketches.append(sketches)
-        if codes is not None:
-            self.codes.append(codes)
-
-    def add_start(self, owner: QueryNeighbours, config: tuple[Any, ...]) -> _Client:
-        base = len(self.starts) * self.h
-        client = _Client(owner, config, list(range(base, base + self.h)), [])
-        self.starts.append(client)
-        self.start_bufs.append(bytes(owner._buf))  # type: ignore[arg-type]
-        return client
-
-    def gather_starts(self) -> None:
-        """Read the starting rings: hashes for the retry check, sketches and codes
-        as the first rows of the pool."""
-        h, k, g = self.h, self.k, self.g
-        size = _layout(h, k, g)[1]
-        raw = np.frombuffer(b"".join(self.start_bufs), dtype=np.uint8).reshape(-1, size)
-        for client, hashes in zip(self.starts, raw[:, :4 * h].copy().view(np.uint32).tolist(),
-                                  strict=True):
-            client.hashes = hashes
-        self.start_sketches = raw[:, size - 2 * h * k:].copy().view(np.float16).reshape(-1, k)
-        self.start_codes = raw[:, 4 * h:4 * h + h * g].reshape(-1, max(g, 1))
-        self.first_row = len(self.starts) * h
-
-    def row_of(self, j: int, row: int) -> int:
-        return self.offsets[j] + row
-
-    def pooled(self, at: int) -> int:
-        return self.first_row + at
-
-    def compare(self, step: _Step, at: int, prev: int, ring: list[int]) -> None:
-        self.compared.append((step, at, prev, ring[:]))
-
-    def finish(self, radius: float, sparse_groups: int) -> None:
-        """The comparisons of every query of this layout with its client's ring."""
-        h, k, g = self.h, self.k, self.g
-        queries = (self.sketches[0] if len(self.sketches) == 1
-                   else np.concatenate(self.sketches))
-        stored = queries.astype(np.float16)
-        raw = stored.data.cast("B")
-        codes = None
-        if g:
-            codes = self.codes[0] if len(self.codes) == 1 else np.concatenate(self.codes)
-            raw_codes = codes.data.cast("B")
-        for step, at, _, _ in self.compared:
-            step.sketch = raw[at * 2 * k:(at + 1) * 2 * k]
-            if codes is not None:
-                step.code = raw_codes[at * g:(at + 1) * g]
-        compared = [c for c in self.compared if c[0].n]
-        if not compared:
-            return
-        pool = np.concatenate([self.start_sketches, stored]).astype(np.float64)
-        query_rows = np.fromiter((c[1] for c in compared), dtype=np.intp, count=len(compared))
-        n = np.fromiter((c[0].n for c in compared), dtype=np.intp, count=len(compared))
-        valid = np.arange(h) < n[:, None]
-        # positions beyond n may still name rows of another layout: point them anywhere
-        ring = np.where(valid, np.array([c[3] for c in compared], dtype=np.intp), 0)
-        limit = radius * np.maximum(
-            np.fromiter((c[0].norm_mean for c in compared), dtype=np.float64,
-                        count=len(compared)), 1e-12)
-        diff = pool[ring] - queries[query_rows][:, None, :]
-        d2 = np.where(valid, row_sums(diff * diff), np.inf)
-        close = d2 <= (limit * limit)[:, None]
-        rows = np.arange(len(compared))
-        prev = np.fromiter((c[2] for c in compared), dtype=np.intp, count=len(compared))
-        sparse_prev = [False] * len(compared)
-        if codes is not None:
-            stored_codes = np.concatenate([self.start_codes, codes])
-            changed = (stored_codes[ring] != codes[query_rows][:, None, :]).sum(axis=2)
-            sparse = (changed >= 1) & (changed <= sparse_groups)
-            close |= sparse
-            sparse_prev = sparse[rows, prev].tolist()
-        near = np.count_nonzero(close & valid, axis=1).tolist()
-        nearest = d2.argmin(axis=1).tolist()
-        for (step, *_), row, nr, ns, sp in zip(compared, d2.tolist(), near, nearest,
-                                               sparse_prev, strict=True):
-            step.d2, step.near, step.nearest, step.sparse_prev = row, nr, ns, sp
-
-
-# the batch being processed, and per keying that prepared it (by client, by source
-# address) a map id(event) -> _Step
-_STEPS: list[Any] = [None, []]
-_ALONE = object()  # the key of an event whose step is computed alone
+# the batch being walked, id(event) -> its index there, and the walks of the keyings
+# that prepared it (by client, by source address, ...)
+_WALKS: list[Any] = [None, {}, []]
+_ALONE = object()  # the key of an event walked alone
+_STATE = attrgetter(*query_walk.INT_ATTRS)
+_FLOATS = attrgetter(*query_walk.FLOAT_ATTRS)
 
 
 class QueryNeighbours(SlotState, Detector):
@@ -240,10 +134,11 @@ class QueryNeighbours(SlotState, Detector):
     centre; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
 
-    The pipeline announces each batch (``prepare``): the sketches, group codes and
-    ring comparisons of all its events are then computed in a few numpy passes,
-    and ``update`` only applies each event's step. Without ``prepare``, ``update``
-    computes the step of its one event with the same arithmetic (the same bits).
+    The pipeline announces each batch (``prepare``): the sketches and group codes of
+    all its events are computed in a few numpy passes, and every event's comparisons
+    and search patterns in one compiled walk through the batch
+    (``detectors.query_walk``); ``update`` only applies each event's result. Without
+    ``prepare``, ``update`` walks its one event alone (the same bits).
 
     >>> d = QueryNeighbours()
     >>> base = [1.0, 2.0, 3.0, 4.0]
@@ -324,186 +219,189 @@ class QueryNeighbours(SlotState, Detector):
     # -- the batch pass ---------------------------------------------------------------
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
                 current: Mapping[Hashable, Detector | None]) -> None:
-        """Compare every query of the batch with its key's recent queries in a few
-        numpy passes (``keys[i]`` is the key of ``events[i]``, None when no clone
-        takes it; ``current`` its detector as the batch starts, None for a key not
-        seen yet); ``update`` then takes each event's step from here."""
-        steps = self._steps(events, keys, current, queries.prepare(events))
-        if _STEPS[0] is not events:
-            _STEPS[0], _STEPS[1] = events, []
-        _STEPS[1].append(steps)
+        """Walk every query of the batch through its key's recent queries
+        (``keys[i]`` is the key of ``events[i]``, None when no clone takes it;
+        ``current`` its detector as the batch starts, None for a key not seen yet);
+        ``update`` then applies each event's result."""
+        batch = queries.prepare(events)
+        walked = self._walk(events, keys, current, batch)
+        if _WALKS[0] is not events:
+            _WALKS[0], _WALKS[1], _WALKS[2] = events, queries.batch_index(), []
+        _WALKS[2].append(walked)
 
-    def _steps(self, events: Sequence[Event], keys: Sequence[Hashable],
-               current: Mapping[Hashable, Detector | None],
-               batch: queries.QueryBatch) -> dict[int, _Step]:
-        h = self.history
-        # per query length: sketches, norms, group codes and the ring layout
-        per_group = []
+    def _walk(self, events: Sequence[Event], keys: Sequence[Hashable],
+              current: Mapping[Hashable, Detector | None],
+              batch: queries.QueryBatch) -> _Walk:
+        h, dims, groups = self.history, self.dims, self.groups
+        n = len(events)
+        out = _Walk(n)
+        out.where = batch.where
+        # per query length: its layout (k sketch values, g group codes, ring size)
+        layouts = []
         for x in batch.groups:
             d = x.shape[1]
-            k = min(d, self.dims)
-            g = self.groups if d >= max(4, self.groups) else 0
-            sk = sketches(x, self.dims)
-            per_group.append((_layout(h, k, g)[1], k, g, sk, np.sqrt(row_sums(x * x)).tolist(),
-                              group_codes(x, g) if g else None))
-        # the layouts (ring sizes) of the batch, with their rows in one pool each
-        pools: dict[int, _Pool] = {}
-        for j, (size, k, g, sk, _, codes) in enumerate(per_group):
-            pool = pools.get(size)
-            if pool is None:
-                pool = pools[size] = _Pool(h, k, g)
-            pool.add_group(j, sk, codes)
-        # clients as the batch starts: their ring buffers, gathered per layout
-        clients: dict[Hashable, _Client] = {}
+            k = min(d, dims)
+            g = groups if d >= max(4, groups) else 0
+            layouts.append((k, g, _layout(h, k, g)[1]))
+        width = max([k for k, _, _ in layouts], default=1)
+        code_width = max([g for _, g, _ in layouts], default=0)
+        # the clients, numbered in the order of their first event
         config = self._config()
-        for key in dict.fromkeys(keys):
-            if key is None:
-                continue
-            det = current.get(key)
-            owner = det if isinstance(det, QueryNeighbours) else None
-            pool = pools.get(len(owner._buf)) if owner is not None and owner._buf else None
-            if owner is None or pool is None:
-                clients[key] = _Client(owner, config, [0] * h, [0] * h)
-            else:
-                clients[key] = pool.add_start(owner, config)
-        for pool in pools.values():
-            pool.gather_starts()
-        # the events in order, one client's ring at a time (retries leave it as it is)
-        steps: dict[int, _Step] = {}
-        for i, event in enumerate(events):
+        index: dict[Hashable, int] = {}
+        clients: list[_Client] = []
+        client = np.full(n, -1, dtype=np.int64)
+        rows: list[list[int]] = [[] for _ in layouts]  # per query group: its events
+        for i, key in enumerate(keys):
             where = batch.where[i]
-            if where is None or keys[i] is None:
+            if where is None or key is None:
                 continue
-            j, row, digest = where
-            size, norms = per_group[j][0], per_group[j][4]
-            client = clients[keys[i]]
-            step = _Step(event, client, size, digest)
-            steps[id(event)] = step
-            client.queries += 1
-            if client.size != size:
-                client.size, client.filled = size, 0
-            n = min(client.filled, h)
-            if n and digest in client.hashes[:n]:
-                step.repeat = True
-                client.repeats += 1
+            c = index.get(key)
+            if c is None:
+                c = index[key] = len(clients)
+                det = current.get(key)
+                clients.append(_Client(det if isinstance(det, QueryNeighbours) else None, config))
+            client[i] = c
+            out.clients[i] = clients[c]
+            rows[where[0]].append(i)
+        # each event's query, as computed and as the ring stores it, and its group codes
+        digest = np.zeros(n, dtype=np.int64)
+        norm = np.zeros(n)
+        query = np.zeros((n, width))
+        stored = np.zeros((n, width))
+        code = np.zeros((n, max(code_width, 1)), dtype=np.uint8)
+        has_code = np.zeros(n, dtype=np.bool_)
+        sizes = np.zeros(n, dtype=np.int64)
+        for x, (k, g, size), idx in zip(batch.groups, layouts, rows, strict=True):
+            sk = sketches(x, dims)
+            sk16 = sk.astype(np.float16)
+            out.sketches.append(sk16.data.cast("B"))
+            out.widths.append(2 * k)
+            codes = group_codes(x, g) if g else None
+            out.codes.append(codes.data.cast("B") if codes is not None else None)
+            if not idx:
                 continue
-            client.norm_mean += ((norms[row] - client.norm_mean)
-                                 / min(client.queries - client.repeats, 64))
-            step.norm_mean, step.n = client.norm_mean, n
-            pool = pools[size]
-            at = pool.row_of(j, row)
-            pool.compare(step, at, (client.filled - 1) % h, client.ring)
-            pos = client.filled % h
-            client.ring[pos] = pool.pooled(at)
-            client.hashes[pos] = digest
-            client.filled += 1
-        for pool in pools.values():
-            pool.finish(self.radius, self.sparse_groups)
-        return steps
+            at = [batch.where[i][1] for i in idx]  # type: ignore[index]
+            query[idx, :k] = sk[at]
+            stored[idx, :k] = sk16[at]
+            norm[idx] = np.sqrt(row_sums(x[at] * x[at]))
+            digest[idx] = [batch.where[i][2] for i in idx]  # type: ignore[index]
+            sizes[idx] = size
+            if codes is not None:
+                code[idx, :g] = codes[at]
+                has_code[idx] = True
+        out.sizes = sizes.tolist()
+        # the clients as the batch starts: their counters and rings
+        m = len(clients)
+        ints = np.zeros((m, query_walk.N_INTS), dtype=np.int64)
+        ints[:, query_walk.ANCHOR] = -1
+        ints[:, query_walk.SIZE] = -1
+        floats = np.zeros((m, 2))
+        ring = np.zeros((m, h, width))
+        ring_codes = np.zeros((m, h, max(code_width, 1)), dtype=np.uint8)
+        hashes = np.zeros((m, h), dtype=np.int64)
+        known = [(c, cl.owner) for c, cl in enumerate(clients) if cl.owner is not None]
+        if known:
+            ids = [c for c, _ in known]
+            ints[ids, :query_walk.N_ATTRS] = [_STATE(o) for _, o in known]
+            floats[ids] = [_FLOATS(o) for _, o in known]
+            self._gather_rings(known, {size: (k, g) for k, g, size in layouts},
+                               (ints, ring, ring_codes, hashes))
+        params_f = np.array([self.radius, self.star_radius])
+        params_i = np.array([self.sparse_groups, self.min_neighbours, self.halvings,
+                             self.sparse_steps, self.star_steps], dtype=np.int64)
+        out_ints = np.zeros((n, query_walk.N_OUT_INTS), dtype=np.int64)
+        out_floats = np.zeros((n, 2))
+        query_walk.walk((client, sizes, digest, norm, query, stored, code, has_code),
+                        (ints, floats, ring, ring_codes, hashes), (params_f, params_i),
+                        (out_ints, out_floats))
+        out.ints = out_ints.tolist()
+        out.floats = out_floats.tolist()
+        return out
+
+    def _gather_rings(self, known: list[tuple[int, QueryNeighbours]],
+                      layouts: dict[int, tuple[int, int]], arrays: tuple[np.ndarray, ...]) -> None:
+        """Read the rings of the batch's known clients (those of a layout the batch
+        uses: any other starts over at its first event) into the walk's arrays
+        (ints, ring, ring codes, hashes)."""
+        h = self.history
+        ints, ring, ring_codes, hashes = arrays
+        by_size: dict[int, list[tuple[int, bytearray]]] = {}
+        for c, owner in known:
+            buf = owner._buf
+            if buf is not None and len(buf) in layouts:
+                by_size.setdefault(len(buf), []).append((c, buf))
+        for size, found in by_size.items():
+            k, g = layouts[size]
+            ids = [c for c, _ in found]
+            raw = np.frombuffer(b"".join([buf for _, buf in found]),
+                                dtype=np.uint8).reshape(-1, size)
+            ints[ids, query_walk.SIZE] = size
+            hashes[ids] = raw[:, :4 * h].copy().view(np.uint32)
+            if g:
+                ring_codes[ids, :, :g] = raw[:, 4 * h:4 * h + h * g].reshape(-1, h, g)
+            ring[ids, :, :k] = raw[:, size - 2 * h * k:].copy().view(np.float16).reshape(-1, h, k)
 
     # -- one event ----------------------------------------------------------------------
-    def _step_of(self, event: Event) -> _Step | None:
-        """This event's step from the prepared batch, if it still applies to this
-        detector; else computed for the event alone (the same arithmetic)."""
-        for prepared in _STEPS[1]:
-            step = prepared.get(id(event))
-            if step is not None and step.event is event and step.queries == self._queries \
-                    and step.filled == self._filled:
-                owner = step.client.owner
-                if owner is self:
-                    return step
-                if owner is None and step.client.config == self._config():
-                    # a new key's first update claims its steps; the keyings update each
-                    # event in the order they prepared, so an earlier keying's new key
-                    # has claimed its own steps before a later keying looks
-                    step.client.owner = self
-                    return step
-        steps = self._steps([event], [_ALONE], {_ALONE: self}, queries.QueryBatch([event]))
-        return steps.get(id(event))
+    def _walked(self, event: Event) -> tuple[_Walk, int] | None:
+        """This event's result from the walked batch, if it still applies to this
+        detector; else the event walked alone (the same arithmetic). None: the event
+        has no numeric query."""
+        if _WALKS[0] is not None:
+            i = _WALKS[1].get(id(event))
+            if i is not None and _WALKS[0][i] is event:
+                for walked in _WALKS[2]:
+                    if walked.where[i] is None:
+                        return None
+                    client = walked.clients[i]
+                    state = walked.ints[i]
+                    if client is None or state[query_walk.BEFORE_QUERIES] != self._queries \
+                            or state[query_walk.BEFORE_FILLED] != self._filled:
+                        continue
+                    if client.owner is self:
+                        return walked, i
+                    if client.owner is None and client.config == self._config():
+                        # a new key's first update claims its results; the keyings update
+                        # each event in the order they prepared, so an earlier keying's new
+                        # key has claimed its own before a later keying looks
+                        client.owner = self
+                        return walked, i
+        alone = self._walk([event], [_ALONE], {_ALONE: self}, queries.QueryBatch([event]))
+        return None if alone.where[0] is None else (alone, 0)
 
     def update(self, event: Event) -> None:
         self.tick(event.ts)
-        step = self._step_of(event)
-        if step is None:  # nothing numeric
+        walked = self._walked(event)
+        if walked is None:  # nothing numeric
             return
-        self._queries += 1
-        h = self.history
-        if self._buf is None or len(self._buf) != step.size:
-            self._buf = bytearray(step.size)
-            self._filled = 0
-        if step.repeat:
-            self._repeats += 1  # a retry: neither evidence nor history
-            self._star = 0  # ... and a resent input starts any star over
-            return
-        self._norm_mean = step.norm_mean
-        chain = False
-        if step.n:
-            d2 = step.d2
-            prev = (self._filled - 1) % h
-            chain = self._bisection_step(d2[step.nearest], d2[prev])
-            chain |= self._sparse_step(step.sparse_prev)
-            chain |= self._star_step(d2, step.nearest, self.star_radius * self._norm_mean)
-        self._write(step)
-        self._max_near = max(self._max_near, step.near)
-        if step.near >= self.min_neighbours or chain:
+        out, i = walked
+        state = out.ints[i]
+        (self._filled, self._queries, self._repeats, self._halvings, self._max_halvings,
+         self._sparse, self._max_sparse, self._anchor, self._star, self._max_star,
+         self._max_near) = state[:query_walk.N_ATTRS]
+        self._norm_mean, self._step = out.floats[i]
+        size = out.sizes[i]
+        if self._buf is None or len(self._buf) != size:
+            self._buf = bytearray(size)
+        pos = state[query_walk.POS]
+        if pos >= 0:
+            self._write(out, i, pos)
+        if state[query_walk.HIT]:
             self._hit(event)
 
-    def _write(self, step: _Step) -> None:
-        """Store the query in the ring: its hash, group codes and sketch."""
+    def _write(self, out: _Walk, i: int, pos: int) -> None:
+        """Store event ``i``'s query at ring position ``pos``: its hash, group codes
+        and float16 sketch."""
         h, buf = self.history, self._buf
-        pos = self._filled % h
-        assert buf is not None and step.sketch is not None
-        buf[4 * pos:4 * pos + 4] = step.digest.to_bytes(4, sys.byteorder)
-        if step.code is not None:
-            g = len(step.code)
-            buf[4 * h + pos * g:4 * h + (pos + 1) * g] = step.code
-        width = len(step.sketch)
+        assert buf is not None
+        j, row, digest = out.where[i]  # type: ignore[misc]
+        buf[4 * pos:4 * pos + 4] = digest.to_bytes(4, sys.byteorder)
+        codes = out.codes[j]
+        if codes is not None:
+            g = self.groups
+            buf[4 * h + pos * g:4 * h + (pos + 1) * g] = codes[row * g:(row + 1) * g]
+        width = out.widths[j]
         at = len(buf) - (h - pos) * width
-        buf[at:at + width] = step.sketch
-        self._filled += 1
-
-    def _bisection_step(self, d2_min: float, d2_prev: float) -> bool:
-        """A binary search (HopSkipJump, Sign-OPT, GeoDA locating the boundary) halves
-        its step: each query lands at half the previous step from the query before
-        it. ``halvings`` such steps in a row count as a hit."""
-        step = math.sqrt(d2_min)
-        # the previous query is (one of) the nearest: bisection's midpoint is equally far
-        # from both ends of its interval, and one end is always the previous query
-        recent = d2_prev <= 1.21 * step * step
-        halved = recent and self._step > 0 and 0.45 <= step / self._step <= 0.55
-        self._step = step
-        self._halvings = self._halvings + 1 if halved else 0
-        self._max_halvings = max(self._max_halvings, self._halvings)
-        return 0 < self.halvings <= self._halvings
-
-    def _sparse_step(self, step: bool) -> bool:
-        """Coordinate-wise search (SimBA, ZOO) changes one or two coordinates of its
-        current point per query: each query differs from the one before it in 1 to
-        ``sparse_groups`` feature groups. ``sparse_steps`` such queries in a row count
-        as a hit (augmented copies change every feature, retries none)."""
-        self._sparse = self._sparse + 1 if step else 0
-        self._max_sparse = max(self._max_sparse, self._sparse)
-        return 0 < self.sparse_steps <= self._sparse
-
-    def _star_step(self, d2: Sequence[float], nearest: int, scale: float) -> bool:
-        """A noise search around one input (GeoDA's and Foolbox's hunt for a first
-        adversarial point: the input plus noise of growing size) sends queries that
-        all sit around that input: for each, the centre is (within 1.5x) as near as
-        its nearest earlier query, and within ``star_radius`` of a typical query.
-        ``star_steps`` such queries in a row count as a hit. Their distances are not
-        tested for growth: the 8-value sketches blur them too much. An augmentation
-        burst is such a star of 2-4 copies, one more when the next input happens to
-        be close; an input resent later starts over (see ``update``)."""
-        f, h = self._filled, self.history
-        a = self._anchor
-        # the centre, if still in the ring (not overwritten, nor dropped by a new layout)
-        d2a = float(d2[a % h]) if a >= 0 and 0 < f - a <= min(f, h) else math.inf
-        if d2a <= 2.25 * float(d2[nearest]) and d2a <= scale * scale:
-            self._star += 1
-        else:  # the nearest earlier query is the centre of the next star
-            self._anchor, self._star = f - 1 - (f - 1 - nearest) % h, 1
-        self._max_star = max(self._max_star, self._star)
-        return 0 < self.star_steps <= self._star
+        buf[at:at + width] = out.sketches[j][row * width:(row + 1) * width]
 
     def _hit(self, event: Event) -> None:
         ts = event.ts

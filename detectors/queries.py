@@ -148,6 +148,11 @@ def prepare(events: Sequence[Event]) -> QueryBatch:
     return batch
 
 
+def batch_index() -> dict[int, int]:
+    """``id(event) -> its index`` in the batch ``prepare`` was last given."""
+    return _BATCH[1]
+
+
 def _lookup(batch: QueryBatch, i: int) -> tuple[np.ndarray, int] | None:
     where = batch.where[i]
     return None if where is None else (batch.groups[where[0]][where[1]], where[2])

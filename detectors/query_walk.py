@@ -1,0 +1,166 @@
+"""The per-event walk of ``QueryNeighbours`` through a batch, compiled with numba.
+
+Every event of the batch, in order, is compared with the recent distinct queries
+of its client (its ring, which the batch's earlier events of that client extend)
+and moves that client's search-pattern counters; see ``detectors.neighbours`` for
+what the comparisons and patterns mean. The arithmetic is that of a single event
+computed alone (distances summed term by term in index order, as
+``detectors.queries.row_sums``), so any cut of a stream into batches gives the same
+bits. The detector objects keep their state; the caller copies the clients' state
+into the arrays below and each event's result back (``QueryNeighbours.update``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# Per-client integer state, the columns of ``ints``; the first ``N_ATTRS`` are the
+# detector's attributes of the same names, in this order (``INT_ATTRS``).
+(FILLED, QUERIES, REPEATS, HALVINGS, MAX_HALVINGS, SPARSE, MAX_SPARSE, ANCHOR, STAR,
+ MAX_STAR, MAX_NEAR, SIZE) = range(12)
+INT_ATTRS = ("_filled", "_queries", "_repeats", "_halvings", "_max_halvings", "_sparse",
+             "_max_sparse", "_anchor", "_star", "_max_star", "_max_near")
+N_ATTRS = len(INT_ATTRS)
+N_INTS = 12
+# Per-client float state, the columns of ``floats``.
+FLOAT_ATTRS = ("_norm_mean", "_step")
+# What each event adds to its client's state after it, in ``out_ints``: the ring
+# position it was written to (-1: a retry, not written), its near copies, whether
+# it is a hit, and the client's query and ring counts before it (to check, when the
+# event is applied, that the client is still where the walk found it).
+POS, NEAR, HIT, BEFORE_QUERIES, BEFORE_FILLED = range(N_INTS, N_INTS + 5)
+N_OUT_INTS = N_INTS + 5
+
+
+@numba.njit(nogil=True)
+def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
+         params: tuple[np.ndarray, np.ndarray],
+         out: tuple[np.ndarray, np.ndarray]) -> None:  # pragma: no cover - compiled
+    """Walk the events ``i`` with ``client[i] >= 0`` in order.
+
+    ``events`` = (client, size, digest, norm, query, stored, code, has_code): per
+    event, its client, its ring layout's ``size``, input ``digest``, query ``norm``,
+    the ``query`` sketch (float64) and the same as the ring ``stored`` it (float16
+    values), its group ``code``s (when ``has_code``), padded with zeros to the
+    widest layout. ``clients`` = (ints, floats, ring, codes, hashes): per client
+    (``client[i]`` indexes them; updated in place) its state as above, its ``ring``
+    of stored sketches, their ``codes`` and input ``hashes``. ``params`` = (radius,
+    star_radius), (sparse_groups, min_neighbours, halvings, sparse_steps,
+    star_steps). ``out`` = (ints, floats): each event's client state after it."""
+    client, size, digest, norm, query, stored, code, has_code = events
+    ints, floats, ring, codes, hashes = clients
+    params_f, params_i = params
+    out_ints, out_floats = out
+    h = ring.shape[1]
+    dims = ring.shape[2]
+    g = codes.shape[2]
+    radius, star_radius = params_f[0], params_f[1]
+    sparse_groups, min_neighbours, halvings = params_i[0], params_i[1], params_i[2]
+    sparse_steps, star_steps = params_i[3], params_i[4]
+    d2 = np.empty(h)
+    for i in range(client.shape[0]):
+        c = client[i]
+        if c < 0:
+            continue
+        st = ints[c]
+        out_ints[i, BEFORE_QUERIES] = st[QUERIES]
+        out_ints[i, BEFORE_FILLED] = st[FILLED]
+        st[QUERIES] += 1
+        if st[SIZE] != size[i]:  # another ring layout: the ring starts over
+            st[SIZE] = size[i]
+            st[FILLED] = 0
+        f = st[FILLED]
+        n = min(f, h)
+        repeat = False
+        for j in range(n):
+            if hashes[c, j] == digest[i]:
+                repeat = True
+                break
+        near = 0
+        hit = False
+        pos = -1
+        if repeat:  # a retry: neither evidence nor history, and a resent input ends a star
+            st[REPEATS] += 1
+            st[STAR] = 0
+        else:
+            floats[c, 0] += (norm[i] - floats[c, 0]) / min(st[QUERIES] - st[REPEATS], 64)
+            norm_mean = floats[c, 0]
+            chain = False
+            if n:
+                limit = radius * max(norm_mean, 1e-12)
+                limit2 = limit * limit
+                prev = (f - 1) % h
+                sparse_prev = False
+                for j in range(h):
+                    if j >= n:
+                        d2[j] = math.inf
+                        continue
+                    total = 0.0
+                    for t in range(dims):
+                        diff = ring[c, j, t] - query[i, t]
+                        total += diff * diff
+                    d2[j] = total
+                    close = total <= limit2
+                    if has_code[i]:
+                        changed = 0
+                        for t in range(g):
+                            if codes[c, j, t] != code[i, t]:
+                                changed += 1
+                        sparse = 1 <= changed <= sparse_groups
+                        close = close or sparse
+                        if j == prev:
+                            sparse_prev = sparse
+                    if close:
+                        near += 1
+                nearest = 0  # the first smallest, as numpy's argmin (a NaN first of all)
+                best = math.inf
+                for j in range(h):
+                    if d2[j] != d2[j]:
+                        nearest = j
+                        break
+                    if d2[j] < best:
+                        best = d2[j]
+                        nearest = j
+                # bisection: each step half the one before, from the previous query
+                step = math.sqrt(d2[nearest])
+                recent = d2[prev] <= 1.21 * step * step
+                last = floats[c, 1]
+                halved = recent and last > 0 and 0.45 <= step / last <= 0.55
+                floats[c, 1] = step
+                st[HALVINGS] = st[HALVINGS] + 1 if halved else 0
+                st[MAX_HALVINGS] = max(st[MAX_HALVINGS], st[HALVINGS])
+                chain = 0 < halvings <= st[HALVINGS]
+                # coordinate-wise: each query a sparse copy of the one before
+                st[SPARSE] = st[SPARSE] + 1 if sparse_prev else 0
+                st[MAX_SPARSE] = max(st[MAX_SPARSE], st[SPARSE])
+                chain = chain or 0 < sparse_steps <= st[SPARSE]
+                # a star: each query near one centre (if that is still in the ring)
+                a = st[ANCHOR]
+                scale = star_radius * norm_mean
+                d2a = d2[a % h] if a >= 0 and 0 < f - a <= min(f, h) else math.inf
+                if d2a <= 2.25 * d2[nearest] and d2a <= scale * scale:
+                    st[STAR] += 1
+                else:
+                    st[ANCHOR] = f - 1 - (f - 1 - nearest) % h
+                    st[STAR] = 1
+                st[MAX_STAR] = max(st[MAX_STAR], st[STAR])
+                chain = chain or 0 < star_steps <= st[STAR]
+            pos = f % h
+            for t in range(dims):
+                ring[c, pos, t] = stored[i, t]
+            for t in range(g):
+                codes[c, pos, t] = code[i, t]
+            hashes[c, pos] = digest[i]
+            st[FILLED] = f + 1
+            st[MAX_NEAR] = max(st[MAX_NEAR], near)
+            hit = near >= min_neighbours or chain
+        for col in range(N_INTS):
+            out_ints[i, col] = st[col]
+        out_ints[i, POS] = pos
+        out_ints[i, NEAR] = near
+        out_ints[i, HIT] = 1 if hit else 0
+        out_floats[i, 0] = floats[c, 0]
+        out_floats[i, 1] = floats[c, 1]
