@@ -214,7 +214,10 @@ class QueryNeighbours(SlotState, Detector):
         self._request_ids: tuple[str, ...] = ()
 
     def _config(self) -> tuple[Any, ...]:
-        return (self.history, self.dims, self.groups, self.radius, self.sparse_groups)
+        """The parameters a walk's results depend on."""
+        return (self.history, self.dims, self.groups, self.radius, self.sparse_groups,
+                self.min_neighbours, self.halvings, self.sparse_steps, self.star_steps,
+                self.star_radius)
 
     # -- the batch pass ---------------------------------------------------------------
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
