@@ -309,7 +309,7 @@ class QueryNeighbours(SlotState, Detector):
             floats[ids] = [_FLOATS(o) for _, o in known]
             self._gather_rings(known, {size: (k, g) for k, g, size in layouts},
                                (ints, ring, ring_codes, hashes))
-        params_f = np.array([self.radius, self.star_radius])
+        params_f = np.array([self.radius, self.star_radius], dtype=np.float64)
         params_i = np.array([self.sparse_groups, self.min_neighbours, self.halvings,
                              self.sparse_steps, self.star_steps], dtype=np.int64)
         out_ints = np.zeros((n, query_walk.N_OUT_INTS), dtype=np.int64)
