@@ -96,6 +96,42 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
     assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
 
 
+def _outage_config(bootstrap: str, topic: str, tmp_path: Path, jsonl: Path, group: str,
+                   kafka_client: str, **kafka: Any) -> dict[str, Any]:
+    """A daemon config that reads in small polls and checkpoints often, so that an
+    outage finds it mid-stream."""
+    return daemon_config(bootstrap, topic, f"sqlite:///{tmp_path / 's.db'}", jsonl, group=group,
+                         detectors=small_detectors(),
+                         kafka={"max_poll_records": 20, "session_timeout_ms": 3000,
+                                "client": kafka_client, **kafka},
+                         checkpoint={"interval_s": 0.2})
+
+
+def _wait_consuming(d: DaemonThread) -> None:
+    wait_until(lambda: sum(_consumed(d).values()) > 0 and d.daemon.ready()[0], 60,
+               "the daemon consuming and ready")
+
+
+def _catch_up(d: DaemonThread, bootstrap: str, group: str, topic: str,
+              ends: dict[int, int]) -> None:
+    """Wait for the daemon to have committed the whole topic and be ready again."""
+    wait_until(lambda: _committed(bootstrap, group, topic) == ends, 120,
+               "the daemon to reconnect and consume the rest")
+    wait_until(lambda: d.daemon.ready()[0], 30, "ready again")
+    time.sleep(1.0)
+
+
+def _assert_replayed_alerts(d: DaemonThread, tmp_path: Path, cfg: dict[str, Any],
+                            events: list[dict[str, Any]], jsonl: Path) -> None:
+    """Every event counted (at least once: a re-read after a rejoin is allowed), and
+    exactly the alert records a replay of the same events raises."""
+    ok = d.daemon.metrics.registry.get_sample_value
+    counted = sum(ok("inferwatch_events_total", {"model": m, "result": "ok"}) or 0
+                  for m in ("fraud-scorer", "churn-model"))
+    assert counted >= len(events)
+    assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
+
+
 class _ProxiedBroker:
     """A broker that clients only reach through a proxy (advertised there too), so
     the test can take it away and bring it back with its topics and group offsets."""
@@ -143,15 +179,10 @@ def test_broker_outage_makes_the_daemon_unready_then_it_resumes_from_committed_o
         events = good_events()
         ends = produce(pb.bootstrap, topic, encode_events(events))
         jsonl = tmp_path / "alerts.jsonl"
-        cfg = daemon_config(pb.bootstrap, topic, f"sqlite:///{tmp_path / 's.db'}", jsonl,
-                            group="outage", detectors=small_detectors(),
-                            kafka={"max_poll_records": 20, "session_timeout_ms": 3000,
-                                   "client": kafka_client},
-                            checkpoint={"interval_s": 0.2})
+        cfg = _outage_config(pb.bootstrap, topic, tmp_path, jsonl, "outage", kafka_client)
         d = start_daemon(cfg)
         try:
-            wait_until(lambda: sum(_consumed(d).values()) > 0 and d.daemon.ready()[0], 60,
-                       "the daemon consuming and ready")
+            _wait_consuming(d)
             pb.proxy.cut()
             wait_until(lambda: not d.daemon.ready()[0], 30,
                        "/readyz to say not ready while the broker is unreachable")
@@ -161,18 +192,10 @@ def test_broker_outage_makes_the_daemon_unready_then_it_resumes_from_committed_o
             assert d.thread.is_alive()
             assert d.daemon.healthy()[0], "the loop must stay alive (liveness) during the outage"
             pb.proxy.restore()
-
-            wait_until(lambda: _committed(pb.bootstrap, "outage", topic) == ends, 90,
-                       "the daemon to reconnect and consume the rest")
-            wait_until(lambda: d.daemon.ready()[0], 30, "ready again")
-            time.sleep(1.0)
+            _catch_up(d, pb.bootstrap, "outage", topic, ends)
         finally:
             d.stop()
-        ok = d.daemon.metrics.registry.get_sample_value
-        counted = sum(ok("inferwatch_events_total", {"model": m, "result": "ok"}) or 0
-                      for m in ("fraud-scorer", "churn-model"))
-        assert counted >= len(events)  # at-least-once: a re-read after a rejoin is allowed
-        assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
+        _assert_replayed_alerts(d, tmp_path, cfg, events, jsonl)
     finally:
         pb.close()
 
@@ -195,17 +218,12 @@ def test_broker_killed_and_restarted_on_its_storage_resumes_with_nothing_lost_or
             produce(broker.bootstrap, topic, encode_events(events[:half]))
             jsonl = tmp_path / "alerts.jsonl"
             # small fetches: the daemon cannot read the whole first half ahead of the kill
-            cfg = daemon_config(broker.bootstrap, topic, f"sqlite:///{tmp_path / 's.db'}", jsonl,
-                                group="restart", detectors=small_detectors(),
-                                kafka={"max_poll_records": 20, "session_timeout_ms": 3000,
-                                       "fetch_max_bytes": 4096,
-                                       "max_partition_fetch_bytes": 2048,
-                                       "client": kafka_client},
-                                checkpoint={"interval_s": 0.2})
+            cfg = _outage_config(broker.bootstrap, topic, tmp_path, jsonl, "restart",
+                                 kafka_client, fetch_max_bytes=4096,
+                                 max_partition_fetch_bytes=2048)
             d = start_daemon(cfg)
             try:
-                wait_until(lambda: sum(_consumed(d).values()) > 0 and d.daemon.ready()[0], 60,
-                           "the daemon consuming and ready")
+                _wait_consuming(d)
                 assert broker.proc is not None
                 broker.proc.kill()
                 broker.proc.wait()
@@ -217,20 +235,12 @@ def test_broker_killed_and_restarted_on_its_storage_resumes_with_nothing_lost_or
                 ends = produce(broker.bootstrap, topic, encode_events(events[half:]))
                 # the second half's offsets follow the first half's: the log survived
                 assert sum(ends.values()) == len(events)
-
-                wait_until(lambda: _committed(broker.bootstrap, "restart", topic) == ends, 120,
-                           "the daemon to rejoin and consume the rest")
-                wait_until(lambda: d.daemon.ready()[0], 30, "ready again")
-                time.sleep(1.0)
+                _catch_up(d, broker.bootstrap, "restart", topic, ends)
             finally:
                 d.stop()
         finally:
             broker.stop()
-    ok = d.daemon.metrics.registry.get_sample_value
-    counted = sum(ok("inferwatch_events_total", {"model": m, "result": "ok"}) or 0
-                  for m in ("fraud-scorer", "churn-model"))
-    assert counted >= len(events)  # at-least-once: a re-read after the rejoin is allowed
-    assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
+    _assert_replayed_alerts(d, tmp_path, cfg, events, jsonl)
 
 
 def test_librdkafka_member_is_unready_as_soon_as_every_broker_is_down(tmp_path: Path) -> None:
