@@ -167,7 +167,10 @@ def daemon_config(bootstrap: str, topic: str, workdir: Path, *, group: str,
 class DaemonProcess:
     """``inferwatch run --config`` in a child process, read through ``/metrics``."""
 
-    def __init__(self, cfg: dict[str, Any], workdir: Path, env: dict[str, str] | None = None):
+    def __init__(self, cfg: dict[str, Any], workdir: Path, env: dict[str, str] | None = None,
+                 code: Path = ROOT):
+        """``code``: the checkout whose ``monitor.cli`` runs (another commit's worktree
+        for ``bench.ab``), with this interpreter."""
         _exit_on_sigterm()
         workdir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
@@ -178,7 +181,7 @@ class DaemonProcess:
         self.log = workdir / f"daemon-{name}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "--config", str(self.config_file)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=code,
             env={**os.environ, **(env or {})},
         )
 
