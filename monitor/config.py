@@ -98,6 +98,19 @@ class KafkaConfig(_Section):
             raise ValueError(f"required with security_protocol {protocol}{also}")
         return v
 
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _readable(cls, v: str | None) -> str | None:
+        """A certificate or key the client cannot read fails at connect time, with
+        librdkafka before the daemon starts: name it here instead."""
+        if v is not None:
+            try:
+                with open(v, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot read {v!r} ({exc.strerror})") from None
+        return v
+
     @field_validator("bootstrap_servers", "topics", mode="before")
     @classmethod
     def _split_commas(cls, v: Any) -> Any:

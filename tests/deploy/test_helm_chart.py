@@ -582,23 +582,30 @@ CHECK_CONFIG_CASES = {
 
 def check_config(objs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
     """Run the real ``inferwatch check-config --show`` the way the pod would: the
-    ConfigMap's file, the Deployment's environment, the Secret's items as files
-    (the mount path moved into tmp_path). Returns the effective (redacted) config."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    mount = "/var/run/secrets/inferwatch/"
-    volumes = one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    for vol in volumes:
-        for item in vol.get("secret", {}).get("items", []):
-            fake = "postgresql://u:p@db:5432/x" if item["key"] == "database-url" else "s3cr3t"
-            (secrets / item["path"]).write_text(fake + "\n")
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(one(objs, "ConfigMap")["data"]["config.yaml"].replace(
-        mount, f"{secrets}/"))
+    ConfigMap's file, the Deployment's environment, the Secrets' files (each mount
+    path moved into tmp_path: a Secret's listed items, and for a whole Secret mounted,
+    the files the config names there). Returns the effective (redacted) config."""
+    volumes = {v["name"]: v["secret"] for v in
+               one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    text = one(objs, "ConfigMap")["data"]["config.yaml"]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    for name, value in env_of(objs).items():
-        if name.startswith("INFERWATCH_"):
-            env[name] = value.replace(mount, f"{secrets}/")
+    env |= {k: v for k, v in env_of(objs).items() if k.startswith("INFERWATCH_")}
+    for m in container(objs)["volumeMounts"]:
+        secret = volumes.get(m["name"])
+        if secret is None:
+            continue
+        mount, here = m["mountPath"].rstrip("/") + "/", tmp_path / m["name"]
+        here.mkdir()
+        files = {i["path"]: i["key"] for i in secret.get("items", [])}
+        for named in re.findall(re.escape(mount) + r"([\w.-]+)", text + " ".join(env.values())):
+            files.setdefault(named, named)
+        for path, key in files.items():
+            fake = "postgresql://u:p@db:5432/x" if key == "database-url" else "s3cr3t"
+            (here / path).write_text(fake + "\n")
+        text = text.replace(mount, f"{here}/")
+        env = {k: v.replace(mount, f"{here}/") for k, v in env.items()}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(text)
     result = subprocess.run([*_inferwatch(), "check-config", "--config", str(config_file),
                              "--show"], env=env, capture_output=True, text=True, timeout=60,
                             check=False)

@@ -122,3 +122,18 @@ def test_sasl_needs_a_mechanism_a_user_and_a_password_and_oauthbearer_is_refused
                                     "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "inferwatch"}},
                          env={"INFERWATCH_KAFKA__SASL_PASSWORD": "pw"}).kafka
     assert kafka.sasl_password is not None and kafka.sasl_password.get_secret_value() == "pw"
+
+
+def test_tls_files_must_be_readable(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    kafka = {"security_protocol": "SSL", "ssl_cafile": str(ca),
+             "ssl_certfile": str(tmp_path / "missing.pem"), "ssl_keyfile": str(tmp_path)}
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": kafka}, env={})
+    assert err.value.problems == [
+        f"kafka.ssl_certfile: Value error, cannot read '{tmp_path / 'missing.pem'}' "
+        "(No such file or directory)",
+        f"kafka.ssl_keyfile: Value error, cannot read '{tmp_path}' (Is a directory)"]
+    ca_only = {"security_protocol": "SSL", "ssl_cafile": str(ca)}
+    assert build_config({"kafka": ca_only}, env={}).kafka.ssl_cafile == str(ca)
