@@ -160,6 +160,26 @@ class StoreConfig(_Section):
     url: SecretStr = SecretStr("sqlite:///inferwatch.db")
     pool_size: int = Field(5, ge=1)
 
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, v: SecretStr) -> SecretStr:
+        """A SQLite or PostgreSQL URL; a wrong one is named without being shown (it
+        may hold a password)."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        text = v.get_secret_value()
+        scheme = text.split("://", 1)[0] if "://" in text else ""
+        if scheme.split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
+            shown = f"{scheme!r} " if scheme.isascii() and scheme.replace("+", "").isalnum() else ""
+            raise ValueError(f"the URL's scheme {shown}is not sqlite:// or postgresql://")
+        try:
+            make_url(text).port  # noqa: B018 - parses the port
+        except (ArgumentError, ValueError):
+            raise ValueError("not a database URL (sqlite:///PATH, "
+                             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE)") from None
+        return v
+
 
 class CheckpointConfig(_Section):
     interval_s: float = Field(5.0, gt=0)

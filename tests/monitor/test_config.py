@@ -137,3 +137,19 @@ def test_tls_files_must_be_readable(tmp_path: Path) -> None:
         f"kafka.ssl_keyfile: Value error, cannot read '{tmp_path}' (Is a directory)"]
     ca_only = {"security_protocol": "SSL", "ssl_cafile": str(ca)}
     assert build_config({"kafka": ca_only}, env={}).kafka.ssl_cafile == str(ca)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("mysql://inferwatch:hunter2@db/x", "the URL's scheme 'mysql' is not sqlite:// or postgresql://"),
+    ("hunter2", "the URL's scheme is not sqlite:// or postgresql://"),
+    ("postgresql://inferwatch:hunter2@db:port/x", "not a database URL (sqlite:///PATH, "
+     "postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"),
+])
+def test_a_store_url_the_daemon_cannot_use_is_named_without_its_password(
+        url: str, reason: str) -> None:
+    # the daemon used to die at start with SQLAlchemy's traceback
+    with pytest.raises(ConfigError) as err:
+        build_config({"store": {"url": url}}, env={})
+    assert err.value.problems == [f"store.url: Value error, {reason}"]
+    for good in ("sqlite:///x.db", "postgres://u:p@db/x", "postgresql+psycopg://u@db:5432/x"):
+        assert build_config({"store": {"url": good}}, env={}).store.url.get_secret_value() == good
