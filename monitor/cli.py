@@ -29,14 +29,18 @@ def _config_or_exit(path: str | None) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.daemon import Daemon
+    from monitor.daemon import Daemon, StartupError
 
     config = _config_or_exit(args.config)
     setup_logging(config.logging.level, config.logging.format)
     log.info("effective config: %s", msgspec.json.encode(config.redacted()).decode())
     daemon = Daemon(config)
     daemon.install_signal_handlers()
-    daemon.run()
+    try:
+        daemon.run()
+    except StartupError as exc:
+        print(f"inferwatch: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

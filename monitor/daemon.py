@@ -33,6 +33,10 @@ from monitor.store import Store
 log = logging.getLogger(__name__)
 
 
+class StartupError(RuntimeError):
+    """The daemon cannot start for a reason the operator must fix (exit 1)."""
+
+
 def build_sinks(config: Config) -> list[Sink]:
     sinks: list[Sink] = []
     if config.alerts.console.enabled:
@@ -117,8 +121,13 @@ class Daemon:
     def run(self) -> None:
         log.info("starting inferwatch %s as %s", _version(), self.config.instance_id)
         if self.config.http.enabled:
-            self.http = HealthServer(self.config.http.host, self.config.http.port,
-                                     self.metrics.registry, self.healthy, self.ready)
+            host, port = self.config.http.host, self.config.http.port
+            try:
+                self.http = HealthServer(host, port, self.metrics.registry, self.healthy,
+                                         self.ready)
+            except OSError as exc:
+                raise StartupError(f"cannot serve /metrics and the probes on {host}:{port} "
+                                   f"({exc.strerror}): free the port or set http.port") from None
             self.http.start()
             log.info("metrics and health on port %d", self.http.port)
         try:

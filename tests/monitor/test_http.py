@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+from monitor.cli import main
 from monitor.http import HealthServer
 from monitor.metrics import Metrics
 
@@ -57,3 +60,18 @@ def test_the_port_is_read_only(server: tuple) -> None:
     srv, _, _ = server
     assert _get(f"http://127.0.0.1:{srv.port}/metrics", "POST")[0] == 405
     assert _get(f"http://127.0.0.1:{srv.port}/admin")[0] == 404
+
+
+def test_a_port_already_taken_stops_the_daemon_with_one_clear_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(f"store: {{url: 'sqlite:///{tmp_path / 's.db'}'}}\n"
+                          f"http: {{host: 127.0.0.1, port: {port}}}\n")
+        assert main(["run", "--config", str(config)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"inferwatch: cannot serve /metrics and the probes on 127.0.0.1:{port} "
+        "(Address already in use): free the port or set http.port")
