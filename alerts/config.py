@@ -22,6 +22,7 @@ Receivers are merged over the defaults by name, so overriding one key (say
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -38,12 +39,24 @@ def _check_matchers(values: list[str]) -> list[str]:
     return values
 
 
+def _http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 class SlackConfig(_Section):
     """The Slack app (one bot token serves every channel receiver)."""
 
     token: SecretStr | None = None  # bot token xoxb-…; give token_file for a mounted secret
     base_url: str = "https://slack.com/api/"
     timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not _http_url(v):
+            raise ValueError(f"{v[:80]!r} is not an http(s):// URL")
+        return v
 
 
 class ReceiverConfig(_Section):
@@ -55,6 +68,14 @@ class ReceiverConfig(_Section):
     url: SecretStr | None = None  # generic JSON POST (Alertmanager-like payload)
     mention: str | None = None  # e.g. "<!subteam^S0123ABC>", prefixed to alerts that may mention
     mention_severities: list[str] = Field(default_factory=lambda: ["critical"])
+
+    @field_validator("webhook_url", "url")
+    @classmethod
+    def _webhook(cls, v: SecretStr | None) -> SecretStr | None:
+        """Named without being shown: a webhook URL is a credential."""
+        if v is not None and not _http_url(v.get_secret_value()):
+            raise ValueError("not an http(s):// URL")
+        return v
 
     @model_validator(mode="after")
     def _one_transport(self) -> ReceiverConfig:

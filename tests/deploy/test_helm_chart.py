@@ -600,7 +600,8 @@ def check_config(objs: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
         for named in re.findall(re.escape(mount) + r"([\w.-]+)", text + " ".join(env.values())):
             files.setdefault(named, named)
         for path, key in files.items():
-            fake = "postgresql://u:p@db:5432/x" if key == "database-url" else "s3cr3t"
+            fake = ("postgresql://u:p@db:5432/x" if key == "database-url"
+                    else "https://hooks.example/s3cr3t" if "webhook" in key else "s3cr3t")
             (here / path).write_text(fake + "\n")
         text = text.replace(mount, f"{here}/")
         env = {k: v.replace(mount, f"{here}/") for k, v in env.items()}

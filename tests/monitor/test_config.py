@@ -153,3 +153,15 @@ def test_a_store_url_the_daemon_cannot_use_is_named_without_its_password(
     assert err.value.problems == [f"store.url: Value error, {reason}"]
     for good in ("sqlite:///x.db", "postgres://u:p@db/x", "postgresql+psycopg://u@db:5432/x"):
         assert build_config({"store": {"url": good}}, env={}).store.url.get_secret_value() == good
+
+
+def test_slack_and_webhook_urls_must_be_http_and_secret_ones_are_not_shown() -> None:
+    alerts = {"slack": {"base_url": "slack.com/api"},
+              "receivers": {"ml": {"channel": None, "webhook_url": "hooks.slack.com/T0/B0/s3cr3t"},
+                            "pager": {"url": "ftp://pager.example/s3cr3t"}}}
+    with pytest.raises(ConfigError) as err:
+        build_config({"alerts": alerts}, env={})
+    assert sorted(err.value.problems) == [
+        "alerts.receivers.ml.webhook_url: Value error, not an http(s):// URL",
+        "alerts.receivers.pager.url: Value error, not an http(s):// URL",
+        "alerts.slack.base_url: Value error, 'slack.com/api' is not an http(s):// URL"]
