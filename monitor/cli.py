@@ -60,7 +60,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     setup_logging(config.logging.level, config.logging.format)
     path = Path(args.file)
     if not path.is_file():
-        print(f"inferwatch: no such file: {path}", file=sys.stderr)
+        print(f"inferwatch: {'not a file' if path.exists() else 'no such file'}: {path}",
+              file=sys.stderr)
         return 2
     sinks: list[Sink] = []
     if not args.quiet:
@@ -83,7 +84,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         store.migrate()
         references = load_references(store)
         store.close()
-    pipeline = replay(path, config, sinks, progress=progress, references=references)
+    try:
+        pipeline = replay(path, config, sinks, progress=progress, references=references)
+    except (OSError, EOFError) as exc:  # unreadable, or a damaged or truncated gzip file
+        print(f"inferwatch: cannot read {path} to its end: {exc}; the alerts above were "
+              "raised by the records before the damage", file=sys.stderr)
+        return 1
     firing = len(pipeline.alerts.firing)
     print(f"replay done: {firing} alert(s) still firing at the end of {path}", file=sys.stderr)
     return 0

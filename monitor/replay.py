@@ -6,10 +6,12 @@ Kafka run that read the same events in the same order.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from alerts.sinks import Sink
 from monitor.config import Config
@@ -24,13 +26,23 @@ REPLAY_PARTITION = ("replay", 0)
 CHUNK_BYTES = 1 << 22
 
 
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed if it is gzip (as archived logs often are)."""
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
 def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
     """Records of ``size`` lines (the offset is the line number; blank lines are
-    skipped but counted), read in large chunks and split in C."""
+    skipped but counted), read in large chunks and split in C; a gzip file is read
+    decompressed."""
     batch: list[Record] = []
     lineno = 0
     tail = b""
-    with path.open("rb") as fh:
+    with _open(path) as fh:
         while True:
             chunk = fh.read(CHUNK_BYTES)
             data = tail + chunk

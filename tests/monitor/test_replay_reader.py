@@ -1,8 +1,9 @@
-"""The replay reader: a JSONL file as records, whatever its line endings and however
-its lines fall across read chunks."""
+"""The replay reader: a JSONL file (plain or gzip) as records, whatever its line
+endings and however its lines fall across read chunks."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,26 @@ def test_an_empty_file_has_no_batches(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"\n\n")
     assert list(replay.read_batches(path, 10)) == []
+
+
+def test_a_gzip_archive_gives_the_records_of_the_plain_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"".join(b'{"n": %d}\n' % i for i in range(5000)) + b"\n\r\n" + b'{"last": 1}'
+    plain, packed = tmp_path / "events.jsonl", tmp_path / "events.jsonl.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    monkeypatch.setattr(replay, "CHUNK_BYTES", 4096)
+    assert [r for b in replay.read_batches(packed, 700) for r in b] == _reference(data)
+    assert list(replay.read_batches(packed, 700)) == list(replay.read_batches(plain, 700))
+
+
+def test_a_truncated_gzip_archive_is_reported_not_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli import main
+
+    data = b"".join(b'{"ts": 1767225600, "model": "m", "model_version": "1", "n": %d}\n' % i
+                    for i in range(20000))
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress(data)[:-2000])
+    assert main(["replay", str(packed), "--quiet"]) == 1
+    assert f"inferwatch: cannot read {packed} to its end" in capsys.readouterr().err
