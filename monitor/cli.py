@@ -174,12 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import OperationalError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OperationalError as exc:  # the commands that read the store (the daemon retries)
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(
+            exc.orig).__name__
+        print(f"inferwatch: cannot use the store (store.url): {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

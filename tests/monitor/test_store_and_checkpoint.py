@@ -405,3 +405,18 @@ def test_client_rows_store_window_counts_as_bytes_and_no_parameters() -> None:
         twin.import_state(pickle.loads(pickle.dumps(row[5])))
         assert twin.evidence() == slot.detector.evidence()
         assert keyed.export_slot(slot)[5] == twin.export_state()
+
+
+@pytest.mark.parametrize("command", [["alerts", "list"], ["reference", "list"], ["jobs", "status"],
+                                     ["compare", "--list"], ["report", "drift"]])
+def test_store_commands_say_in_one_line_that_the_store_is_away(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    from monitor.broker import free_port
+    from monitor.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"store: {{url: 'postgresql://iw:hunter2@127.0.0.1:{free_port()}/x'}}\n")
+    assert main([*command, "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("inferwatch: cannot use the store (store.url): ")
+    assert "Traceback" not in err and "hunter2" not in err
