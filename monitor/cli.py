@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
 import sys
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         store.close()
     try:
         pipeline = replay(path, config, sinks, progress=progress, references=references)
-    except (OSError, EOFError) as exc:  # unreadable, or a damaged or truncated gzip file
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged or truncated gzip file
         print(f"inferwatch: cannot read {path} to its end: {exc}; the alerts above were "
               "raised by the records before the damage", file=sys.stderr)
         return 1
