@@ -104,7 +104,7 @@ class _Walk:
         self.clients: list[_Client | None] = [None] * n
         self.ints: list[list[int]] = []
         self.floats: list[list[float]] = []
-        self.sizes: list[int] = [0] * n
+        self.sizes: list[int] = []
         self.where: list[tuple[int, int, int] | None] = []  # queries.QueryBatch.where
         self.sketches: list[memoryview] = []  # per query group: its float16 sketches raw,
         self.widths: list[int] = []  # ... their bytes per query,
