@@ -78,10 +78,15 @@ def run_demo(workdir: Path, *, minutes: float = 30.0, wall_seconds: float = WALL
     if not wall_seconds > 0:
         _say(f"inferwatch demo: --wall-seconds must be more than 0 (got {wall_seconds:g})")
         return 2
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("alerts.jsonl", "inferwatch.db", "inferwatch.db-wal", "inferwatch.db-shm",
-                 "broker.log"):
-        (workdir / name).unlink(missing_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in ("alerts.jsonl", "inferwatch.db", "inferwatch.db-wal", "inferwatch.db-shm",
+                     "broker.log"):
+            (workdir / name).unlink(missing_ok=True)
+    except OSError as exc:
+        _say(f"inferwatch demo: cannot use {workdir} as the work directory ({exc.strerror}); "
+             "give another with --workdir")
+        return 2
     evs = list(events(scenario))
     _say(f"inferwatch demo: {len(evs):,} inference-log events over {minutes:g} simulated "
          f"minutes, 2 models, {scenario.benign_clients} benign clients, a flooder "

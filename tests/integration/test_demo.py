@@ -37,3 +37,14 @@ def test_a_story_too_short_to_stage_is_refused_with_the_reason(
     assert run_demo(tmp_path / "demo", minutes=30, wall_seconds=0) == 2
     assert "--wall-seconds must be more than 0 (got 0)" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()  # refused before starting anything
+
+
+def test_a_work_directory_it_cannot_create_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert run_demo(blocker / "demo", minutes=30, wall_seconds=15) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"inferwatch demo: cannot use {blocker / 'demo'} as the work directory (Not a directory); "
+        "give another with --workdir")
