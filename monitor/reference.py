@@ -179,12 +179,23 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
         frame = pd.read_csv(path)
     elif suffix.endswith(".parquet") or suffix.endswith(".pq"):
         frame = pd.read_parquet(path)
-    elif suffix.endswith(".jsonl") or suffix.endswith(".ndjson") or suffix.endswith(".json"):
+    elif suffix.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")):
         # not pandas: it would turn "2" into 2 and timestamps into datetimes
-        with path.open("rb") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        from monitor.replay import open_archive
+
+        rows = []
+        with open_archive(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError as exc:  # not JSON, or not UTF-8
+                        raise ValueError(
+                            f"{path}:{lineno}: not JSON ({getattr(exc, 'msg', exc)})") from None
+        return rows
     else:
-        raise ValueError(f"{path}: unknown format (use .csv, .parquet or .jsonl)")
+        raise ValueError(f"{path}: unknown format (use .csv, .parquet or .jsonl, "
+                         ".jsonl.gz)")
     frame = frame.astype(object).where(frame.notna(), None)
     return frame.to_dict(orient="records")
 

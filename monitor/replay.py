@@ -26,7 +26,7 @@ REPLAY_PARTITION = ("replay", 0)
 CHUNK_BYTES = 1 << 22
 
 
-def _open(path: Path) -> BinaryIO:
+def open_archive(path: Path) -> BinaryIO:
     """The file's bytes, decompressed if it is gzip (as archived logs often are)."""
     with path.open("rb") as probe:
         magic = probe.read(2)
@@ -42,7 +42,7 @@ def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
     batch: list[Record] = []
     lineno = 0
     tail = b""
-    with _open(path) as fh:
+    with open_archive(path) as fh:
         while True:
             chunk = fh.read(CHUNK_BYTES)
             data = tail + chunk

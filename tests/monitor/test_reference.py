@@ -4,6 +4,7 @@ from the first window; automatic references are announced in the log and stored.
 
 from __future__ import annotations
 
+import gzip
 import logging
 from pathlib import Path
 
@@ -98,6 +99,15 @@ def test_a_pinned_period_of_archived_events_becomes_the_reference(tmp_path: Path
     assert "@prediction" in ref.layout.categorical
     with pytest.raises(ValueError, match="no rows"):
         reference_from_file(path, model="nope")
+    packed = tmp_path / "archive.jsonl.gz"  # archives are often compressed
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    again = reference_from_file(packed, model="m", model_version="2", since=T0 + 10,
+                                until=T0 + 60)
+    assert again.n == ref.n and again.counts == ref.counts
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:2]) + b"{oops\n")
+    with pytest.raises(ValueError, match=r"broken\.jsonl:3: not JSON \(Expecting property name"):
+        reference_from_file(broken, model="m")
 
 
 def _config(**drift: object) -> object:
