@@ -20,14 +20,13 @@ from pathlib import Path
 from bench import data
 from bench.harness import (
     ROOT,
-    DaemonProcess,
     bare_consume,
     daemon_config,
-    daemon_rate,
     keyed,
     median,
     new_topic,
     produce,
+    run_to_end,
     start_broker,
 )
 from bench.report import write_section
@@ -53,11 +52,7 @@ def compare(before: Path, lines: list[bytes], repeats: int) -> dict[str, list[fl
                 for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
                     work = Path(tmp) / f"{name}-{r}"
                     cfg = daemon_config(broker.bootstrap, topic, work, group=f"ab-{name}-{r}")
-                    d = DaemonProcess(cfg, work, code=codes[name])
-                    try:
-                        rate, _ = daemon_rate(d, len(lines))
-                    finally:
-                        d.stop()
+                    rate = run_to_end(cfg, work, len(lines), code=codes[name])
                     out[name].append(rate)
                     print(f"repeat {r}: {name} {rate:,.0f} events/s "
                           f"(bare consumer {out['bare'][-1]:,.0f}/s)", flush=True)

@@ -257,6 +257,16 @@ def daemon_rate(daemon: DaemonProcess, total: int, timeout_s: float = 900,
     return (n1 - n0) / (t1 - t0), samples
 
 
+def run_to_end(cfg: dict[str, Any], workdir: Path, total: int, code: Path = ROOT) -> float:
+    """Events/s of one ``inferwatch run`` (``DaemonProcess``) over ``total`` events,
+    stopped once it has read them."""
+    daemon = DaemonProcess(cfg, workdir, code=code)
+    try:
+        return daemon_rate(daemon, total)[0]
+    finally:
+        daemon.stop()
+
+
 def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 

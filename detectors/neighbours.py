@@ -378,6 +378,7 @@ class QueryNeighbours(SlotState, Detector):
             return
         out, i = walked
         state = out.ints[i]
+        # query_walk.INT_ATTRS, in its order (spelt out: one tuple store, on the hot path)
         (self._filled, self._queries, self._repeats, self._halvings, self._max_halvings,
          self._sparse, self._max_sparse, self._anchor, self._star, self._max_star,
          self._max_near) = state[:query_walk.N_ATTRS]
