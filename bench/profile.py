@@ -145,8 +145,9 @@ The full call tree of this run is written to `bench/.cache/profile.txt`.
   over 100,000 benchmark events cut into random batches with all three keyings, and
   `bench.attacks` gives the same table. `Pipeline.process` 48.5 → 42.6 and 50.4 → 44.3 µs
   per event in two alternating pairs; `inferwatch run` 14,694 → 17,681 events/s (1.20x,
-  `bench.ab`). The price: numba and llvmlite (~210 MB installed, ~110 MiB resident: `bench.sizing` 255 → 372 MiB peak) and
-  about 1 s of compilation when the first batch arrives.
+  `bench.ab`). The price: numba and llvmlite (~210 MB installed, ~110 MiB resident:
+  `bench.sizing` 255 → 372 MiB peak) and about 1 s of compilation when the first batch
+  arrives.
 - A profile of the daemon itself (`inferwatch run` under pyinstrument) showed checkpoints at a
   third of its time: at 4,500 events/s nearly all 20,000 clients change within one 5 s
   interval. A client's state is now read with one `attrgetter` call, keys are written as JSON
