@@ -36,8 +36,8 @@ from detectors.reference import (
     Layout,
     Reference,
     build_reference,
+    feature_matrix,
     numbers,
-    pick,
 )
 from detectors.windows import TumblingWindows
 
@@ -140,7 +140,7 @@ def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, n
     names = [layout.numeric[j] for j in plain]
     x = np.empty((len(rows), len(layout.numeric)))
     if names:
-        x[:, plain] = numbers(pick(feats, names), len(names))
+        x[:, plain] = feature_matrix(feats, names)
     for j, name in enumerate(layout.numeric):
         if name in special:
             x[:, j] = numbers([column(name)], len(rows))[0]

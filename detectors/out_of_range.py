@@ -27,7 +27,7 @@ import numpy as np
 from detectors.base import Detector, subject_name
 from detectors.drift import ReferenceSet
 from detectors.event import Event
-from detectors.reference import Reference, numbers, pick
+from detectors.reference import Reference, feature_matrix
 from detectors.share import WindowedShare
 
 _MAX_EXAMPLES = 5
@@ -41,7 +41,7 @@ def _outside(ref: Reference, margin: float, features: Sequence[Mapping[str, Any]
     widened range (``Layout.widened_range``)."""
     layout = ref.layout
     lo, hi = layout.widened_range(margin)
-    x = numbers(pick(features, layout.numeric), len(layout.numeric))  # None, strings: NaN
+    x = feature_matrix(features, layout.numeric)  # None, strings: NaN
     return (x < lo) | (x > hi)
 
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import numbers as numbers_abc
 import operator
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +68,11 @@ def _is_class_ids(col: Sequence[Any]) -> bool:
 
 
 def as_number(value: object) -> float:
-    """A numeric feature value as float; None, strings and the like are missing (NaN)."""
+    """A numeric feature value as float (any real number: int, bool, numpy's); None,
+    strings and the like are missing (NaN)."""
     if isinstance(value, float):
         return value
-    if isinstance(value, bool | int):
+    if isinstance(value, bool | int | numbers_abc.Real):
         return float(value)
     return math.nan
 
@@ -200,7 +202,7 @@ class Layout:
         """Counts of plain rows (name → value mappings)."""
         counts = Counts.zeros(self)
         if rows:
-            x = numbers(pick(rows, self.numeric), len(self.numeric))
+            x = feature_matrix(rows, self.numeric)
             cols = {name: [r.get(name) for r in rows] for name in self.columns}
             self.fold(counts, *self.encode_columns(x, cols, len(rows)))
         return counts
@@ -269,11 +271,63 @@ def pick(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[
 
 def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
     """``as_number`` of every value of a table (rows x ``width``) as a float matrix;
-    plain numbers and None (NaN) in C-level passes, anything else value by value."""
-    if _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
+    numbers and None (NaN) in C-level passes, anything else value by value."""
+    flat = _all_numbers(itertools.chain.from_iterable(rows), len(rows) * width)
+    if flat is None and _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
         flat = np.fromiter(itertools.chain.from_iterable(rows), float, len(rows) * width)
+    if flat is not None:
         return flat.reshape(len(rows), width)
     return np.array([[as_number(v) for v in r] for r in rows], dtype=float).reshape(len(rows), width)
+
+
+def _all_numbers(values: Iterable[Any], count: int) -> np.ndarray | None:
+    """``values`` as floats when every one is a real number (what ``as_number`` reads
+    as a number), else None. The check is one C-level sum (a str or None raises
+    TypeError), cheaper than looking at each value's type."""
+    try:
+        values = list(values)
+        with np.errstate(all="ignore"):  # a numpy float32 sum may overflow: no matter
+            sum(values, 0.0)
+        return np.fromiter(values, np.float64, count)
+    except (TypeError, ValueError, OverflowError):  # not all numbers (or a complex one)
+        return None
+
+
+def feature_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
+    """``numbers(pick(rows, names), len(names))``: each row's value of each name as a
+    float (NaN where absent or not a number). When the rows are dicts holding the same
+    keys in the same order (one model's feature maps) and every value is a number,
+    all their values are read in one C-level pass and the columns of ``names`` taken
+    from it: no per-row getter and no per-value type check."""
+    uniform = uniform_columns(rows, names)
+    if uniform is None:
+        return numbers(pick(rows, names), len(names))
+    flat, columns = uniform
+    return flat if columns is None else flat[:, columns]
+
+
+def uniform_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+                     ) -> tuple[np.ndarray, list[int] | None] | None:
+    """All values of ``rows`` as a (rows x keys) float matrix and the column of each of
+    ``names`` in it (None: the keys are ``names`` in order), when every row is a dict
+    with the first row's keys in its order, holding ``names`` and only real numbers;
+    else None."""
+    if len(rows) < 2 or not isinstance(rows[0], dict):
+        return None
+    keys = tuple(rows[0])
+    if list(map(tuple, rows)).count(keys) != len(rows):
+        return None
+    position = {k: i for i, k in enumerate(keys)}
+    try:
+        columns = [position[name] for name in names]
+    except KeyError:
+        return None
+    values: Iterable[Any] = itertools.chain.from_iterable(map(dict.values, rows))  # type: ignore[arg-type]
+    flat = _all_numbers(values, len(rows) * len(keys))  # (a non-dict row: TypeError, None)
+    if flat is None:
+        return None
+    flat = flat.reshape(len(rows), len(keys))
+    return flat, None if columns == list(range(len(keys))) else columns
 
 
 def _codes(col: Sequence[Any], lookup: Mapping[str, int], code: Callable[[Any], int]) -> np.ndarray:

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from detectors.event import Event
+from detectors.reference import uniform_columns
 from monitor.store import window_summaries
 
 GAMMA = 1.04  # sketch bucket ratio: values within ~2 % of each other share a bucket
@@ -283,10 +284,19 @@ class Summary:
         self.first_ts = min(self.first_ts, *ts)
         self.last_ts = max(self.last_ts, *ts)
         feats = [e.features or _EMPTY for e in events]
-        names, absent, rows = _feature_names(feats)
+        names = sorted(feats[0])
         numeric = [n for n in names if n not in self.categories]
-        matrix = _numeric_matrix(feats, numeric, rows if len(numeric) == len(names) else None
-                                 ) if numeric else None
+        uniform = uniform_columns(feats, numeric) if numeric else None
+        if uniform is not None:  # the common case: one C-level pass over every value
+            flat, columns = uniform
+            absent: dict[str, int] = {}
+            table = flat if columns is None else flat[:, columns]
+            matrix: np.ndarray | None = np.ascontiguousarray(table.T)
+        else:
+            names, absent, rows = _feature_names(feats)
+            numeric = [n for n in names if n not in self.categories]
+            matrix = _numeric_matrix(feats, numeric, rows if len(numeric) == len(names) else None
+                                     ) if numeric else None
         if matrix is not None:
             add_rows([self._sketch(n) for n in numeric], matrix, [absent.get(n, 0) for n in numeric])
         for name in names:

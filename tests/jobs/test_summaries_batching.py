@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 
 from detectors.event import Event
+from detectors.reference import uniform_columns
 from monitor.summaries import Sketch, Summary, SummaryCollector
 
 PID = ("logs", 0)
@@ -113,3 +114,36 @@ def test_a_delta_encodes_and_merges_like_the_summary_it_was_built_from() -> None
             b.deltas[PID][key].features["x0"], sums=False)
         merged = Summary().merge(back, sample_size=50)
         assert merged.n == s.n and merged.sample == s.sample
+
+
+def _numeric_events(n: int = 2000, seed: int = 9) -> list[Event]:
+    """All-numeric feature maps in one key order (read in one pass per batch), with
+    ints, bools and stretches in another key order or with None."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        feats: dict[str, Any] = {f"x{j}": round(float(v), 4)
+                                 for j, v in enumerate(rng.normal(0, 10, 5))}
+        feats["count"] = int(rng.integers(0, 9))
+        feats["flag"] = bool(i % 3)
+        if 600 <= i < 700:
+            feats = dict(reversed(feats.items()))
+        elif 900 <= i < 950 and i % 10 == 0:
+            feats["x1"] = None
+        out.append(Event(ts=1_767_225_600.0 + i * 5.1, model="m", model_version="1",
+                         client_id=f"k{i % 30}", request_id=f"q-{i}", features=feats,
+                         prediction=f"c{i % 4}", confidence=0.5 + (i % 50) / 100))
+    return out
+
+
+def test_numeric_batches_store_what_one_event_at_a_time_does() -> None:
+    events = _numeric_events()
+    assert uniform_columns([e.features for e in events[:50]], ["x0", "flag"]) is not None
+    one_by_one = _collect(events, list(range(1, len(events))))
+    for cuts in ([], [650], sorted(random.Random(3).sample(range(1, len(events)), 25))):
+        batched = _collect(events, cuts)
+        assert _canonical(batched, sums=False) == _canonical(one_by_one, sums=False)
+        for key, s in batched.deltas[PID].items():
+            for name, sk in s.features.items():  # float sums are per batch: up to rounding
+                assert np.isclose(sk.sum, one_by_one.deltas[PID][key].features[name].sum,
+                                  rtol=1e-12, atol=1e-9)
