@@ -118,7 +118,8 @@ def test_a_delta_encodes_and_merges_like_the_summary_it_was_built_from() -> None
 
 def _numeric_events(n: int = 2000, seed: int = 9) -> list[Event]:
     """All-numeric feature maps in one key order (read in one pass per batch), with
-    ints, bools and stretches in another key order or with None."""
+    ints, bools and stretches in another key order, with None, or with a string in a
+    numeric feature (which makes it categorical from that event on)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -129,7 +130,7 @@ def _numeric_events(n: int = 2000, seed: int = 9) -> list[Event]:
         if 600 <= i < 700:
             feats = dict(reversed(feats.items()))
         elif 900 <= i < 950 and i % 10 == 0:
-            feats["x1"] = None
+            feats["x1"] = None if i % 20 else "n/a"
         out.append(Event(ts=1_767_225_600.0 + i * 5.1, model="m", model_version="1",
                          client_id=f"k{i % 30}", request_id=f"q-{i}", features=feats,
                          prediction=f"c{i % 4}", confidence=0.5 + (i % 50) / 100))
