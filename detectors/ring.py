@@ -14,6 +14,7 @@ import math
 from array import array
 
 _WIDTHS: dict[tuple[float, int], float] = {}
+_ZEROS: dict[int, array] = {}  # a zeroed ring per length, copied over a ring in one call
 
 
 def width(window_s: float, buckets: int) -> float:
@@ -38,11 +39,20 @@ def advance(ring: array, head: int, idx: int, buckets: int, stride: int = 1) -> 
     >>> r = counts(3); r[0] = 5; r[1] = 7
     >>> advance(r, 1, 3, 3), list(r)
     (3, [0, 7, 0])
+    >>> advance(r, 3, 9, 3), list(r)
+    (9, [0, 0, 0])
     """
     if head < 0:
         return idx
     if idx <= head:
         return head
+    if idx - head >= buckets:  # the whole window passed (a quiet client's next event)
+        n = buckets * stride
+        zeros = _ZEROS.get(n)
+        if zeros is None:
+            zeros = _ZEROS[n] = counts(buckets, stride)
+        ring[:] = zeros
+        return idx
     for i in range(head + 1, min(idx, head + buckets) + 1):
         j = (i % buckets) * stride
         for k in range(j, j + stride):
