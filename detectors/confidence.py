@@ -34,6 +34,7 @@ from detectors.adwin import ADWIN
 from detectors.base import Detector
 from detectors.event import Event
 from detectors.queries import row_sums
+from detectors.reference import uniform_columns
 from detectors.windows import TumblingWindows
 
 _Q = 1 << 20
@@ -130,20 +131,26 @@ def signal_table(events: list[Event]) -> np.ndarray:
     array([[0.5  , 0.25 , 0.946],
            [0.8  , 0.6  , 0.   ]])
     """
-    by_size: dict[int, tuple[list[int], list[list[float]]]] = {}
+    by_size: dict[int, tuple[list[int], Any]] = {}
     binary: list[int] = []
-    for i, e in enumerate(events):
-        probs = e.probabilities
-        values = list(probs.values()) if isinstance(probs, dict) else list(probs or ())
-        if len(values) >= 2:
-            rows, table = by_size.setdefault(len(values), ([], []))
-            rows.append(i)
-            table.append(values)
-        else:
-            binary.append(i)
+    first = events[0].probabilities if events else None
+    uniform = uniform_columns([e.probabilities for e in events], list(first)) if (
+        isinstance(first, dict) and len(first) >= 2) else None
+    if uniform is not None:  # one model's answers, its classes in one order: one pass
+        by_size[len(first)] = (list(range(len(events))), uniform[0])  # type: ignore[arg-type]
+    else:
+        for i, e in enumerate(events):
+            probs = e.probabilities
+            values = list(probs.values()) if isinstance(probs, dict) else list(probs or ())
+            if len(values) >= 2:
+                rows, table = by_size.setdefault(len(values), ([], []))
+                rows.append(i)
+                table.append(values)
+            else:
+                binary.append(i)
     out = np.empty((len(events), 3))
     for k, (rows, table) in by_size.items():
-        p = np.array(table, dtype=float)
+        p = np.asarray(table, dtype=float)
         ranked = np.sort(p, axis=1)
         total = row_sums(p)
         total[total == 0.0] = 1.0

@@ -306,13 +306,13 @@ def feature_matrix(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> n
     return flat if columns is None else flat[:, columns]
 
 
-def uniform_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+def uniform_columns(rows: Sequence[Any], names: Sequence[str],
                      ) -> tuple[np.ndarray, list[int] | None] | None:
     """All values of ``rows`` as a (rows x keys) float matrix and the column of each of
-    ``names`` in it (None: the keys are ``names`` in order), when every row is a dict
-    with the first row's keys in its order, holding ``names`` and only real numbers;
+    ``names`` in it (None: the keys are ``names`` in order), when every row is a plain
+    dict with the first row's keys in its order, holding ``names`` and only real numbers;
     else None."""
-    if len(rows) < 2 or not isinstance(rows[0], dict):
+    if len(rows) < 2 or set(map(type, rows)) != {dict}:
         return None
     keys = tuple(rows[0])
     if list(map(tuple, rows)).count(keys) != len(rows):
@@ -322,7 +322,7 @@ def uniform_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str],
         columns = [position[name] for name in names]
     except KeyError:
         return None
-    values: Iterable[Any] = itertools.chain.from_iterable(map(dict.values, rows))  # type: ignore[arg-type]
+    values: Iterable[Any] = itertools.chain.from_iterable(map(dict.values, rows))
     flat = _all_numbers(values, len(rows) * len(keys))  # (a non-dict row: TypeError, None)
     if flat is None:
         return None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import msgspec
 import numpy as np
 
-from detectors.confidence import ConfidenceDrift
+from detectors.confidence import ConfidenceDrift, signal_table
 from detectors.event import Event
 
 RATE = 50  # events per second; buckets of 1 s
@@ -118,3 +118,20 @@ def test_overconfidence_is_calibration_drift_even_when_accuracy_holds() -> None:
     assert det.detected and acc["calibration_firing"] and not acc["firing"]
     assert not any(d for t, d in trace if t < 1_700_000_000 + 5000 / RATE)
     assert "confidence minus accuracy moved" in det.summary({}, "m")
+
+
+def test_the_signal_table_of_a_batch_is_that_of_its_answers_one_by_one() -> None:
+    """One model's answers (classes in one order) are read in one pass; a batch with
+    another order, a list or a bare confidence is read answer by answer: both give
+    each answer the bits it gets alone."""
+    rng = np.random.default_rng(4)
+    uniform = [_answer(rng, i, classes=4) for i in range(300)]
+    first = uniform[0].probabilities
+    assert isinstance(first, dict)
+    reordered = Event(ts=0, model="m", model_version="1",
+                      probabilities=dict(reversed(list(first.items()))))
+    listed = Event(ts=0, model="m", model_version="1", probabilities=list(first.values()))
+    bare = Event(ts=0, model="m", model_version="1", confidence=0.7)
+    for batch in (uniform, [*uniform[:50], reordered, listed, bare, *uniform[50:60]]):
+        alone = np.vstack([signal_table([e]) for e in batch])
+        np.testing.assert_array_equal(signal_table(batch), alone)

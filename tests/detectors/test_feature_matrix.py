@@ -61,7 +61,7 @@ def test_the_one_pass_path_is_taken_only_when_it_is_exact() -> None:
     assert flat.tolist() == [[1.0, 2.0, 1.0], [4.0, 5.0, 0.0]] and columns == [2, 0]
     assert uniform_columns(rows, ["a", "b", "c"])[1] is None  # type: ignore[index]
     # a string ("1.5" would convert), None, another key order, a missing name or a
-    # mapping that is not a dict all take the exact row-by-row path
+    # mapping that is not a plain dict all take the exact row-by-row path
     for changed in ({"a": "1.5", "b": 5, "c": False}, {"a": None, "b": 5, "c": False},
                     {"b": 5, "a": 4.0, "c": False}, {"a": 4.0, "b": 5}):
         assert uniform_columns([rows[0], changed], ["a"]) is None
@@ -69,5 +69,8 @@ def test_the_one_pass_path_is_taken_only_when_it_is_exact() -> None:
     proxies = [MappingProxyType(r) for r in rows]
     assert uniform_columns(proxies, ["a"]) is None
     _same(proxies, ["a", "c"])  # type: ignore[arg-type]
-    assert uniform_columns([OrderedDict(r) for r in rows], ["a"]) is not None  # a dict
+    odd_rows = [OrderedDict(r) for r in rows]  # a dict, but not a plain one
+    assert uniform_columns(odd_rows, ["a"]) is None
+    _same(odd_rows, ["a", "b"])  # type: ignore[arg-type]
+    assert uniform_columns([rows[0], None], ["a"]) is None  # type: ignore[list-item]
     assert uniform_columns([{"a": 1.0}, {"a": 2.0}], ["z"]) is None
