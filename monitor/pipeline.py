@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import msgspec
 
@@ -39,6 +40,7 @@ MAX_TICKS = 3600  # after a longer silence, tick only the last hour
 
 
 GC_THRESHOLDS = (100_000, 50, 100)
+_TS, _MODEL = attrgetter("ts"), attrgetter("model")
 
 
 def tune_gc() -> None:
@@ -123,7 +125,6 @@ class Pipeline:
             state = self.partitions[pid] = self.new_partition_state()
         result = BatchResult()
         findings: list[Finding] = []
-        per_model: Counter[str] = Counter()
         good: list[Event] = []
         decode = self.decoder.decode
         client_dets = state.detectors
@@ -152,8 +153,9 @@ class Pipeline:
                 found = keyed.update(event)
                 if found:
                     findings.extend(found)
-            state.max_ts = max(state.max_ts, ts)
-            per_model[event.model] += 1
+        if good:
+            state.max_ts = max(state.max_ts, *map(_TS, good))
+        per_model = Counter(map(_MODEL, good))
         # model-wide detectors only accumulate until the watermark closes their windows
         # (advance()), so they take the batch at once
         for keyed in model_dets:
