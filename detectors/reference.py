@@ -323,7 +323,7 @@ def uniform_columns(rows: Sequence[Any], names: Sequence[str],
     except KeyError:
         return None
     values: Iterable[Any] = itertools.chain.from_iterable(map(dict.values, rows))
-    flat = _all_numbers(values, len(rows) * len(keys))  # (a non-dict row: TypeError, None)
+    flat = _all_numbers(values, len(rows) * len(keys))
     if flat is None:
         return None
     flat = flat.reshape(len(rows), len(keys))
