@@ -168,9 +168,11 @@ class StoreConfig(_Section):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 
+        from monitor.store import DIALECTS, url_dialect
+
         text = v.get_secret_value()
         scheme = text.split("://", 1)[0] if "://" in text else ""
-        if scheme.split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
+        if url_dialect(text) not in DIALECTS:
             shown = f"{scheme!r} " if scheme.isascii() and scheme.replace("+", "").isalnum() else ""
             raise ValueError(f"the URL's scheme {shown}is not sqlite:// or postgresql://")
         try:

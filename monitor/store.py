@@ -179,8 +179,21 @@ class StoredAlert:
     state: bytes
 
 
+DIALECTS = ("sqlite", "postgresql", "postgres")  # what a store URL's scheme may name
+
+
+def url_dialect(url: str) -> str:
+    """The database a store URL names (``"sqlite"``, ``"postgresql"``, ...: its scheme
+    without a ``+driver``); "" when it has no scheme."""
+    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+
+
 def make_engine(url: str, pool_size: int = 5) -> Engine:
-    if url.startswith("sqlite"):
+    """An engine for a store URL of one of ``DIALECTS`` (``store.url`` is checked
+    against them when the config is read); a PostgreSQL URL without a driver gets
+    psycopg."""
+    dialect = url_dialect(url)
+    if dialect == "sqlite":
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
@@ -191,7 +204,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur.close()
 
         return engine
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(f"{dialect}://") and dialect in ("postgresql", "postgres"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True)
 
