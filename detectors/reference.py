@@ -35,7 +35,7 @@ import math
 import numbers as numbers_abc
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,23 +272,23 @@ def pick(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[
 def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
     """``as_number`` of every value of a table (rows x ``width``) as a float matrix;
     numbers and None (NaN) in C-level passes, anything else value by value."""
-    flat = _all_numbers(itertools.chain.from_iterable(rows), len(rows) * width)
-    if flat is None and _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
-        flat = np.fromiter(itertools.chain.from_iterable(rows), float, len(rows) * width)
+    values = list(itertools.chain.from_iterable(rows))
+    flat = _all_numbers(values)
+    if flat is None and _PLAIN_NUMBERS.issuperset(map(type, values)):  # None among them
+        flat = np.fromiter(values, float, len(values))
     if flat is not None:
         return flat.reshape(len(rows), width)
     return np.array([[as_number(v) for v in r] for r in rows], dtype=float).reshape(len(rows), width)
 
 
-def _all_numbers(values: Iterable[Any], count: int) -> np.ndarray | None:
+def _all_numbers(values: list[Any]) -> np.ndarray | None:
     """``values`` as floats when every one is a real number (what ``as_number`` reads
     as a number), else None. The check is one C-level sum (a str or None raises
     TypeError), cheaper than looking at each value's type."""
     try:
-        values = list(values)
         with np.errstate(all="ignore"):  # a numpy float32 sum may overflow: no matter
             sum(values, 0.0)
-        return np.fromiter(values, np.float64, count)
+        return np.fromiter(values, np.float64, len(values))
     except (TypeError, ValueError, OverflowError):  # not all numbers (or a complex one)
         return None
 
@@ -322,8 +322,8 @@ def uniform_columns(rows: Sequence[Any], names: Sequence[str],
         columns = [position[name] for name in names]
     except KeyError:
         return None
-    values: Iterable[Any] = itertools.chain.from_iterable(map(dict.values, rows))
-    flat = _all_numbers(values, len(rows) * len(keys))
+    values = list(itertools.chain.from_iterable(map(dict.values, rows)))
+    flat = _all_numbers(values)
     if flat is None:
         return None
     flat = flat.reshape(len(rows), len(keys))

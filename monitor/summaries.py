@@ -239,11 +239,6 @@ def _numeric_matrix(feats: Sequence[dict[str, Any]], names: list[str],
 
 def _numeric_prefix(values: Sequence[Any]) -> int:
     """How many leading ``values`` are numbers or None (what a float array takes)."""
-    try:
-        np.array(values, dtype=float)
-        return len(values)
-    except (TypeError, ValueError):
-        pass
     for i, v in enumerate(values):
         if v is not None:
             try:
@@ -320,16 +315,19 @@ class Summary:
                 continue
             values = [f.get(name) for f in feats]
             if name not in self.categories:
-                # numbers up to the first value that is not one; from there on the
-                # feature is categorical, as it would be fed one event at a time
-                k = _numeric_prefix(values)
-                if k == len(values):
-                    self._sketch(name).add(np.array(values, dtype=float), absent.get(name, 0))
+                try:
+                    col = np.array(values, dtype=float)
+                except (TypeError, ValueError):
+                    # numbers up to the first value that is not one; from there on the
+                    # feature is categorical, as it would be fed one event at a time
+                    k = _numeric_prefix(values)
+                    if k:
+                        self._sketch(name).add(np.array(values[:k], dtype=float),
+                                               sum(name not in f for f in feats[:k]))
+                    values = values[k:]
+                else:
+                    self._sketch(name).add(col, absent.get(name, 0))
                     continue
-                if k:
-                    self._sketch(name).add(np.array(values[:k], dtype=float),
-                                           sum(name not in f for f in feats[:k]))
-                values = values[k:]
             counts = Counter(values)
             counts.pop(None, None)
             _count_into(self.categories.setdefault(name, {}), counts, max_categories)
