@@ -41,6 +41,11 @@ class AllowListed(Keyed):
         self.allow_exact = frozenset(e for e in entries if not e.endswith("*"))
         self.allow_prefixes = tuple(e[:-1] for e in entries if e.endswith("*"))
 
+    def take_settings(self, other: Keyed) -> None:
+        super().take_settings(other)
+        assert isinstance(other, AllowListed)
+        self.allow_exact, self.allow_prefixes = other.allow_exact, other.allow_prefixes
+
     def allowed(self, client_id: str | None) -> bool:
         if client_id is None:
             return False

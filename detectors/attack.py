@@ -53,6 +53,27 @@ class ClientAttack(SlotState, Detector):
         for signal, saved in zip(self.signals, signals, strict=True):
             signal.import_state(saved)
 
+    def carry_state(self, state: Any, old: Detector) -> Any | None:
+        """Signal by signal: a signal configured as in ``old`` keeps its state, a
+        changed or new one starts afresh, a removed one is dropped; the open
+        incident stays open if its signal is kept."""
+        if type(old) is not type(self):
+            return None
+        assert isinstance(old, ClientAttack)
+        signal_states, lead, active, *rest = state
+        before = {s.settings_text(): i for i, s in enumerate(old.signals)}
+        carried = []
+        for signal in self.signals:
+            i = before.get(signal.settings_text())
+            carried.append(signal.export_state() if i is None else signal_states[i])
+        now = [s.settings_text() for s in self.signals]
+        lead_text = old.signals[lead].settings_text() if old.signals else None
+        if lead_text in now:
+            lead = now.index(lead_text)
+        else:
+            lead, active = 0, False
+        return (tuple(carried), lead, active, *rest)
+
     def _lead(self) -> Detector:
         return self.signals[self._lead_index]
 

@@ -65,6 +65,9 @@ class Detector:
     kind: ClassVar[str] = "drift"
     atlas: ClassVar[tuple[str, ...]] = ()
     severity: str = "warning"
+    # constructor parameters that hand a detector shared data (stored references),
+    # not settings: left out of ``settings_text``
+    shared_params: ClassVar[tuple[str, ...]] = ()
 
     def update(self, event: Event) -> None:
         raise NotImplementedError
@@ -135,6 +138,31 @@ class Detector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({args})"
+
+    def settings(self) -> dict[str, str]:
+        """The constructor parameters but the ``shared_params``, each as text."""
+        return {k: _settings_value(v) for k, v in self._params().items()
+                if k not in self.shared_params}
+
+    def settings_text(self) -> str:
+        """``repr`` without the ``shared_params``: two detectors with the same text
+        are configured alike, so one's state means the same in the other."""
+        args = ", ".join(f"{k}={v}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+    def carry_state(self, state: Any, old: Detector) -> Any | None:
+        """``state``, exported by a clone of ``old`` (the configuration a checkpoint
+        was written with), as a state for a clone of this detector; None when it
+        means nothing here (the settings differ: the clone starts afresh)."""
+        return state if old.settings_text() == self.settings_text() else None
+
+
+def _settings_value(value: Any) -> str:
+    if isinstance(value, Detector):
+        return value.settings_text()
+    if isinstance(value, tuple):
+        return f"({''.join(_settings_value(v) + ', ' for v in value)})"
+    return repr(value)
 
 
 class SlotState:

@@ -261,6 +261,7 @@ class DistributionDrift(Detector):
 
     name = "drift.distribution"
     kind = "drift"
+    shared_params = ("references",)
 
     def __init__(
         self,

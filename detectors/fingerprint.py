@@ -35,6 +35,7 @@ from detectors.allow import AllowListed
 from detectors.attack import ClientAttack, SourceAttack
 from detectors.base import Detector
 from detectors.event import Event
+from detectors.keyed import Keyed
 from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
 from detectors.queries import row_sums, sketches
@@ -91,6 +92,10 @@ class FingerprintKeyed(AllowListed):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._prepared = {}
+
+    def keys_like(self, other: Keyed) -> bool:
+        """Cells of another width are other keys."""
+        return super().keys_like(other) and getattr(other, "width", None) == self.width
 
     def prepare(self, events: Sequence[Event]) -> None:
         found = batch_fingerprints(events, self.width)

@@ -195,6 +195,35 @@ class Keyed:
             if firing:
                 self.firing_keys.add(key)
 
+    def keys_like(self, other: Keyed) -> bool:
+        """Whether ``other`` names its keys as this one does (so its keys' state can
+        move here)."""
+        return (type(other) is type(self) and other.key == self.key
+                and type(other.prototype) is type(self.prototype))
+
+    def take_settings(self, other: Keyed) -> None:
+        """Run with ``other``'s settings (a newer configuration) from now on, keeping
+        the keys: its prototype, idle time, capacity, renotification and packing.
+        Restore the slots afterwards (``restore_slots``) when the prototype or the
+        packing changed."""
+        self.prototype = other.prototype
+        self.idle_s = other.idle_s
+        self.max_keys = other.max_keys
+        self.renotify_s = other.renotify_s
+        self.pack_after_s = other.pack_after_s
+        self._config_repr = None
+        self._packer_obj = None
+
+    def resolve_all(self) -> list[Finding]:
+        """Drop every key: ``resolved`` for the firing ones (this keying is going
+        away)."""
+        findings = [self._finding(key, self.slots[key], "resolved", self.now)
+                    for key in self.slots if key in self.firing_keys]
+        self.slots.clear()
+        self._live.clear()
+        self.firing_keys.clear()
+        return findings
+
     def _packer(self) -> _Packer:
         packer = self._packer_obj
         if packer is None:

@@ -65,6 +65,7 @@ class OutOfRangeShare(WindowedShare, Detector):
     name = "extraction.out_of_range_share"
     kind = "extraction"
     atlas = ("AML.T0024.002", "AML.T0043.001")
+    shared_params = ("references",)
     __slots__ = ("_examples", "margin", "references")
 
     def __init__(

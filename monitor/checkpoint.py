@@ -29,7 +29,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from alerts.model import Alert
+from detectors.base import Finding
 from detectors.keyed import Changes, Keyed
+from monitor import reconfigure
 from monitor.pipeline import Pipeline
 from monitor.reference import load_references, save_new_references
 from monitor.state import ModelState, PartitionId, PartitionState
@@ -74,6 +76,7 @@ class Checkpointer:
         self.group = group
         self.producer = producer
         self._replace: set[str] = set()  # scopes whose stored clients the next save replaces
+        self._resolved: list[Finding] = []  # of keys a configuration change dropped at restore
 
     def partition_scope(self, pid: PartitionId) -> str:
         return f"partition:{self.group}:{pid[0]}:{pid[1]}"
@@ -175,9 +178,17 @@ class Checkpointer:
                               "confidence windows start afresh", exc)
                 else:
                     assert isinstance(models, ModelState)
+                    done = reconfigure.model_wide(models.detectors, p.models.detectors)
+                    for note in done.notes:
+                        log.warning("model-wide state under the new configuration: %s", note)
+                    models.detectors = done.detectors
                     p.models = models
+                    self._resolved += done.resolved
                     log.info("restored model-wide state (watermark %s)", models.watermark)
         p.alerts.load(pickle.loads(a.state) for a in self.store.firing_alerts())
+        # the keys a configuration change dropped: their open alerts resolve
+        resolved, self._resolved = self._resolved, []
+        p.alert(resolved)
         p.use_references(load_references(self.store))
         return offsets
 
@@ -200,16 +211,26 @@ class Checkpointer:
             return state
 
     def load_partition(self, pid: PartitionId, cp: Checkpoint) -> PartitionState:
-        """A partition's stored shell refilled with its stored clients."""
+        """A partition's stored shell refilled with its stored clients, under the
+        current configuration (``monitor.reconfigure``)."""
         state = _load_state(cp.state)
         assert isinstance(state, PartitionState)
+        scope = self.partition_scope(pid)
         slots: list[list[tuple[Hashable, Any]]] = [[] for _ in state.detectors]
-        for index, client, blob in self.store.load_clients(self.partition_scope(pid)):
+        for index, client, blob in self.store.load_clients(scope):
             model, client_id = json.loads(client)
             slots[index].append(((sys.intern(model), client_id), pickle.loads(blob)))
-        for keyed, stored in zip(state.detectors, slots, strict=True):
-            keyed.restore_slots(stored)
-            keyed.tracking = True
+        done = reconfigure.partition(state.detectors, slots,
+                                     self.pipeline.new_partition_state().detectors)
+        for note in done.notes:
+            log.warning("partition %s[%d] under the new configuration: %s", pid[0], pid[1], note)
+        state.detectors = done.detectors
+        for keyed in state.detectors:
+            # rows stored under another layout are all written again at the next save
+            keyed.tracking = not done.rows_changed
+        if done.rows_changed:
+            self._replace.add(scope)
+        self._resolved += done.resolved
         return state
 
 

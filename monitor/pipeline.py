@@ -173,7 +173,7 @@ class Pipeline:
             for reason, n in Counter(b.reason for _, b in result.bad).items():
                 self.metrics.bad_records.labels(reason).inc(n)
         self.models.partition_ts[pid] = state.max_ts
-        result.alerts = self._alert(findings)
+        result.alerts = self.alert(findings)
         return result
 
     @staticmethod
@@ -219,9 +219,11 @@ class Pipeline:
         for keyed in self.models.detectors:
             findings.extend(keyed.tick(watermark))
         self.new_references.extend(collect_new_references(self.models.detectors))
-        return self._alert(findings)
+        return self.alert(findings)
 
-    def _alert(self, findings: list[Finding]) -> list[dict]:
+    def alert(self, findings: list[Finding]) -> list[dict]:
+        """Raise ``findings`` through the alert manager; their records go to the outbox
+        (``pending``)."""
         records = []
         for finding in findings:
             record = self.alerts.process(finding)

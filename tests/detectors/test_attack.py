@@ -105,3 +105,30 @@ def test_count_rules_come_from_the_config_and_skip_retries() -> None:
     assert {f.detector for f in firing} == {"extraction.daily_distinct_inputs"}
     assert firing[0].evidence["count_in_window"] == 101
     assert firing[0].ts == 200 * 30.0  # the 101st distinct input is the 201st query
+
+
+def test_a_state_carried_to_new_settings_keeps_each_unchanged_signal_and_its_open_incident(
+) -> None:
+    old = ClientAttack(signals=_signals())
+    flood = old.clone()
+    for i in range(60):  # floods: the request budget's incident is open
+        flood.update(_ev(i * 0.1, np.full(4, float(i))))
+    assert flood.detected and flood.name == "flooding.request_rate"
+    state = flood.export_state()
+
+    # the low-confidence share reconfigured, a signal order change, the rate unchanged
+    new = ClientAttack(signals=(RequestRate(window_s=10, max_events=50),
+                                LowConfidenceShare(min_queries=5), QueryNeighbours(window_s=30)))
+    carried = new.clone()
+    carried.import_state(new.carry_state(state, old))
+    assert carried.detected and carried.name == "flooding.request_rate"
+    assert carried.signals[0].export_state() == flood.signals[2].export_state()
+    assert carried.signals[2].export_state() == flood.signals[0].export_state()
+    assert carried.signals[1].export_state() == new.signals[1].export_state()  # afresh
+
+    # the budget that named the incident is gone: the incident is closed
+    without = ClientAttack(signals=_signals()[:2])
+    closed = without.clone()
+    closed.import_state(without.carry_state(state, old))
+    assert not closed.detected
+    assert closed.signals[0].export_state() == flood.signals[0].export_state()

@@ -1,0 +1,139 @@
+"""Restored detector state under the configuration the daemon runs with now.
+
+A checkpoint stores each keying of detectors (per client, per source address, per
+query cell, per model) with the settings it ran under. When the configuration
+changed between that run and this one (a threshold raised, a client allow-listed,
+a signal turned on or off), the restored state takes the current settings and keeps
+what still means the same:
+
+- a keying's own settings (allow-list, idle time, capacity, renotification,
+  packing) are always the current ones;
+- a per-client signal configured as before keeps every client's state; a changed or
+  new one starts afresh for every client, a removed one is dropped
+  (``Detector.carry_state``, ``ClientAttack.carry_state``);
+- a model-wide detector whose settings changed starts afresh: its windows and,
+  without a stored reference, its warm-up reference are built again;
+- a keying no longer configured is dropped and its firing keys resolve; a new one
+  starts empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.base import Finding
+from detectors.keyed import Keyed
+
+Row = tuple[Hashable, tuple[Any, ...]]  # a key and its exported slot (Keyed.export_slot)
+
+
+@dataclass
+class Reconfigured:
+    """The keyings to run with, the findings of the keys dropped, whether the stored
+    per-client rows still match them (else the next checkpoint writes them all
+    again), and what changed, for the log."""
+
+    detectors: list[Keyed]
+    resolved: list[Finding] = field(default_factory=list)
+    rows_changed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _name(keyed: Keyed) -> str:
+    return f"{type(keyed.prototype).__name__} per {keyed.key}"
+
+
+def _difference(old: Keyed, new: Keyed) -> str:
+    """What changed between two prototypes' settings: the parameters, or for a
+    verdict over several signals the signals."""
+    signals = getattr(new.prototype, "signals", None)
+    if signals is None:
+        before, after = old.prototype.settings(), new.prototype.settings()
+        return ", ".join(f"{k} {before.get(k)} -> {v}" for k, v in after.items()
+                         if before.get(k) != v)
+    had = [s.settings_text() for s in getattr(old.prototype, "signals", ())]
+    has = [s.settings_text() for s in signals]
+    return "; ".join([f"was {t}" for t in had if t not in has]
+                     + [f"now {t}" for t in has if t not in had]) or (
+        f"was {old.prototype.settings_text()}; now {new.prototype.settings_text()}")
+
+
+def _match(fresh: Keyed, stored: list[Keyed], used: set[int]) -> int | None:
+    return next((i for i, old in enumerate(stored) if i not in used and fresh.keys_like(old)),
+                None)
+
+
+def _carried(rows: list[Row], old: Keyed, new: Keyed) -> list[Row]:
+    """``rows`` exported under ``old``'s prototype, as states of ``new``'s; a state
+    that means nothing under the new settings is replaced by a fresh one (the key
+    keeps its place, and a firing key resolves at its next tick)."""
+    fresh_state = new.prototype.clone().export_state()
+    out = []
+    for key, (model, version, last_ts, firing, notified, state) in rows:
+        carried = new.prototype.carry_state(state, old.prototype)
+        out.append((key, (model, version, last_ts, firing, notified,
+                          fresh_state if carried is None else carried)))
+    return out
+
+
+def partition(stored: list[Keyed], rows: list[list[Row]], fresh: list[Keyed]) -> Reconfigured:
+    """The per-client keyings of ``fresh`` (built from the current configuration)
+    with the keys of ``stored`` (a checkpoint's shells, whose keys are ``rows``)."""
+    out = Reconfigured([])
+    used: set[int] = set()
+    for new in fresh:
+        i = _match(new, stored, used)
+        if i is None:
+            out.detectors.append(new)
+            out.rows_changed = True
+            out.notes.append(f"{_name(new)} is new: it starts with no keys")
+            continue
+        used.add(i)
+        old, mine = stored[i], rows[i]
+        if i != len(out.detectors):  # its rows are stored under another position
+            out.rows_changed = True
+        if old.prototype.settings_text() != new.prototype.settings_text():
+            mine = _carried(mine, old, new)
+            out.rows_changed = True
+            out.notes.append(f"{_name(new)}: settings changed ({_difference(old, new)}); "
+                             f"what changed starts afresh for each of its {len(mine)} keys")
+        old.take_settings(new)
+        old.restore_slots(mine)
+        out.detectors.append(old)
+    for i, old in enumerate(stored):
+        if i not in used:
+            old.restore_slots(rows[i])
+            out.resolved += old.resolve_all()
+            out.rows_changed = True
+            out.notes.append(f"{_name(old)} is no longer configured: its {len(rows[i])} keys "
+                             f"are dropped")
+    return out
+
+
+def model_wide(stored: list[Keyed], fresh: list[Keyed]) -> Reconfigured:
+    """The model-wide keyings of ``fresh`` with the state of ``stored`` where their
+    settings are unchanged."""
+    out = Reconfigured([])
+    used: set[int] = set()
+    for new in fresh:
+        i = _match(new, stored, used)
+        if i is None:
+            out.detectors.append(new)
+            continue
+        used.add(i)
+        old = stored[i]
+        if old.prototype.settings_text() == new.prototype.settings_text():
+            old.take_settings(new)
+            out.detectors.append(old)
+        else:
+            out.resolved += old.resolve_all()
+            out.detectors.append(new)
+            out.notes.append(f"{_name(new)}: settings changed ({_difference(old, new)}); "
+                             f"it starts afresh")
+    for i, old in enumerate(stored):
+        if i not in used:
+            out.resolved += old.resolve_all()
+            out.notes.append(f"{_name(old)} is no longer configured: its state is dropped")
+    return out
