@@ -12,7 +12,7 @@ incident per client, not one message per signal.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from detectors.base import Detector, SlotState
 from detectors.event import Event
@@ -47,6 +47,12 @@ class ClientAttack(SlotState, Detector):
 
     def export_state(self) -> tuple[Any, ...]:
         return (tuple(s.export_state() for s in self.signals), self._lead_index, self._active)
+
+    def blank(self) -> Self:
+        det = super().blank()
+        det.signals = tuple(s.blank() if isinstance(s, SlotState) else s.clone()
+                            for s in self.signals)  # each client its own
+        return det
 
     def import_state(self, state: tuple[Any, ...]) -> None:
         signals, self._lead_index, self._active = state

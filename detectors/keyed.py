@@ -188,8 +188,7 @@ class Keyed:
             if last_ts < horizon and not firing:
                 slot.packed = self._packer().pack(state)
             else:
-                slot.detector = self.prototype.clone()
-                slot.detector.import_state(state)
+                slot.detector = self.prototype.restored(state)
                 self._live[key] = None
             self.slots[key] = slot
             if firing:
@@ -252,8 +251,7 @@ class Keyed:
         """Make ``key``'s detector live (restored from its packed state if need be)
         and, when packing, mark it the most recently seen of the live keys."""
         if slot.detector is None:
-            detector = self.prototype.clone()
-            detector.import_state(self._packer().unpack(slot.packed))
+            detector = self.prototype.restored(self._packer().unpack(slot.packed))
             slot.detector, slot.packed = detector, None
         self._mark_live(key)
 

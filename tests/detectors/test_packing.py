@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pickle
 
+import msgspec
+
 from detectors.event import Event
 from detectors.keyed import Keyed
 from monitor.config import build_config
@@ -69,3 +71,43 @@ def test_a_packed_client_is_smaller_and_survives_pickling() -> None:
     again.update(Event(ts=1_700_000_101, model="m", model_version="1", client_id="c1",
                        request_id="y", features={"f0": 2.0}, prediction="a", confidence=0.7))
     assert again.slots[("m", "c1")].packed is None  # restored by its next event
+
+
+def _slots(det: object) -> list:
+    """Every field of a slotted detector, its signals' fields in place of them."""
+    return [[_slots(v) for v in value]
+            if isinstance(value, tuple) and value and all(hasattr(v, "export_state") for v in value)
+            else value
+            for value in det.__getstate__()]  # type: ignore[attr-defined]
+
+
+def test_a_detector_restored_without_its_constructor_is_a_clone_holding_the_state() -> None:
+    config = build_config({"detectors": {
+        "coverage": {"min_queries": 16}, "source_ip": {"enabled": True},
+        "fingerprint": {"enabled": True},
+        "rules": [{"name": "daily", "max_events": 50, "window_s": 600, "distinct": True}]}},
+        env={})
+    keyings = client_detectors(config)
+    events = [msgspec.structs.replace(e, source_ip=f"10.0.0.{i % 3}")
+              for i, e in enumerate(_stream(seed=5, n=1_500))]
+    for start in range(0, len(events), 100):
+        for keyed in keyings:
+            keyed.prepare(events[start:start + 100])
+        for event in events[start:start + 100]:
+            for keyed in keyings:
+                keyed.update(event)
+    for keyed in keyings:
+        proto, kept, seen = keyed.prototype, [], set()
+        assert len(keyed) > 0
+        for slot in keyed.slots.values():
+            state = pickle.loads(pickle.dumps(slot.detector.export_state()))
+            made = proto.clone()
+            made.import_state(pickle.loads(pickle.dumps(state)))
+            restored = proto.restored(state)
+            assert type(restored) is type(made)
+            assert _slots(restored) == _slots(made) == _slots(slot.detector)
+            kept.append(restored)  # alive, so no two objects share an id
+            owned = [id(restored), *map(id, restored.signals)]
+            assert not seen & set(owned), "each client its own signals"
+            assert not {id(proto), *map(id, proto.signals)} & set(owned)
+            seen.update(owned)
