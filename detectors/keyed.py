@@ -47,8 +47,12 @@ class _Packer:
     of a fresh clone (``zdict``), so the structure and parameters every client
     shares cost no bytes (about 110 B less per client than plain zlib)."""
 
-    def __init__(self, prototype: Detector) -> None:
-        self.zdict = pickle.dumps(prototype.clone().export_state(), protocol=pickle.HIGHEST_PROTOCOL)
+    def __init__(self, zdict: bytes) -> None:
+        self.zdict = zdict
+
+    @classmethod
+    def of(cls, prototype: Detector) -> _Packer:
+        return cls(pickle.dumps(prototype.clone().export_state(), protocol=pickle.HIGHEST_PROTOCOL))
 
     def pack(self, state: Any) -> bytes:
         c = zlib.compressobj(1, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, self.zdict)
@@ -127,6 +131,8 @@ class Keyed:
         self.now = float("-inf")
         self.tracking = False  # record changes for incremental checkpoints (changes())
         self.next_seq = 0  # LRU sequence number of the next key moved to the end
+        # in a stored shell: the packer's dictionary its packed client rows need
+        self.packing_dict: bytes | None = None
         self._new_changes()
 
     def _new_changes(self) -> None:
@@ -135,12 +141,15 @@ class Keyed:
         self._removed: set[Hashable] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()
-                if k not in _DERIVED}
+        state = {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
+        # what the packed states stored with this shell (``stored_slot``) need to unpack
+        state["packing_dict"] = self._packer().zdict if self.pack_after_s is not None else None
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("pack_after_s", None)  # shells stored before packing
+        self.__dict__.setdefault("packing_dict", None)  # ... or before packed rows
         self._config_repr = None
         self._packer_obj = None
         self._new_changes()
@@ -175,20 +184,42 @@ class Keyed:
         return (slot.model, slot.model_version, slot.last_ts, slot.firing, slot.last_notified,
                 state)
 
+    def stored_slot(self, slot: _Slot) -> tuple[Any, ...]:
+        """``export_slot`` for a checkpoint row: a packed key's state stays packed
+        bytes (no unpacking to store it, no packing to restore it)."""
+        if slot.detector is None:
+            return (slot.model, slot.model_version, slot.last_ts, slot.firing,
+                    slot.last_notified, slot.packed)
+        return self.export_slot(slot)
+
+    def unpack_stored(self, state: Any) -> Any:
+        """A state of a stored row (``stored_slot``) as plain data: packed ones are
+        unpacked with the packing this shell was stored with."""
+        if not isinstance(state, bytes):
+            return state
+        if self.packing_dict is None:
+            raise ValueError("a packed client state stored without its packing dictionary")
+        return _Packer(self.packing_dict).unpack(state)
+
     def restore_slots(self, slots: list[tuple[Hashable, tuple[Any, ...]]]) -> None:
-        """Refill the keys from exported slots, in LRU order (oldest first); the
-        ones idle for ``pack_after_s`` stay packed."""
+        """Refill the keys from stored slots (``stored_slot`` or ``export_slot``), in
+        LRU order (oldest first); the ones idle for ``pack_after_s`` stay packed."""
         self.slots = OrderedDict()
         self._live = OrderedDict()
         self.firing_keys = set()
         horizon = self._pack_horizon()
-        for key, (model, version, last_ts, firing, last_notified, state) in slots:
+        # packed states stored with this packing are kept as they are
+        reuse = self.packing_dict is not None and self.packing_dict == self._packer().zdict
+        for key, (model, version, last_ts, firing, last_notified, stored) in slots:
             slot = _Slot(None, model, version)
             slot.last_ts, slot.firing, slot.last_notified = last_ts, firing, last_notified
+            packed = stored if reuse and isinstance(stored, bytes) else None
+            state = None if packed is not None else self.unpack_stored(stored)
             if last_ts < horizon and not firing:
-                slot.packed = self._packer().pack(state)
+                slot.packed = packed if packed is not None else self._packer().pack(state)
             else:
-                slot.detector = self.prototype.restored(state)
+                slot.detector = self.prototype.restored(
+                    state if packed is None else self._packer().unpack(packed))
                 self._live[key] = None
             self.slots[key] = slot
             if firing:
@@ -226,7 +257,7 @@ class Keyed:
     def _packer(self) -> _Packer:
         packer = self._packer_obj
         if packer is None:
-            packer = self._packer_obj = _Packer(self.prototype)
+            packer = self._packer_obj = _Packer.of(self.prototype)
         return packer
 
     def _pack_horizon(self) -> float:

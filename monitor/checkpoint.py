@@ -108,7 +108,7 @@ class Checkpointer:
                 found = keyed.changes()
                 found_here.append(found)
                 changes.append((keyed, found))
-                export = keyed.export_slot
+                export = keyed.stored_slot
                 rows.upsert += [(index, _client(k), seq, _dump(export(slot)))
                                 for k, seq, slot in found.moved]
                 rows.update += [(index, _client(k), _dump(export(slot))) for k, slot in found.ticked]

@@ -26,7 +26,7 @@ from typing import Any
 from detectors.base import Finding
 from detectors.keyed import Keyed
 
-Row = tuple[Hashable, tuple[Any, ...]]  # a key and its exported slot (Keyed.export_slot)
+Row = tuple[Hashable, tuple[Any, ...]]  # a key and its stored slot (Keyed.stored_slot)
 
 
 @dataclass
@@ -72,7 +72,7 @@ def _carried(rows: list[Row], old: Keyed, new: Keyed) -> list[Row]:
     fresh_state = new.prototype.clone().export_state()
     out = []
     for key, (model, version, last_ts, firing, notified, state) in rows:
-        carried = new.prototype.carry_state(state, old.prototype)
+        carried = new.prototype.carry_state(old.unpack_stored(state), old.prototype)
         out.append((key, (model, version, last_ts, firing, notified,
                           fresh_state if carried is None else carried)))
     return out

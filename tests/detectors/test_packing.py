@@ -111,3 +111,21 @@ def test_a_detector_restored_without_its_constructor_is_a_clone_holding_the_stat
             assert not seen & set(owned), "each client its own signals"
             assert not {id(proto), *map(id, proto.signals)} & set(owned)
             seen.update(owned)
+
+
+def test_packed_rows_restore_under_another_packing_dictionary() -> None:
+    """Rows packed with one dictionary (a shell stored by another runtime, whose
+    pickles differ) are unpacked with it and packed again with the current one."""
+    from detectors.keyed import _Packer
+
+    events = _stream(seed=11, n=2_000)
+    _, state, most_packed, keyed = _run(events, pack_after_s=2.0)
+    assert most_packed > 0
+    rows = [(k, keyed.stored_slot(s)) for k, s in keyed.slots.items()]
+    assert any(isinstance(row[5], bytes) for _, row in rows)
+    shell = pickle.loads(pickle.dumps(keyed))  # carries its packing dictionary
+    shell._packer_obj = _Packer(b"another runtime's fresh state" + shell.packing_dict)
+    shell.restore_slots(rows)
+    assert {k: shell.export_slot(s) for k, s in shell.slots.items()} == state
+    assert all(s.packed != keyed.slots[k].packed for k, s in shell.slots.items()
+               if s.packed is not None)

@@ -180,3 +180,22 @@ def test_model_wide_detectors_keep_their_state_unless_their_settings_changed(
     assert now["DistributionDrift"] == 0  # starts afresh under the new settings
     assert now["ConfidenceDrift"] == stored["ConfidenceDrift"] > 0  # unchanged: kept
     assert "DistributionDrift per model: settings changed (min_psi 0.02 -> 0.5)" in caplog.text
+
+
+def test_packed_clients_are_carried_to_new_settings_too(store: Store) -> None:
+    packing = {"state": {"pack_idle_after_s": 1}}
+    before = build_config({**packing, "detectors": {"flooding": {"max_events": 100}}}, env={})
+    first = Run(store, before)
+    first.send(_events("c", 4, T0, step=0.001))
+    neighbours_before = first.keyed("client").slots[("m", "c")].detector.signals[0].export_state()
+    first.send(_events("other", 1, T0 + 100))
+    first.send(_events("other", 1, T0 + 101))  # announcing this batch packs the idle "c"
+    assert first.keyed("client").slots[("m", "c")].packed is not None
+    first.save()
+
+    after = build_config({**packing, "detectors": {"flooding": {"max_events": 10}}}, env={})
+    second = Run(store, after)
+    keyed = second.keyed("client")
+    state = keyed.export_slot(keyed.slots[("m", "c")])[5]
+    assert state[0][0] == neighbours_before  # the query history, unpacked and carried
+    assert "max_events=10," in repr(keyed.prototype)

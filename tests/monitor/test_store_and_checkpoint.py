@@ -407,6 +407,42 @@ def test_client_rows_store_window_counts_as_bytes_and_no_parameters() -> None:
         assert keyed.export_slot(slot)[5] == twin.export_state()
 
 
+def test_packed_clients_are_stored_and_restored_as_their_packed_bytes(store_url: str) -> None:
+    """A client idle long enough to be packed is written as its packed bytes and read
+    back as them (no unpacking to store it, no packing to restore it): the same
+    state either way."""
+    import pickle
+
+    config = build_config({"state": {"pack_idle_after_s": 1}}, env={})
+    records = [Record(i, msgspec.json.encode({
+        "ts": 1_767_225_600 + 60 * (i // 100) + i % 100 / 10, "model": "m", "model_version": "1",
+        "client_id": f"c{i // 4}", "confidence": 0.5,
+        "features": {f"f{j}": (i % 7) * j / 10 for j in range(8)}})) for i in range(300)]
+    pid = ("logs", 0)
+    p = Pipeline(config)
+    for start in range(0, len(records), 100):  # a minute apart: the idle are packed at each
+        p.process(pid, records[start:start + 100])
+    keyed = p.partitions[pid].detectors[0]
+    packed = {k: s.packed for k, s in keyed.slots.items() if s.packed is not None}
+    assert len(packed) >= 3
+    exported = [keyed.export_slot(s) for s in keyed.slots.values()]
+
+    store = Store(store_url)
+    store.migrate()
+    Checkpointer(store, p, group="g", producer="a").save()
+    rows = {json.loads(c)[1]: pickle.loads(b) for d, c, b in store.load_clients("partition:g:logs:0")
+            if d == 0}
+    assert all(rows[k[1]][5] == blob for k, blob in packed.items())
+
+    again = Pipeline(config)
+    Checkpointer(store, again, group="g", producer="a").restore([pid])
+    restored = again.partitions[pid].detectors[0]
+    # (a restore packs every client idle by then, so a few more than were packed)
+    assert all(restored.slots[k].packed == blob for k, blob in packed.items())
+    assert [restored.export_slot(s) for s in restored.slots.values()] == exported
+    store.close()
+
+
 @pytest.mark.parametrize("command", [["alerts", "list"], ["reference", "list"], ["jobs", "status"],
                                      ["compare", "--list"], ["report", "drift"]])
 def test_store_commands_say_in_one_line_that_the_store_is_away(
