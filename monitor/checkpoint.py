@@ -42,9 +42,12 @@ log = logging.getLogger(__name__)
 
 
 # The layout of the pickled detector state; bump it when a release changes the state
-# of a detector: stored state of another format is set aside (with an error in the
-# log) instead of being fed to detectors that would misread it.
-STATE_FORMAT = 3  # 3: the per-client verdict gained the out-of-range signal
+# of a detector: stored state of a format this release does not read is set aside (with
+# an error in the log) instead of being fed to detectors that would misread it. A release
+# also reads the older formats it still understands (READ_FORMATS): an upgrade keeps the
+# state, a rollback to a release older than the format starts afresh.
+STATE_FORMAT = 4  # 4: a packed client's row holds its packed bytes
+READ_FORMATS = (3, 4)  # 3: the per-client verdict gained the out-of-range signal
 
 
 class StateFormatError(ValueError):
@@ -57,9 +60,10 @@ def _dump_state(obj: object) -> bytes:
 
 def _load_state(blob: bytes) -> Any:
     loaded = pickle.loads(blob)
-    if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == STATE_FORMAT):
+    if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] in READ_FORMATS):
         found = loaded[0] if isinstance(loaded, tuple) and loaded else "none"
-        raise StateFormatError(f"state format {found}, this version reads {STATE_FORMAT}")
+        raise StateFormatError(f"state format {found}, this version reads "
+                               f"{', '.join(map(str, READ_FORMATS))}")
     return loaded[1]
 
 

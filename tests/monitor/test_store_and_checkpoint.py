@@ -309,16 +309,51 @@ def test_state_of_another_format_is_set_aside_for_fresh_detectors(
     old = Pipeline(CONFIG)
     old.process(pid, stream_records()[:300])
     old.advance()
-    current = checkpoint.STATE_FORMAT
-    monkeypatch.setattr(checkpoint, "STATE_FORMAT", current - 1)  # a release with another layout
+    monkeypatch.setattr(checkpoint, "STATE_FORMAT", 2)  # a release with another layout
     Checkpointer(store, old, group="g", producer="a").save()
     monkeypatch.undo()
 
     new = Pipeline(CONFIG)
     assert Checkpointer(store, new, group="g", producer="a").restore([pid]) == {pid: 300}
-    assert f"state format {current - 1}, this version reads {current}" in caplog.text
+    assert "state format 2, this version reads 3, 4" in caplog.text
     assert "drift and confidence windows start afresh" in caplog.text
     assert len(new.partitions[pid].detectors[0]) == 0 and not any(k.slots for k in new.models.detectors)
+    store.close()
+
+
+def test_state_of_the_previous_format_is_read_and_a_rollback_to_it_starts_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Format 3 stored a packed client's plain state; this release reads it. A
+    release of format 3 would misread the packed bytes of format 4: it refuses them."""
+    from detectors.keyed import Keyed
+
+    pid = ("logs", 0)
+    config = build_config({"state": {"pack_idle_after_s": 1}}, env={})
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    old = Pipeline(config)
+    records = stream_records()[:600]
+    for start in range(0, len(records), 50):
+        old.process(pid, records[start:start + 50])
+    keyed = old.partitions[pid].detectors[0]
+    assert any(s.packed is not None for s in keyed.slots.values())
+    with monkeypatch.context() as m:  # what the release of format 3 wrote
+        m.setattr(checkpoint, "STATE_FORMAT", 3)
+        m.setattr(Keyed, "stored_slot", Keyed.export_slot)
+        Checkpointer(store, old, group="g", producer="a").save()
+    new = Pipeline(config)
+    assert Checkpointer(store, new, group="g", producer="a").restore([pid]) == {pid: 600}
+    restored = new.partitions[pid].detectors[0]
+    assert [restored.export_slot(s) for s in restored.slots.values()] == [
+        keyed.export_slot(s) for s in keyed.slots.values()]
+    Checkpointer(store, new, group="g", producer="a").save()  # now in format 4
+
+    monkeypatch.setattr(checkpoint, "READ_FORMATS", (3,))  # the release of format 3
+    rolled_back = Pipeline(config)
+    Checkpointer(store, rolled_back, group="g", producer="a").restore([pid])
+    assert "state format 4, this version reads 3" in caplog.text
+    assert len(rolled_back.partitions[pid].detectors[0]) == 0
     store.close()
 
 
