@@ -244,6 +244,13 @@ class Keyed:
         self._config_repr = None
         self._packer_obj = None
 
+    def resolution(self, key: Hashable, row: tuple[Any, ...]) -> Finding:
+        """The ``resolved`` finding of a stored firing key (a ``stored_slot`` row)
+        whose incident is closed outside the stream: by a new configuration."""
+        model, version, _, _, _, stored = row
+        slot = _Slot(self.prototype.restored(self.unpack_stored(stored)), model, version)
+        return self._finding(key, slot, "resolved", self.now)
+
     def resolve_all(self) -> list[Finding]:
         """Drop every key: ``resolved`` for the firing ones (this keying is going
         away)."""

@@ -65,17 +65,26 @@ def _match(fresh: Keyed, stored: list[Keyed], used: set[int]) -> int | None:
                 None)
 
 
-def _carried(rows: list[Row], old: Keyed, new: Keyed) -> list[Row]:
-    """``rows`` exported under ``old``'s prototype, as states of ``new``'s; a state
+def _carried(rows: list[Row], old: Keyed, new: Keyed) -> tuple[list[Row], list[Finding]]:
+    """``rows`` stored under ``old``'s prototype, as states of ``new``'s; a state
     that means nothing under the new settings is replaced by a fresh one (the key
-    keeps its place, and a firing key resolves at its next tick)."""
-    fresh_state = new.prototype.clone().export_state()
-    out = []
-    for key, (model, version, last_ts, firing, notified, state) in rows:
-        carried = new.prototype.carry_state(old.unpack_stored(state), old.prototype)
-        out.append((key, (model, version, last_ts, firing, notified,
-                          fresh_state if carried is None else carried)))
-    return out
+    keeps its place). A firing key whose incident the new settings close or rename
+    (its signal changed or removed) resolves now, under the name it fired with."""
+    out, resolved = [], []
+    for key, row in rows:
+        model, version, last_ts, firing, notified, stored = row
+        state = old.unpack_stored(stored)
+        carried = new.prototype.carry_state(state, old.prototype)
+        if carried is None:  # a fresh state of its own (no field shared with another key)
+            carried = new.prototype.clone().export_state()
+        if firing:
+            before = old.prototype.restored(old.unpack_stored(stored))
+            after = new.prototype.restored(carried)
+            if not after.detected or after.name != before.name:
+                resolved.append(old.resolution(key, row))
+                firing = False
+        out.append((key, (model, version, last_ts, firing, notified, carried)))
+    return out, resolved
 
 
 def partition(stored: list[Keyed], rows: list[list[Row]], fresh: list[Keyed]) -> Reconfigured:
@@ -95,7 +104,8 @@ def partition(stored: list[Keyed], rows: list[list[Row]], fresh: list[Keyed]) ->
         if i != len(out.detectors):  # its rows are stored under another position
             out.rows_changed = True
         if old.prototype.settings_text() != new.prototype.settings_text():
-            mine = _carried(mine, old, new)
+            mine, closed = _carried(mine, old, new)
+            out.resolved += closed
             out.rows_changed = True
             out.notes.append(f"{_name(new)}: settings changed ({_difference(old, new)}); "
                              f"what changed starts afresh for each of its {len(mine)} keys")

@@ -199,3 +199,20 @@ def test_packed_clients_are_carried_to_new_settings_too(store: Store) -> None:
     state = keyed.export_slot(keyed.slots[("m", "c")])[5]
     assert state[0][0] == neighbours_before  # the query history, unpacked and carried
     assert "max_events=10," in repr(keyed.prototype)
+
+
+@pytest.mark.parametrize("flooding", [{"enabled": False}, {"max_events": 1000}],
+                         ids=["turned off", "changed"])
+def test_an_open_alert_of_a_signal_turned_off_or_changed_resolves_under_its_name(
+        store: Store, flooding: dict[str, Any]) -> None:
+    first = Run(store, _config(flooding={"max_events": 10}))
+    alerts = first.send(_events("c", 20, T0))
+    assert [(a["status"], a["detector"]) for a in alerts] == [("firing", "flooding.request_rate")]
+    first.save()
+
+    second = Run(store, _config(flooding=flooding))
+    resolved = [msgspec.json.decode(e.record) for e in second.pipeline.pending]
+    assert [(r["status"], r["detector"], r["subject"]) for r in resolved] == [
+        ("resolved", "flooding.request_rate", {"client_id": "c"})]
+    assert not second.keyed("client").firing_keys
+    assert not second.send(_events("c", 3, T0 + 2))  # nothing more to say about it
