@@ -46,6 +46,14 @@ class AllowListed(Keyed):
         assert isinstance(other, AllowListed)
         self.allow_exact, self.allow_prefixes = other.allow_exact, other.allow_prefixes
 
+    def drop_allowed(self) -> list[Finding]:
+        """Drop the state of the clients allow-listed since it was made (a new
+        configuration): they get none; an open alert of theirs resolves."""
+        if self.key != "client":
+            return []  # an address's or a cell's key holds several clients' queries
+        gone = [key for key in self.slots if self.allowed(key[1])]  # type: ignore[index]
+        return self.drop(gone)
+
     def allowed(self, client_id: str | None) -> bool:
         if client_id is None:
             return False

@@ -251,14 +251,15 @@ class Keyed:
         slot = _Slot(self.prototype.restored(self.unpack_stored(stored)), model, version)
         return self._finding(key, slot, "resolved", self.now)
 
-    def resolve_all(self) -> list[Finding]:
-        """Drop every key: ``resolved`` for the firing ones (this keying is going
-        away)."""
+    def drop(self, keys: list[Hashable]) -> list[Finding]:
+        """Drop ``keys`` outside the stream (a new configuration no longer wants
+        them): ``resolved`` for the firing ones."""
         findings = [self._finding(key, self.slots[key], "resolved", self.now)
-                    for key in self.slots if key in self.firing_keys]
-        self.slots.clear()
-        self._live.clear()
-        self.firing_keys.clear()
+                    for key in keys if key in self.firing_keys]
+        for key in keys:
+            del self.slots[key]
+            self._live.pop(key, None)
+            self.firing_keys.discard(key)
         return findings
 
     def _packer(self) -> _Packer:

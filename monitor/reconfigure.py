@@ -7,7 +7,8 @@ a signal turned on or off), the restored state takes the current settings and ke
 what still means the same:
 
 - a keying's own settings (allow-list, idle time, capacity, renotification,
-  packing) are always the current ones;
+  packing) are always the current ones; a client allow-listed since has its state
+  dropped and its open alerts resolved;
 - a per-client signal configured as before keeps every client's state; a changed or
   new one starts afresh for every client, a removed one is dropped
   (``Detector.carry_state``, ``ClientAttack.carry_state``);
@@ -23,6 +24,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.allow import AllowListed
 from detectors.base import Finding
 from detectors.keyed import Keyed
 
@@ -60,9 +62,19 @@ def _difference(old: Keyed, new: Keyed) -> str:
         f"was {old.prototype.settings_text()}; now {new.prototype.settings_text()}")
 
 
-def _match(fresh: Keyed, stored: list[Keyed], used: set[int]) -> int | None:
-    return next((i for i, old in enumerate(stored) if i not in used and fresh.keys_like(old)),
-                None)
+def _pairs(stored: list[Keyed], fresh: list[Keyed]) -> tuple[list[tuple[Keyed, int | None]],
+                                                              list[int]]:
+    """Each fresh keying with the position of the stored one that names its keys
+    alike (None: it is new), and the positions of the stored ones left over."""
+    used: set[int] = set()
+    pairs: list[tuple[Keyed, int | None]] = []
+    for new in fresh:
+        i = next((i for i, old in enumerate(stored) if i not in used and new.keys_like(old)),
+                 None)
+        if i is not None:
+            used.add(i)
+        pairs.append((new, i))
+    return pairs, [i for i in range(len(stored)) if i not in used]
 
 
 def _carried(rows: list[Row], old: Keyed, new: Keyed) -> tuple[list[Row], list[Finding]]:
@@ -78,10 +90,10 @@ def _carried(rows: list[Row], old: Keyed, new: Keyed) -> tuple[list[Row], list[F
         if carried is None:  # a fresh state of its own (no field shared with another key)
             carried = new.prototype.clone().export_state()
         if firing:
-            before = old.prototype.restored(old.unpack_stored(stored))
-            after = new.prototype.restored(carried)
-            if not after.detected or after.name != before.name:
-                resolved.append(old.resolution(key, row))
+            open_alert = old.resolution(key, row)
+            after = new.prototype.restored(carried)  # only read: may share carried's objects
+            if not after.detected or after.name != open_alert.detector:
+                resolved.append(open_alert)
                 firing = False
         out.append((key, (model, version, last_ts, firing, notified, carried)))
     return out, resolved
@@ -91,15 +103,13 @@ def partition(stored: list[Keyed], rows: list[list[Row]], fresh: list[Keyed]) ->
     """The per-client keyings of ``fresh`` (built from the current configuration)
     with the keys of ``stored`` (a checkpoint's shells, whose keys are ``rows``)."""
     out = Reconfigured([])
-    used: set[int] = set()
-    for new in fresh:
-        i = _match(new, stored, used)
+    pairs, dropped = _pairs(stored, fresh)
+    for new, i in pairs:
         if i is None:
             out.detectors.append(new)
             out.rows_changed = True
             out.notes.append(f"{_name(new)} is new: it starts with no keys")
             continue
-        used.add(i)
         old, mine = stored[i], rows[i]
         if i != len(out.detectors):  # its rows are stored under another position
             out.rows_changed = True
@@ -111,14 +121,17 @@ def partition(stored: list[Keyed], rows: list[list[Row]], fresh: list[Keyed]) ->
                              f"what changed starts afresh for each of its {len(mine)} keys")
         old.take_settings(new)
         old.restore_slots(mine)
+        if isinstance(old, AllowListed):
+            out.resolved += old.drop_allowed()
+            out.rows_changed |= len(old) < len(mine)
         out.detectors.append(old)
-    for i, old in enumerate(stored):
-        if i not in used:
-            old.restore_slots(rows[i])
-            out.resolved += old.resolve_all()
-            out.rows_changed = True
-            out.notes.append(f"{_name(old)} is no longer configured: its {len(rows[i])} keys "
-                             f"are dropped")
+    for i in dropped:
+        old = stored[i]
+        old.restore_slots(rows[i])
+        out.resolved += old.drop(list(old.slots))
+        out.rows_changed = True
+        out.notes.append(f"{_name(old)} is no longer configured: its {len(rows[i])} keys "
+                         f"are dropped")
     return out
 
 
@@ -126,24 +139,21 @@ def model_wide(stored: list[Keyed], fresh: list[Keyed]) -> Reconfigured:
     """The model-wide keyings of ``fresh`` with the state of ``stored`` where their
     settings are unchanged."""
     out = Reconfigured([])
-    used: set[int] = set()
-    for new in fresh:
-        i = _match(new, stored, used)
+    pairs, dropped = _pairs(stored, fresh)
+    for new, i in pairs:
         if i is None:
             out.detectors.append(new)
             continue
-        used.add(i)
         old = stored[i]
         if old.prototype.settings_text() == new.prototype.settings_text():
             old.take_settings(new)
             out.detectors.append(old)
         else:
-            out.resolved += old.resolve_all()
+            out.resolved += old.drop(list(old.slots))
             out.detectors.append(new)
             out.notes.append(f"{_name(new)}: settings changed ({_difference(old, new)}); "
                              f"it starts afresh")
-    for i, old in enumerate(stored):
-        if i not in used:
-            out.resolved += old.resolve_all()
-            out.notes.append(f"{_name(old)} is no longer configured: its state is dropped")
+    for i in dropped:
+        out.resolved += stored[i].drop(list(stored[i].slots))
+        out.notes.append(f"{_name(stored[i])} is no longer configured: its state is dropped")
     return out

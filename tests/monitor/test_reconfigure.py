@@ -74,13 +74,21 @@ def _fired(alerts: list[dict], client: str) -> list[str]:
 def test_a_client_allow_listed_at_a_restart_is_ignored_from_then_on(store: Store) -> None:
     flooding = {"flooding": {"max_events": 10}}
     first = Run(store, _config(**flooding))
-    assert not first.send(_events("etl", 5, T0) + _events("user", 5, T0))
+    assert _fired(first.send(_events("etl", 15, T0) + _events("user", 5, T0)), "etl") == [
+        "firing"]
     first.save()
 
     second = Run(store, _config(**flooding, allow_clients=["etl"]))
-    alerts = second.send(_events("etl", 20, T0 + 1) + _events("user", 20, T0 + 1))
+    resolved = [msgspec.json.decode(e.record) for e in second.pipeline.pending]
+    assert [(r["status"], r["subject"]) for r in resolved] == [
+        ("resolved", {"client_id": "etl"})]  # its open alert, at once
+    assert ("m", "etl") not in second.keyed("client").slots  # no state for it
+    alerts = second.send(_events("etl", 20, T0 + 2) + _events("user", 20, T0 + 2))
     assert _fired(alerts, "etl") == []
     assert _fired(alerts, "user") == ["firing"]  # the same budget, not allow-listed
+    second.save()
+    third = Run(store, _config(**flooding, allow_clients=["etl"]))
+    assert ("m", "etl") not in third.keyed("client").slots  # nor in the stored rows
 
 
 def test_a_threshold_changed_at_a_restart_takes_effect_and_other_signals_keep_their_state(
