@@ -148,7 +148,8 @@ class _ProxiedBroker:
         )
         self.proxy.__enter__()
         b = EmbeddedBroker(port=self.proxy.port)
-        wait_until(lambda: _can_connect(self.bootstrap), 20, "the broker to listen")
+        # the broker's own port: the proxy accepts connections before the broker listens
+        wait_until(lambda: _can_connect(f"127.0.0.1:{self.port}"), 20, "the broker to listen")
         self.create_topic = b.create_topic
 
     def close(self) -> None:
