@@ -162,6 +162,12 @@ class Daemon:
         batches = self.source.poll()
         now = time.monotonic()
         if batches:
+            if self._all_silent(now):
+                # deliveries resume after every partition was silent (a broker outage, a
+                # quiet topic): each gets idle_partition_s anew to catch up before it stops
+                # holding the watermark, or the first to deliver would close the windows
+                # the others' older events still belong to
+                self.last_records.update((pid, now) for pid in self.pipeline.partitions)
             with self.metrics.batch_seconds.time():
                 for pid, records in batches.items():
                     result = self.pipeline.process(pid, records)
@@ -204,14 +210,26 @@ class Daemon:
             return
         self.pending_since = None
 
+    def _silent_for(self, pid: PartitionId, now: float) -> float:
+        return now - self.last_records.get(pid, self.assigned_at.get(pid, now))
+
+    def _all_silent(self, now: float) -> bool:
+        """Whether no partition delivered for ``idle_partition_s``."""
+        idle = self.config.kafka.idle_partition_s
+        return all(self._silent_for(pid, now) >= idle for pid in self.pipeline.partitions)
+
     def _active_partitions(self, now: float) -> list[PartitionId]:
         """Partitions that still hold unread records, and so may deliver events
-        older than the others'; one silent for ``idle_partition_s`` stops counting."""
+        older than the others'; one silent for ``idle_partition_s`` while others
+        deliver stops counting (a stalled partition does not hold the windows). When
+        every one is silent, the silence is not theirs (the broker is away): none
+        stops counting."""
         assert self.source is not None
         idle = self.config.kafka.idle_partition_s
+        everyone_silent = self._all_silent(now)
         active = []
         for pid in self.pipeline.partitions:
-            if now - self.last_records.get(pid, self.assigned_at.get(pid, now)) >= idle:
+            if not everyone_silent and self._silent_for(pid, now) >= idle:
                 continue
             if self._unread_of(pid) == 0:
                 continue
