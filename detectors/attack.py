@@ -71,7 +71,8 @@ class ClientAttack(SlotState, Detector):
         carried = []
         for signal in self.signals:
             i = before.get(signal.settings_text())
-            carried.append(signal.export_state() if i is None else signal_states[i])
+            # a fresh state of its own for a new signal (no field shared between clients)
+            carried.append(signal.clone().export_state() if i is None else signal_states[i])
         now = [s.settings_text() for s in self.signals]
         lead_text = old.signals[lead].settings_text() if old.signals else None
         if lead_text in now:

@@ -165,6 +165,7 @@ class Checkpointer:
         """Adopt ``pids`` with their stored state; return where to resume each."""
         p = self.pipeline
         pids = list(pids)
+        self._resolved = []  # (a retried restore starts over)
         offsets: dict[PartitionId, int | None] = {}
         for pid in pids:
             cp = self.store.load_checkpoint(self.partition_scope(pid))
