@@ -254,13 +254,21 @@ class Keyed:
     def drop(self, keys: list[Hashable]) -> list[Finding]:
         """Drop ``keys`` outside the stream (a new configuration no longer wants
         them): ``resolved`` for the firing ones."""
-        findings = [self._finding(key, self.slots[key], "resolved", self.now)
-                    for key in keys if key in self.firing_keys]
-        for key in keys:
-            del self.slots[key]
-            self._live.pop(key, None)
-            self.firing_keys.discard(key)
-        return findings
+        return [finding for key in keys if (finding := self._remove(key)) is not None]
+
+    def _remove(self, key: Hashable) -> Finding | None:
+        """Forget ``key`` (and, when tracking, record it for the next checkpoint to
+        delete); its ``resolved`` finding if it was firing."""
+        slot = self.slots.pop(key)
+        self._live.pop(key, None)
+        if self.tracking:
+            self._moved.discard(key)
+            self._ticked.discard(key)
+            self._removed.add(key)
+        if not slot.firing:
+            return None
+        self.firing_keys.discard(key)
+        return self._finding(key, slot, "resolved", self.now)
 
     def _packer(self) -> _Packer:
         packer = self._packer_obj
@@ -455,15 +463,9 @@ class Keyed:
             key, slot = next(iter(self.slots.items()))
             if slot.last_ts >= horizon and len(self.slots) <= self.max_keys:
                 break
-            del self.slots[key]
-            self._live.pop(key, None)
-            if self.tracking:
-                self._moved.discard(key)
-                self._ticked.discard(key)
-                self._removed.add(key)
-            if slot.firing:
-                self.firing_keys.discard(key)
-                findings.append(self._finding(key, slot, "resolved", self.now))
+            finding = self._remove(key)
+            if finding is not None:
+                findings.append(finding)
         return findings
 
     def _config_text(self) -> str:
