@@ -35,7 +35,7 @@ import math
 import numbers as numbers_abc
 import operator
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +256,12 @@ class Layout:
 _PLAIN_NUMBERS = frozenset({float, int, bool, type(None)})
 
 
+def only_numbers(values: Iterable[Any]) -> bool:
+    """Whether every value is a JSON number, a bool or None (missing): what a numeric
+    feature holds. A string, even ``"3.5"``, is a category (``build_layout``)."""
+    return _PLAIN_NUMBERS.issuperset(map(type, values))
+
+
 def pick(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[tuple[Any, ...]]:
     """The values of ``names`` in every row, None where absent (one C-level getter a row)."""
     if not names:
@@ -274,7 +280,7 @@ def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
     numbers and None (NaN) in C-level passes, anything else value by value."""
     values = list(itertools.chain.from_iterable(rows))
     flat = _all_numbers(values)
-    if flat is None and _PLAIN_NUMBERS.issuperset(map(type, values)):  # None among them
+    if flat is None and only_numbers(values):  # None among them
         flat = np.fromiter(values, float, len(values))
     if flat is not None:
         return flat.reshape(len(rows), width)

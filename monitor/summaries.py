@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, islice
+from numbers import Real
 from operator import attrgetter, itemgetter
 from typing import Any, cast
 
@@ -39,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from detectors.event import Event
-from detectors.reference import uniform_columns
+from detectors.reference import label, only_numbers, uniform_columns
 from monitor.store import window_summaries
 
 GAMMA = 1.04  # sketch bucket ratio: values within ~2 % of each other share a bucket
@@ -216,41 +217,39 @@ def _feature_names(feats: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str
 def _numeric_matrix(feats: Sequence[dict[str, Any]], names: list[str],
                     rows: list | None) -> np.ndarray | None:
     """``names`` x events as floats (missing and None as NaN), C order; None when a
-    value is not a number (then the columns are read one by one). ``rows``: the
-    values of ``names`` per event, when already read."""
+    value is not a number, a string such as ``"3.5"`` included (then the columns are
+    read one by one). ``rows``: the values of ``names`` per event, when already read."""
     if rows is None:
         get = itemgetter(*names)
         try:
             rows = list(map(get, feats))
-        except KeyError:
-            rows = [tuple(f.get(n) for n in names) for f in feats]
+        except KeyError:  # shaped as itemgetter's: a value per event for one name
+            rows = ([tuple(f.get(n) for n in names) for f in feats] if len(names) > 1
+                    else [f.get(names[0]) for f in feats])
+    if not only_numbers(chain.from_iterable(rows) if len(names) > 1 else rows):
+        return None  # numpy would read numeric strings as numbers
     try:
-        if len(names) > 1:  # all present and numeric: straight into an array
+        if len(names) > 1:  # all present: straight into an array
             x = np.fromiter(chain.from_iterable(rows), dtype=float, count=len(rows) * len(names))
         else:
             x = np.array(rows, dtype=float)
-    except (TypeError, ValueError):
-        try:  # None becomes NaN here, not in fromiter
-            x = np.array(rows, dtype=float)
-        except (TypeError, ValueError):
-            return None
+    except TypeError:  # None becomes NaN here, not in fromiter
+        x = np.array(rows, dtype=float)
     return np.ascontiguousarray(x.reshape(len(feats), len(names)).T)
 
 
 def _numeric_prefix(values: Sequence[Any]) -> int:
-    """How many leading ``values`` are numbers or None (what a float array takes)."""
+    """How many leading ``values`` are numbers or None: the first string (``"3.5"``
+    too) makes the feature categorical, as the drift reference decides."""
     for i, v in enumerate(values):
-        if v is not None:
-            try:
-                float(v)
-            except (TypeError, ValueError):
-                return i
+        if v is not None and not isinstance(v, Real):
+            return i
     return len(values)
 
 
 def _count_into(target: dict[str, int], counts: dict[Any, int], cap: int) -> None:
     for v, c in counts.items():
-        key = str(v)
+        key = label(v)  # the category drift counts it under
         if key not in target and len(target) >= cap:
             key = OTHER
         target[key] = target.get(key, 0) + c
@@ -315,19 +314,16 @@ class Summary:
                 continue
             values = [f.get(name) for f in feats]
             if name not in self.categories:
-                try:
-                    col = np.array(values, dtype=float)
-                except (TypeError, ValueError):
-                    # numbers up to the first value that is not one; from there on the
-                    # feature is categorical, as it would be fed one event at a time
-                    k = _numeric_prefix(values)
-                    if k:
-                        self._sketch(name).add(np.array(values[:k], dtype=float),
-                                               sum(name not in f for f in feats[:k]))
-                    values = values[k:]
-                else:
-                    self._sketch(name).add(col, absent.get(name, 0))
+                k = _numeric_prefix(values)
+                if k == len(values):
+                    self._sketch(name).add(np.array(values, dtype=float), absent.get(name, 0))
                     continue
+                # numbers up to the first value that is not one; from there on the
+                # feature is categorical, as it would be fed one event at a time
+                if k:
+                    self._sketch(name).add(np.array(values[:k], dtype=float),
+                                           sum(name not in f for f in feats[:k]))
+                values = values[k:]
             counts = Counter(values)
             counts.pop(None, None)
             _count_into(self.categories.setdefault(name, {}), counts, max_categories)

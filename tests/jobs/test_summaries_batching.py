@@ -148,3 +148,20 @@ def test_numeric_batches_store_what_one_event_at_a_time_does() -> None:
             for name, sk in s.features.items():  # float sums are per batch: up to rounding
                 assert np.isclose(sk.sum, one_by_one.deltas[PID][key].features[name].sum,
                                   rtol=1e-12, atol=1e-9)
+
+
+def test_numeric_strings_are_categories_as_the_drift_reference_counts_them() -> None:
+    """A zip code sent as a string ("02134") is a category, in the summaries as in
+    the drift reference (numpy alone would read it as the number 2134), batched or not."""
+    from detectors.reference import build_layout
+
+    zips = ["02134", "10001", "1.5"]  # at most 3 categories (_collect)
+    events = [Event(ts=1_767_225_600.0 + i, model="m", model_version="1", client_id="k",
+                    features={"x": float(i), "zip": zips[i % 3]}, prediction="c0")
+              for i in range(200)]
+    layout = build_layout([e.features for e in events if e.features])
+    assert layout.numeric == ("x",) and layout.categorical == ("zip",)
+    for cuts in ([], list(range(1, len(events)))):
+        (summary,) = _collect(events, cuts).deltas[PID].values()
+        assert sorted(summary.features) == ["x"]
+        assert summary.categories["zip"] == {"02134": 67, "10001": 67, "1.5": 66}
