@@ -14,7 +14,7 @@ import operator
 from array import array
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from detectors.event import Event
 
@@ -186,10 +186,10 @@ class SlotState:
     counters: ClassVar[tuple[str, ...]] = ()
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return _slot_getter(type(self))(self)
+        return _GETTERS["slots"](type(self))(self)
 
     def export_state(self) -> tuple[Any, ...]:
-        state = _state_getter(type(self))(self)
+        state = _GETTERS["state"](type(self))(self)
         where = _counter_positions(type(self))
         if not where:
             return state
@@ -207,10 +207,10 @@ class SlotState:
             for i in where:
                 if state[i] is not None:
                     state[i] = array("I", state[i])  # type: ignore[index]
-        _fields_setter(cls, "state")(self, state)
+        _SETTERS["state"](cls)(self, state)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        _fields_setter(type(self), "slots")(self, state)
+        _SETTERS["slots"](type(self))(self, state)
 
     def blank(self) -> Self:
         """A detector with these parameters and no state yet (``import_state`` fills
@@ -218,7 +218,7 @@ class SlotState:
         clients, and the fresh state a constructor builds was two fifths of it."""
         cls = type(self)
         det = object.__new__(cls)
-        _fields_setter(cls, "params")(det, _param_getter(cls)(self))
+        _SETTERS["params"](cls)(det, _GETTERS["params"](cls)(self))
         return det
 
     def restored(self, state: tuple[Any, ...]) -> Self:
@@ -227,40 +227,42 @@ class SlotState:
         return det
 
 
-_SLOT_NAMES: dict[type, tuple[str, ...]] = {}
-_STATE_NAMES: dict[type, tuple[str, ...]] = {}
-_SLOT_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
-_STATE_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
-_PARAM_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
-_COUNTER_POSITIONS: dict[type, tuple[int, ...]] = {}
+_T = TypeVar("_T")
 
 
+def _per_class(build: Callable[[type], _T]) -> Callable[[type], _T]:
+    """``build(cls)`` computed once per class: the hot paths (a checkpoint reads every
+    changed client, a restore writes every client) look these facts up."""
+    built: dict[type, _T] = {}
+
+    def get(cls: type) -> _T:
+        value = built.get(cls)
+        if value is None:
+            value = built[cls] = build(cls)
+        return value
+
+    return get
+
+
+@_per_class
 def _slot_names(cls: type) -> tuple[str, ...]:
     """Every slot of ``cls``, its bases' first: a subclass of a slotted detector
     stores its parent's fields too, in the parent's order."""
-    names = _SLOT_NAMES.get(cls)
-    if names is None:
-        names = _SLOT_NAMES[cls] = tuple(
-            name for c in reversed(cls.__mro__) for name in c.__dict__.get("__slots__", ()))
-    return names
+    return tuple(name for c in reversed(cls.__mro__) for name in c.__dict__.get("__slots__", ()))
 
 
+@_per_class
 def _state_names(cls: type) -> tuple[str, ...]:
     """The slots of ``cls`` that are not constructor parameters: what changes."""
-    names = _STATE_NAMES.get(cls)
-    if names is None:
-        params = set(_param_names(cls))
-        names = _STATE_NAMES[cls] = tuple(n for n in _slot_names(cls) if n not in params)
-    return names
+    params = set(_param_names(cls))
+    return tuple(n for n in _slot_names(cls) if n not in params)
 
 
+@_per_class
 def _counter_positions(cls: type) -> tuple[int, ...]:
     """Where the ``counters`` sit in the exported state."""
-    where = _COUNTER_POSITIONS.get(cls)
-    if where is None:
-        names = _state_names(cls)
-        where = _COUNTER_POSITIONS[cls] = tuple(names.index(n) for n in cls.counters)  # type: ignore[attr-defined]
-    return where
+    names = _state_names(cls)
+    return tuple(names.index(n) for n in cls.counters)  # type: ignore[attr-defined]
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -288,50 +290,25 @@ def _setter(names: tuple[str, ...]) -> Callable[[Any, Sequence[Any]], None]:
     return store
 
 
-_SETTERS: dict[tuple[type, str], Callable[[Any, Sequence[Any]], None]] = {}
-
-
-def _fields_setter(cls: type, fields: str) -> Callable[[Any, Sequence[Any]], None]:
-    """The setter of ``cls``'s "params", "state" or "slots" names."""
-    setter = _SETTERS.get((cls, fields))
-    if setter is None:
-        names = {"params": _param_names, "state": _state_names, "slots": _slot_names}[fields](cls)
-        setter = _SETTERS[cls, fields] = _setter(names)
-    return setter
-
-
-def _param_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    getter = _PARAM_GETTERS.get(cls)
-    if getter is None:
-        getter = _PARAM_GETTERS[cls] = _getter(_param_names(cls))
-    return getter
-
-
-def _slot_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    getter = _SLOT_GETTERS.get(cls)
-    if getter is None:
-        getter = _SLOT_GETTERS[cls] = _getter(_slot_names(cls))
-    return getter
-
-
-def _state_getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    getter = _STATE_GETTERS.get(cls)
-    if getter is None:
-        getter = _STATE_GETTERS[cls] = _getter(_state_names(cls))
-    return getter
-
-
-_PARAM_NAMES: dict[type, tuple[str, ...]] = {}
-
-
+@_per_class
 def _param_names(cls: type) -> tuple[str, ...]:
     """Keyword-only constructor parameters of ``cls``, read once per class:
     ``clone()`` runs for every new client, and ``inspect.signature`` took 40% of
     the hot path (see BENCHMARKS.md, "Where the time goes")."""
-    names = _PARAM_NAMES.get(cls)
-    if names is None:
-        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
-        names = _PARAM_NAMES[cls] = tuple(
-            name for name, p in sig.parameters.items()
-            if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY)
-    return names
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    return tuple(name for name, p in sig.parameters.items()
+                 if name != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+_NAMES = {"params": _param_names, "state": _state_names, "slots": _slot_names}
+
+
+def _per_fields(make: Callable[[tuple[str, ...]], _T]) -> dict[str, Callable[[type], _T]]:
+    """Per "params", "state" or "slots": ``make`` of a class's names, once per class."""
+    def of(names: Callable[[type], tuple[str, ...]]) -> Callable[[type], _T]:
+        return _per_class(lambda cls: make(names(cls)))
+    return {fields: of(names) for fields, names in _NAMES.items()}
+
+
+_SETTERS = _per_fields(_setter)  # functions storing a class's fields from a sequence
+_GETTERS = _per_fields(_getter)  # functions reading them as a tuple
