@@ -204,8 +204,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cur.close()
 
         return engine
-    if url.startswith(f"{dialect}://") and dialect in ("postgresql", "postgres"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    scheme, _, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):  # no driver named
+        url = "postgresql+psycopg://" + rest
     return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True)
 
 
