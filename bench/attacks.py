@@ -8,8 +8,8 @@ trained on the even rows; the odd rows are the "natural data" pool that benign
 clients and natural-data extraction attackers draw from. Every row an ART attack
 sends to the victim's predict function becomes one inference-log event under the
 attacker's client id (the victim's answer: prediction and probabilities). The
-benign population (ordinary, retry, augmentation, heavy batch, skewed-class and
-explainer clients) is generated here. Traces are cached in ``bench/.cache/``.
+benign population (ordinary, retry, augmentation, heavy batch, skewed-class,
+explainer and what-if clients) is generated here. Traces are cached in ``bench/.cache/``.
 
 Scored per attack: detection rate, median and p90 queries until the first alert
 (flooding: seconds of event time), which detector fired first; per benign type:
@@ -201,7 +201,7 @@ def attack_traces(instances: int, fresh: bool) -> dict[str, list[np.ndarray]]:
 class Client:
     name: str
     group: str  # attack name or benign type
-    role: str  # "attack" or "benign" or "explainer"
+    role: str  # "attack" or "benign"; "explainer" and "what-if" are reported apart
     ts: np.ndarray  # event times (sorted)
     rows: np.ndarray  # (n, 64) float32
 
@@ -301,6 +301,29 @@ def benign_clients(pool: np.ndarray, y_pool: np.ndarray, rng: np.random.Generato
                 ex_rows.append(z)
         out.append(Client(f"explain-{kind.lower()}-{i}", f"explainer ({kind})", "explainer",
                           np.asarray(ex_ts), np.asarray(ex_rows, np.float32)))
+    for i in range(int(50 * scale)):  # what-if: an analyst edits a case field by field
+        wf_ts: list[float] = []
+        wf_rows: list[np.ndarray] = []
+        sessions = max(1, int(rng.poisson(5)))
+        for start, x in zip(times(sessions), natural(sessions), strict=True):
+            t = float(start)
+            wf_ts.append(t)
+            wf_rows.append(x)
+            current, field, sign = x.copy(), -1, 1.0
+            for _ in range(int(rng.integers(2, 9))):
+                if field < 0 or rng.random() < 0.5:  # a new field, else the same one again
+                    field, sign = int(rng.integers(0, 64)), float(rng.choice([-1.0, 1.0]))
+                elif rng.random() < 0.5:  # the other way this time
+                    sign = -sign
+                if rng.random() < 0.3:  # back to the case as it was, with only this edit
+                    current = x.copy()
+                current[field] = np.clip(x[field] + sign * rng.uniform(0.05, 0.5), 0, 1)
+                t += float(rng.uniform(2, 20))
+                wf_ts.append(t)
+                wf_rows.append(current.copy())
+        order = np.argsort(wf_ts, kind="stable")
+        out.append(Client(f"whatif-{i}", "what-if (field edits)", "what-if",
+                          np.asarray(wf_ts)[order], np.asarray(wf_rows, np.float32)[order]))
     return out
 
 
@@ -481,7 +504,7 @@ def score(clients: list[Client], first: dict[str, dict]) -> tuple[list[list[str]
             alerted = [c for c in members if c.name in first]
             by = Counter(first[c.name]["detector"] for c in alerted)
             per_1000 = 1000 * len(alerted) / len(members)
-            benign_rows.append([group + (" *" if role == "explainer" else ""),
+            benign_rows.append([group + (" *" if role != "benign" else ""),
                                 str(len(members)), f"{int(np.mean([len(c.ts) for c in members]))}",
                                 str(len(alerted)), f"{per_1000:.1f}",
                                 ", ".join(f"{k} {v}" for k, v in by.most_common()) or "-"])
@@ -562,7 +585,7 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="regenerate the cached traces")
     parser.add_argument("--instances", type=int, default=10, help="runs per attack")
     parser.add_argument("--benign-scale", type=float, default=1.0,
-                        help="benign population size (1.0 = 1,900 clients)")
+                        help="benign population size (1.0 = 1,750 clients)")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -688,8 +711,11 @@ is not seen by it (the volume budget below still bounds it).
 
 {attack_t}
 
-Benign population (false alarms; `*` explainer clients are reported separately and not
-in the overall figure). Overall: {benign_alerted} of {n_benign:,} benign clients alerted
+Benign population (false alarms; `*` explainer and what-if clients are reported
+separately and not in the overall figure: they perturb one input on purpose, as an
+attack's search does; what-if clients are analysts editing a case one field at a time,
+2 to 8 edits a session, half of them to the field just edited, some going back to the
+case as it was). Overall: {benign_alerted} of {n_benign:,} benign clients alerted
 = **{1000 * benign_alerted / n_benign:.1f} per 1,000 clients per day**.
 
 {benign_t}
