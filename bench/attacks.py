@@ -352,15 +352,16 @@ BOTNET = "Sybil HopSkipJump (10 keys, 10 addresses)"
 
 def addresses(clients: list[Client]) -> list[str]:
     """A source address per client: each attack run its own (a Sybil run's 10 keys
-    one, a botnet's keys one each), each heavy scorer and explainer its own, and the
-    other benign users ``NAT_USERS`` to an address (an office or a carrier NAT),
-    types mixed."""
+    one, a botnet's keys one each), each heavy scorer, explainer and what-if client
+    its own (those two are scored apart: sharing an address would make their alerts
+    count for ordinary users), and the other benign users ``NAT_USERS`` to an address
+    (an office or a carrier NAT), types mixed."""
     out: list[str] = []
     shared = 0
     for c in clients:
         if c.group == SYBIL:
             out.append(f"sybil:{c.name.rsplit('-', 1)[0]}")
-        elif c.role == "attack" or c.group == "heavy batch" or c.role == "explainer":
+        elif c.role != "benign" or c.group == "heavy batch":
             out.append(f"own:{c.name}")
         else:
             out.append(f"nat:{shared // NAT_USERS}")
@@ -735,7 +736,7 @@ n_benign:.1f} per 1,000 per day**.
 alerts once it has used 2 client ids, with a request budget of 3,000 per minute of its
 own). Every event carries a source address:
 each attack run its own (the 10 keys of a Sybil run one), each heavy scorer and
-explainer its own, and the other benign users {NAT_USERS} to an address ({n_nat} shared
+explainer and what-if client its own, and the other benign users {NAT_USERS} to an address ({n_nat} shared
 addresses, types mixed: an office or a carrier NAT). An alert on an address counts
 for every client behind it, attackers and benign users alike (so one false alarm on a
 shared address counts {NAT_USERS} times). Alerts on addresses:
