@@ -59,8 +59,10 @@ def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
 
 
 class ConfluentSource:
-    """A ``monitor.source.Source`` on confluent-kafka. Commits always wait for the
-    broker's answer: librdkafka allows that inside its rebalance callbacks."""
+    """A ``monitor.source.Source`` on confluent-kafka. A commit that does not block
+    reports its outcome from a later ``consume``; a blocking one can wait up to
+    librdkafka's ``socket.timeout.ms`` (a minute) for a coordinator, so none is
+    sent while every broker is down (the store keeps the offsets)."""
 
     def __init__(self, cfg: KafkaConfig, *, on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self.cfg = cfg
@@ -84,6 +86,7 @@ class ConfluentSource:
             "statistics.interval.ms": STATS_INTERVAL_MS,
             "stats_cb": self._stats,
             "error_cb": self._error,
+            "on_commit": _committed,
             **connection_settings(cfg),
         })
         self._dlq: Producer | None = None
@@ -174,8 +177,15 @@ class ConfluentSource:
 
     def commit(self, offsets: dict[PartitionId, int], *, blocking: bool = True) -> None:
         todo = [TopicPartition(t, p, off) for (t, p), off in offsets.items() if (t, p) in self._owned]
-        if todo:
+        if not todo:
+            return
+        if not self.connected():
+            log.debug("offset commit skipped: the group coordinator is unreachable")
+            return
+        if blocking:
             self.consumer.commit(offsets=todo, asynchronous=False)
+        else:
+            self.consumer.commit(offsets=todo, asynchronous=True)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
         topic = self.cfg.dead_letter_topic
@@ -220,6 +230,14 @@ class ConfluentSource:
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self._owned]
+
+
+def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    failed = [f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in partitions
+              if tp.error is not None]
+    if err is not None or failed:
+        log.warning("offset commit to Kafka failed (%s); the store has the offsets",
+                    err.str() if err is not None else "; ".join(failed))
 
 
 def _delivered(err: KafkaError | None, _msg: Any) -> None:

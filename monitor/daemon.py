@@ -189,7 +189,8 @@ class Daemon:
         due = (now - self.last_checkpoint >= cp.interval_s
                or self.pipeline.events_since_checkpoint >= cp.max_events)
         if due and now >= self._checkpoint_backoff_until():
-            self.checkpoint()
+            # the loop does not wait for the group's answer: the store has the offsets
+            self.checkpoint(blocking_commit=False)
 
     def _journal(self, now: float) -> None:
         """Alert records go to the outbox ``alert_flush_s`` after they are raised,

@@ -132,7 +132,8 @@ class KafkaSource:
 
     def commit(self, offsets: dict[PartitionId, int], *, blocking: bool = True) -> None:
         """Commit to the group. Inside a rebalance listener (kafka-python runs it on
-        its IO thread, where blocking calls are refused) pass ``blocking=False``."""
+        its IO thread, where blocking calls are refused) pass ``blocking=False``: the
+        outcome then comes from a later ``poll``."""
         owned = self.assignment()
         todo = {TopicPartition(*pid): OffsetAndMetadata(off, "", -1)
                 for pid, off in offsets.items() if pid in owned}
@@ -141,7 +142,7 @@ class KafkaSource:
         if blocking:
             self.consumer.commit(offsets=todo)
         else:
-            self.consumer.commit_async(offsets=todo)
+            self.consumer.commit_async(offsets=todo, callback=_committed)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
         if self._dlq is None:
@@ -172,3 +173,8 @@ class KafkaSource:
             self._dlq.flush()
             self._dlq.close()
         self.consumer.close(autocommit=False)
+
+
+def _committed(_offsets: object, result: object) -> None:
+    if isinstance(result, Exception):
+        log.warning("offset commit to Kafka failed (%s); the store has the offsets", result)
