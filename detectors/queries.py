@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from detectors.event import Event
+from detectors.reference import all_numbers
 
 _PROJECTIONS: dict[tuple[int, int], np.ndarray] = {}
 
@@ -81,11 +82,11 @@ def query_vector(event: Event) -> np.ndarray | None:
     feats = event.features
     if not feats:
         return None
-    try:  # all numbers (the common case): one C loop
-        return np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
-    except (TypeError, ValueError):
-        values = [0.0 if v is None else float(v) for v in feats.values()
-                  if not isinstance(v, str)]
+    values = list(feats.values())
+    x = all_numbers(values)  # the common case: C loops
+    if x is not None:
+        return x
+    values = [0.0 if v is None else float(v) for v in values if not isinstance(v, str)]
     return np.asarray(values, dtype=np.float64) if values else None
 
 
@@ -111,11 +112,9 @@ class QueryBatch:
             if x is not None:
                 odd.setdefault(x.shape[0], []).append((i, x))
         for d, idx in plain.items():
-            try:
-                flat = np.fromiter(chain.from_iterable(events[i].features.values()  # type: ignore[union-attr]
-                                                       for i in idx),
-                                   dtype=np.float64, count=len(idx) * d)
-            except (TypeError, ValueError):  # some value is not a number: one by one
+            flat = all_numbers(list(chain.from_iterable(
+                events[i].features.values() for i in idx)))  # type: ignore[union-attr]
+            if flat is None:  # a string or a null among them: one by one
                 for i in idx:
                     x = query_vector(events[i])
                     if x is not None:

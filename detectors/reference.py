@@ -279,7 +279,7 @@ def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
     """``as_number`` of every value of a table (rows x ``width``) as a float matrix;
     numbers and None (NaN) in C-level passes, anything else value by value."""
     values = list(itertools.chain.from_iterable(rows))
-    flat = _all_numbers(values)
+    flat = all_numbers(values)
     if flat is None and only_numbers(values):  # None among them
         flat = np.fromiter(values, float, len(values))
     if flat is not None:
@@ -287,7 +287,7 @@ def numbers(rows: Sequence[Sequence[Any]], width: int) -> np.ndarray:
     return np.array([[as_number(v) for v in r] for r in rows], dtype=float).reshape(len(rows), width)
 
 
-def _all_numbers(values: list[Any]) -> np.ndarray | None:
+def all_numbers(values: list[Any]) -> np.ndarray | None:
     """``values`` as floats when every one is a real number (what ``as_number`` reads
     as a number), else None. The check is one C-level sum (a str or None raises
     TypeError), cheaper than looking at each value's type."""
@@ -329,7 +329,7 @@ def uniform_columns(rows: Sequence[Any], names: Sequence[str],
     except KeyError:
         return None
     values = list(itertools.chain.from_iterable(map(dict.values, rows)))
-    flat = _all_numbers(values)
+    flat = all_numbers(values)
     if flat is None:
         return None
     flat = flat.reshape(len(rows), len(keys))
