@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,16 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# what Kafka accepts as a topic name
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _legal_topic(name: str) -> str:
+    if not _TOPIC_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)")
+    return name
 
 
 class KafkaConfig(_Section):
@@ -80,6 +91,19 @@ class KafkaConfig(_Section):
         if v == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") is None:
             raise ValueError("needs the confluent-kafka package: pip install 'inferwatch[confluent]'")
         return v
+
+    @field_validator("topics")
+    @classmethod
+    def _legal_topics(cls, v: list[str]) -> list[str]:
+        return [_legal_topic(name) for name in v]
+
+    @field_validator("dead_letter_topic")
+    @classmethod
+    def _apart_from_topics(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and v in (info.data.get("topics") or ()):
+            raise ValueError(f"{v!r} is also in kafka.topics: its records would come back as "
+                             "bad input, over and over")
+        return v if v is None else _legal_topic(v)
 
     @field_validator("session_timeout_ms")
     @classmethod

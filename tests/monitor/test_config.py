@@ -36,6 +36,25 @@ def test_the_kafka_client_is_one_of_two_and_librdkafka_limits_are_named() -> Non
     assert build_config({"kafka": timeouts}, env={}).kafka.client == "kafka-python"
 
 
+def test_topic_names_are_kafkas_and_bad_input_does_not_go_back_to_the_topic_read() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": {"topics": ["logs", "bad topic"], "dead_letter_topic": "x" * 250}},
+                     env={})
+    assert err.value.problems == [
+        "kafka.topics: Value error, 'bad topic' is not a Kafka topic name "
+        "(1 to 249 of A-Z a-z 0-9 . _ -)",
+        f"kafka.dead_letter_topic: Value error, {'x' * 250!r} is not a Kafka topic name "
+        "(1 to 249 of A-Z a-z 0-9 . _ -)"]
+    with pytest.raises(ConfigError) as err:
+        build_config({"kafka": {"topics": ["logs"], "dead_letter_topic": "logs"}}, env={})
+    assert err.value.problems == ["kafka.dead_letter_topic: Value error, 'logs' is also in "
+                                  "kafka.topics: its records would come back as bad input, "
+                                  "over and over"]
+    kafka = build_config({"kafka": {"topics": ["inference.logs-v2"],
+                                    "dead_letter_topic": "inference.logs-v2_dlq"}}, env={}).kafka
+    assert kafka.dead_letter_topic == "inference.logs-v2_dlq"
+
+
 def test_environment_overrides_the_file_with_nested_keys() -> None:
     config = build_config({"kafka": {"group_id": "from-file"}}, env={
         "INFERWATCH_KAFKA__GROUP_ID": "from-env",
