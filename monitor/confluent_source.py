@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from monitor.config import KafkaConfig
+from monitor.dead_letters import DeadLetter, DeadLetterOutbox, Outcome
 from monitor.pipeline import Record
 from monitor.source import (
     OnAssign,
@@ -35,6 +36,8 @@ _RECEIVE_MAX_BYTES = 100_000_000
 # ... and below message.max.bytes (the largest request it sends; its default is this):
 # a smaller fetch size lowers it, which a consumer's small requests never reach
 _MESSAGE_MAX_BYTES = 1_000_000
+DEAD_LETTER_PRODUCER: dict[str, Any] = {"acks": "all"}
+DEAD_LETTER_CLOSE_S = 5.0
 
 
 # librdkafka's names for our TLS and SASL settings
@@ -91,8 +94,9 @@ class ConfluentSource:
         })
         self._dlq: Producer | None = None
         if cfg.dead_letter_topic:
-            self._dlq = Producer({"acks": "all", "error_cb": self._error,
+            self._dlq = Producer({**DEAD_LETTER_PRODUCER, "error_cb": self._error,
                                   **connection_settings(cfg)})
+        self._letters = DeadLetterOutbox(self._send_letter)
         self.consumer.subscribe(list(cfg.topics), on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._revoked)
 
@@ -193,20 +197,27 @@ class ConfluentSource:
             return
         value, headers = dead_letter_record(pid, record, reason, detail,
                                             self.cfg.max_partition_fetch_bytes)
-        while True:
-            try:
-                self._dlq.produce(topic, value=value, key=record.key,
-                                  headers=list(headers), on_delivery=_delivered)
-                break
-            except BufferError:  # the local queue is full: let it drain
-                self._dlq.poll(0.1)
-        self._dlq.poll(0)
+        self._letters.add(DeadLetter(topic, value, record.key, headers))
 
-    def flush_dead_letters(self) -> None:
-        if self._dlq is not None:
-            left = self._dlq.flush(30)
-            if left:
-                raise KafkaException(f"{left} dead-letter records not acknowledged within 30s")
+    def _send_letter(self, letter: DeadLetter) -> Outcome:
+        """Raises BufferError while the producer's queue is full."""
+        assert self._dlq is not None
+        result: list[str | None] = [None]
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            result[0] = "" if err is None else err.str()
+
+        self._dlq.produce(letter.topic, value=letter.value, key=letter.key,
+                          headers=list(letter.headers), on_delivery=delivered)
+        self._dlq.poll(0)
+        return lambda: result[0]
+
+    def flush_dead_letters(self, timeout_s: float) -> int:
+        if self._dlq is None:
+            return 0
+        self._letters.unacknowledged()  # the failed ones go again before the wait
+        self._dlq.flush(timeout_s)
+        return self._letters.unacknowledged()
 
     def pause(self) -> None:
         self._paused = True
@@ -224,8 +235,8 @@ class ConfluentSource:
         return high if high >= 0 else None
 
     def close(self) -> None:
-        if self._dlq is not None:
-            self._dlq.flush(30)
+        if self._dlq is not None:  # unacknowledged letters: the last checkpoint failed
+            self._dlq.flush(DEAD_LETTER_CLOSE_S)
         self.consumer.close()
 
     def _partitions(self) -> list[TopicPartition]:
@@ -238,8 +249,3 @@ def _committed(err: KafkaError | None, partitions: list[TopicPartition]) -> None
     if err is not None or failed:
         log.warning("offset commit to Kafka failed (%s); the store has the offsets",
                     err.str() if err is not None else "; ".join(failed))
-
-
-def _delivered(err: KafkaError | None, _msg: Any) -> None:
-    if err is not None:
-        log.warning("a dead-letter record was not delivered: %s", err.str())

@@ -32,6 +32,9 @@ from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
+# how long a checkpoint waits for Kafka to acknowledge the dead-letter records
+DEAD_LETTER_WAIT_S = 2.0
+
 
 class StartupError(RuntimeError):
     """The daemon cannot start for a reason the operator must fix (exit 1)."""
@@ -67,6 +70,7 @@ class Daemon:
         self.http: HealthServer | None = None
         self.last_loop = time.monotonic()
         self.store_ok = False
+        self.dead_letters_waiting = 0  # as of the last checkpoint
         self.restored = False
         self.last_checkpoint = time.monotonic()
         self.last_records: dict[PartitionId, float] = {}
@@ -92,6 +96,9 @@ class Daemon:
             return False, "cannot consume: the Kafka group coordinator does not answer"
         if not self.store_ok:
             return False, "store unreachable"
+        if self.dead_letters_waiting:
+            return False, (f"{self.dead_letters_waiting} dead-letter records wait for "
+                           "Kafka's acknowledgement")
         return True, "ok"
 
     # -- lifecycle ------------------------------------------------------------------
@@ -250,22 +257,24 @@ class Daemon:
         return self.last_checkpoint + self._checkpoint_backoff
 
     def checkpoint(self, *, blocking_commit: bool = True) -> bool:
-        """Store state + alerts + offsets, then commit the offsets to Kafka."""
+        """Store state + alerts + offsets, then commit the offsets to Kafka. Offsets
+        past a malformed record are stored only once Kafka has acknowledged its
+        dead-letter copy: until then the checkpoint fails and is retried."""
         assert self.source is not None
         started = time.monotonic()
         try:
-            self.source.flush_dead_letters()
+            waiting = self.source.flush_dead_letters(DEAD_LETTER_WAIT_S)
+        except Exception as exc:
+            return self._checkpoint_failed(f"dead-letter records: {_short(exc)}")
+        self.dead_letters_waiting = waiting
+        if waiting:
+            return self._checkpoint_failed(
+                f"{waiting} dead-letter records not acknowledged by Kafka yet")
+        try:
             offsets = self.checkpointer.save()
         except Exception as exc:
-            self.metrics.checkpoint_failures.inc()
             self.store_ok = False
-            self._checkpoint_backoff = min(max(1.0, self._checkpoint_backoff * 2),
-                                           self.config.checkpoint.retry_max_s)
-            self.last_checkpoint = time.monotonic()
-            log.warning("checkpoint failed (%s); consumption paused, retrying in %.0fs",
-                        _short(exc), self._checkpoint_backoff)
-            self.source.pause()
-            return False
+            return self._checkpoint_failed(_short(exc))
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
         if not self.store_ok or self._checkpoint_backoff:
             log.info("checkpoint succeeded; resuming consumption")
@@ -283,6 +292,18 @@ class Daemon:
             if lag is not None and state.offset is not None:
                 self.metrics.consumer_lag.labels(pid[0], str(pid[1])).set(lag)
         return True
+
+    def _checkpoint_failed(self, reason: str) -> bool:
+        """Pause consumption and retry the checkpoint with backoff; False."""
+        assert self.source is not None
+        self.metrics.checkpoint_failures.inc()
+        self._checkpoint_backoff = min(max(1.0, self._checkpoint_backoff * 2),
+                                       self.config.checkpoint.retry_max_s)
+        self.last_checkpoint = time.monotonic()
+        log.warning("checkpoint failed (%s); consumption paused, retrying in %.0fs",
+                    reason, self._checkpoint_backoff)
+        self.source.pause()
+        return False
 
     def _on_assign(self, pids: list[PartitionId]) -> dict[PartitionId, int | None]:
         self.restored = False

@@ -4,16 +4,18 @@ when the daemon says they are safe (``monitor.source.Source``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from monitor.config import KafkaConfig
+from monitor.dead_letters import DeadLetter, DeadLetterOutbox, Outcome
 from monitor.pipeline import Record
 from monitor.source import (
     OnAssign,
@@ -25,6 +27,10 @@ from monitor.source import (
 from monitor.state import PartitionId
 
 log = logging.getLogger(__name__)
+
+# the dead-letter producer; a send() waits at most max_block_ms for metadata or room
+DEAD_LETTER_PRODUCER: dict[str, Any] = {"acks": "all", "max_block_ms": 1000}
+DEAD_LETTER_CLOSE_S = 5.0
 
 
 # kafka-python's names for our TLS and SASL settings
@@ -93,7 +99,8 @@ class KafkaSource:
         self.poll_failing_since: float | None = None
         self._dlq: KafkaProducer | None = None
         if cfg.dead_letter_topic:
-            self._dlq = KafkaProducer(acks="all", **connection_settings(cfg))
+            self._dlq = KafkaProducer(**DEAD_LETTER_PRODUCER, **connection_settings(cfg))
+        self._letters = DeadLetterOutbox(self._send_letter)
         self.consumer.subscribe(list(cfg.topics), listener=_Listener(self))
 
     def poll(self) -> dict[PartitionId, list[Record]]:
@@ -145,15 +152,27 @@ class KafkaSource:
             self.consumer.commit_async(offsets=todo, callback=_committed)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
-        if self._dlq is None:
+        topic = self.cfg.dead_letter_topic
+        if self._dlq is None or topic is None:
             return
         value, headers = dead_letter_record(pid, record, reason, detail,
                                             self.cfg.max_partition_fetch_bytes)
-        self._dlq.send(self.cfg.dead_letter_topic, value=value, key=record.key, headers=headers)
+        self._letters.add(DeadLetter(topic, value, record.key, headers))
 
-    def flush_dead_letters(self) -> None:
-        if self._dlq is not None:
-            self._dlq.flush()
+    def _send_letter(self, letter: DeadLetter) -> Outcome:
+        assert self._dlq is not None
+        future = self._dlq.send(letter.topic, value=letter.value, key=letter.key,
+                                headers=letter.headers)
+        return lambda: (None if not future.is_done
+                        else "" if future.succeeded() else str(future.exception))
+
+    def flush_dead_letters(self, timeout_s: float) -> int:
+        if self._dlq is None:
+            return 0
+        self._letters.unacknowledged()  # the failed ones go again before the wait
+        with contextlib.suppress(KafkaTimeoutError):  # the waiting ones are counted
+            self._dlq.flush(timeout=timeout_s)
+        return self._letters.unacknowledged()
 
     def pause(self) -> None:
         self.consumer.pause(*self.consumer.assignment())
@@ -169,9 +188,8 @@ class KafkaSource:
         return self.consumer.highwater(tp)
 
     def close(self) -> None:
-        if self._dlq is not None:
-            self._dlq.flush()
-            self._dlq.close()
+        if self._dlq is not None:  # unacknowledged letters: the last checkpoint failed
+            self._dlq.close(timeout=DEAD_LETTER_CLOSE_S)
         self.consumer.close(autocommit=False)
 
 

@@ -1,14 +1,20 @@
 """A small TCP proxy for fault tests: forwards a local port to a target and can
-cut every connection (and refuse new ones) until it is restored."""
+cut every connection (and refuse new ones) until it is restored; and a broker
+reached only through one."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import ssl
+import subprocess
 import threading
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
+
+from monitor.broker import EmbeddedBroker, free_port, tansu_binary
+from tests.kafka_helpers import wait_until
 
 
 class TcpProxy:
@@ -132,3 +138,39 @@ def _copy(src: socket.socket, dst: socket.socket) -> None:
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.close()
+
+
+class ProxiedBroker:
+    """A broker that clients only reach through a proxy (advertised there too), so
+    the test can take it away and bring it back with its topics and group offsets."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.proxy = TcpProxy(("127.0.0.1", self.port))
+        self.bootstrap = f"127.0.0.1:{self.proxy.port}"
+        self.log = (tmp_path / "broker.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
+             "--advertised-listener-url", f"tcp://{self.bootstrap}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.proxy.__enter__()
+        b = EmbeddedBroker(port=self.proxy.port)
+        # the broker's own port: the proxy accepts connections before the broker listens
+        wait_until(lambda: _can_connect(f"127.0.0.1:{self.port}"), 20, "the broker to listen")
+        self.create_topic = b.create_topic
+
+    def close(self) -> None:
+        self.proxy.__exit__()
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def _can_connect(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False

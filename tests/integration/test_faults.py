@@ -3,7 +3,6 @@ database going away, the broker going away, and group members coming and going."
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,8 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from monitor.broker import EmbeddedBroker, free_port, tansu_binary
-from tests.integration.proxy import TcpProxy
+from monitor.broker import EmbeddedBroker
+from tests.integration.proxy import ProxiedBroker, TcpProxy
 from tests.integration.s3 import LocalS3
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
@@ -132,48 +131,10 @@ def _assert_replayed_alerts(d: DaemonThread, tmp_path: Path, cfg: dict[str, Any]
     assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
 
 
-class _ProxiedBroker:
-    """A broker that clients only reach through a proxy (advertised there too), so
-    the test can take it away and bring it back with its topics and group offsets."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.proxy = TcpProxy(("127.0.0.1", self.port))
-        self.bootstrap = f"127.0.0.1:{self.proxy.port}"
-        self.log = (tmp_path / "broker.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
-             "--advertised-listener-url", f"tcp://{self.bootstrap}"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.proxy.__enter__()
-        b = EmbeddedBroker(port=self.proxy.port)
-        # the broker's own port: the proxy accepts connections before the broker listens
-        wait_until(lambda: _can_connect(f"127.0.0.1:{self.port}"), 20, "the broker to listen")
-        self.create_topic = b.create_topic
-
-    def close(self) -> None:
-        self.proxy.__exit__()
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.log.close()
-
-
-def _can_connect(bootstrap: str) -> bool:
-    import socket
-
-    host, port = bootstrap.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def test_broker_outage_makes_the_daemon_unready_then_it_resumes_from_committed_offsets(
     tmp_path: Path, kafka_client: str
 ) -> None:
-    pb = _ProxiedBroker(tmp_path)
+    pb = ProxiedBroker(tmp_path)
     try:
         topic = "outage"
         pb.create_topic(topic, 3)
@@ -247,7 +208,7 @@ def test_broker_killed_and_restarted_on_its_storage_resumes_with_nothing_lost_or
 def test_librdkafka_member_is_unready_as_soon_as_every_broker_is_down(tmp_path: Path) -> None:
     # With a session timeout of 20 s the group keeps the member's partitions through
     # a short outage: readiness within 10 s must come from librdkafka's own report.
-    pb = _ProxiedBroker(tmp_path)
+    pb = ProxiedBroker(tmp_path)
     try:
         pb.create_topic("down", 1)
         produce(pb.bootstrap, "down", encode_events(good_events()[:200]))

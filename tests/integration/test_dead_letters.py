@@ -1,0 +1,89 @@
+"""Dead-letter records survive a broker outage: a checkpoint waits for Kafka to
+acknowledge them without holding the loop for the outage, and a record whose
+delivery failed (the producer's delivery timeout passed) is sent again, never
+dropped while the offsets past it are stored."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from monitor import confluent_source, kafka_source
+from monitor.config import build_config
+from monitor.daemon import Daemon
+from monitor.pipeline import Record
+from monitor.source import DLQ_SOURCE_HEADER, open_source
+from tests.integration.proxy import ProxiedBroker
+from tests.kafka_helpers import daemon_config, wait_until
+
+pytestmark = [pytest.mark.integration]
+
+# delivery timeouts of seconds, not minutes, so the test sees deliveries fail
+SHORT_DELIVERY = {
+    "kafka-python": (kafka_source, {"request_timeout_ms": 1000, "delivery_timeout_ms": 2000}),
+    "confluent-kafka": (confluent_source, {"message.timeout.ms": 2000}),
+}
+
+
+def _dead_letter_sources(bootstrap: str, topic: str) -> list[str]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=3000)
+    consumer.assign([TopicPartition(topic, 0)])
+    found = [dict(m.headers)[DLQ_SOURCE_HEADER].decode() for m in consumer]
+    consumer.close()
+    return found
+
+
+def test_dead_letters_wait_out_an_outage_and_a_failed_delivery_is_sent_again(
+    tmp_path: Path, kafka_client: str, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    module, settings = SHORT_DELIVERY[kafka_client]
+    for key, value in settings.items():
+        monkeypatch.setitem(module.DEAD_LETTER_PRODUCER, key, value)
+    caplog.set_level(logging.WARNING, logger="monitor")
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("in", 1)
+        pb.create_topic("in-dlq", 1)
+        config = build_config(daemon_config(
+            pb.bootstrap, "in", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "alerts.jsonl",
+            group="dlq", kafka={"client": kafka_client, "dead_letter_topic": "in-dlq"}), env={})
+        daemon = Daemon(config, sinks=[])
+        daemon.store.migrate()
+        daemon.store_ok = True
+        # the daemon's source, never polled here: no group to join, only the producer
+        source = daemon.source = open_source(config.kafka, on_assign=daemon._on_assign,
+                                             on_revoke=daemon._on_revoke)
+        pid = ("in", 0)
+        try:
+            source.dead_letter(pid, Record(0, b"not json", b"k"), "not_json", "before")
+            assert daemon.checkpoint()
+
+            pb.proxy.cut()
+            for offset in (1, 2):
+                source.dead_letter(pid, Record(offset, b"{", b"k"), "not_json", "in the outage")
+            started = time.monotonic()
+            assert not daemon.checkpoint(), "offsets stored past unacknowledged dead letters"
+            assert time.monotonic() - started < 5, "the checkpoint waits out the outage"
+            assert daemon.dead_letters_waiting == 2
+
+            time.sleep(3)  # past the delivery timeout: both deliveries fail ...
+            assert not daemon.checkpoint()  # ... and they are sent again, still waiting
+            assert daemon.dead_letters_waiting == 2
+            assert "dead-letter records were not delivered" in caplog.text
+
+            pb.proxy.restore()
+            wait_until(daemon.checkpoint, 60, "the checkpoint once Kafka acknowledges them")
+            assert daemon.dead_letters_waiting == 0
+        finally:
+            source.close()
+            daemon.store.close()
+        found = _dead_letter_sources(pb.bootstrap, "in-dlq")
+        assert sorted(set(found)) == ["in/0/0", "in/0/1", "in/0/2"]  # at least once each
+    finally:
+        pb.close()
