@@ -180,6 +180,12 @@ class StoredAlert:
 
 
 DIALECTS = ("sqlite", "postgresql", "postgres")  # what a store URL's scheme may name
+# libpq settings, unless the URL sets them: a database that stops answering (a
+# failover, a dropped route) fails the connect in 10 s and a dead connection in
+# seconds to a minute, instead of holding the loop for the kernel's TCP timeouts
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                         "keepalives_interval": 10, "keepalives_count": 3,
+                         "tcp_user_timeout": 20_000}
 
 
 def url_dialect(url: str) -> str:
@@ -207,7 +213,9 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     scheme, _, rest = url.partition("://")
     if scheme in ("postgresql", "postgres"):  # no driver named
         url = "postgresql+psycopg://" + rest
-    return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    given = sa.engine.make_url(url).query  # the URL's own settings win
+    libpq = {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in given}
+    return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=libpq)
 
 
 class Store:

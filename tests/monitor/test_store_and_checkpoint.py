@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from monitor import checkpoint
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
-from monitor.store import Store
+from monitor.store import POSTGRES_CONNECT_ARGS, Store
 from tests.integration.proxy import TcpProxy
 from tests.monitor.streams import SCENARIO, stream_records
 
@@ -491,3 +493,19 @@ def test_store_commands_say_in_one_line_that_the_store_is_away(
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("inferwatch: cannot use the store (store.url): ")
     assert "Traceback" not in err and "hunter2" not in err
+
+
+@pytest.mark.parametrize("url_setting", ["", "?connect_timeout=2"])
+def test_a_database_that_never_answers_fails_the_connect_in_seconds(url_setting: str) -> None:
+    # a listener that never accepts: the TCP handshake completes (the kernel's
+    # backlog), the server never says a word, as when a route to it goes dead
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        store = Store(f"postgresql://inferwatch@127.0.0.1:{port}/test{url_setting}")
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="timeout"):
+            store.migrate()
+        took = time.monotonic() - started
+        store.close()
+    limit = 2 if url_setting else POSTGRES_CONNECT_ARGS["connect_timeout"]
+    assert limit - 0.5 < took < limit + 5, "the URL's own connect_timeout wins over the default"
