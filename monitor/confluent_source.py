@@ -235,9 +235,9 @@ class ConfluentSource:
         return high if high >= 0 else None
 
     def close(self) -> None:
+        self.consumer.close()  # its revocation checkpoints: dead letters too
         if self._dlq is not None:  # unacknowledged letters: the last checkpoint failed
             self._dlq.flush(DEAD_LETTER_CLOSE_S)
-        self.consumer.close()
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self._owned]

@@ -188,9 +188,9 @@ class KafkaSource:
         return self.consumer.highwater(tp)
 
     def close(self) -> None:
+        self.consumer.close(autocommit=False)  # its revocation checkpoints: dead letters too
         if self._dlq is not None:  # unacknowledged letters: the last checkpoint failed
             self._dlq.close(timeout=DEAD_LETTER_CLOSE_S)
-        self.consumer.close(autocommit=False)
 
 
 def _committed(_offsets: object, result: object) -> None:
