@@ -340,14 +340,29 @@ class Daemon:
             if self.source is not None:
                 if self.checkpoint():
                     self.dispatcher.deliver()
-                self.source.close()
-                log.info("left the consumer group")
+                self._leave_group()
         finally:
             if self.jobs is not None:
                 self.jobs.stop()
             if self.http is not None:
                 self.http.stop()
             self.store.close()
+
+    def _leave_group(self) -> None:
+        """Close the source, waiting at most a session timeout: by then the group has
+        evicted this member anyway, and a broker that drops packets without closing
+        the connection can hold a Kafka client's close for minutes. The state is
+        stored before."""
+        assert self.source is not None
+        closing = threading.Thread(target=self.source.close, name="leave-group", daemon=True)
+        closing.start()
+        closing.join(self.config.kafka.session_timeout_ms / 1000)
+        if closing.is_alive():
+            log.warning("leaving the consumer group takes over %.0fs; exiting without it (the "
+                        "group evicts this member after its session timeout)",
+                        self.config.kafka.session_timeout_ms / 1000)
+        else:
+            log.info("left the consumer group")
 
     def _delivery_result(self, sink: str, result: str, n: int) -> None:
         self.metrics.notifications.labels(sink, result).inc(n)

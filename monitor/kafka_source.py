@@ -146,10 +146,10 @@ class KafkaSource:
                 for pid, off in offsets.items() if pid in owned}
         if not todo:
             return
-        if blocking:
-            self.consumer.commit(offsets=todo)
-        else:
+        if not blocking:
             self.consumer.commit_async(offsets=todo, callback=_committed)
+        elif self.connected():  # else it waits on a request timeout: the store has them
+            self.consumer.commit(offsets=todo, timeout_ms=self.cfg.session_timeout_ms)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
         topic = self.cfg.dead_letter_topic

@@ -26,6 +26,8 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.up = threading.Event()
         self.up.set()
+        self.flowing = threading.Event()  # cleared: bytes are dropped both ways
+        self.flowing.set()
         self.closed = threading.Event()
         self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -65,8 +67,14 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     s.close()
 
+    def stall(self) -> None:
+        """Keep every connection open (and accept new ones) but drop every byte both
+        ways, as a network that black-holes packets does, until ``restore()``."""
+        self.flowing.clear()
+
     def restore(self) -> None:
         self.up.set()
+        self.flowing.set()
 
     def _accept(self) -> None:
         while not self.closed.is_set():
@@ -90,7 +98,7 @@ class TcpProxy:
             # one blocking copy thread per direction, not select(): select() cannot
             # watch a descriptor >= 1024 and the test process may hold that many
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_copy, args=(src, dst), daemon=True).start()
+                threading.Thread(target=_copy, args=(src, dst, self.flowing), daemon=True).start()
 
 
 class TlsProxy(TcpProxy):
@@ -124,14 +132,15 @@ class TlsProxy(TcpProxy):
         self.accepted += 1
         with self.lock:
             self.pairs.append((client, upstream))
-        threading.Thread(target=_copy, args=(upstream, client), daemon=True).start()
-        _copy(client, upstream)
+        threading.Thread(target=_copy, args=(upstream, client, self.flowing), daemon=True).start()
+        _copy(client, upstream, self.flowing)
 
 
-def _copy(src: socket.socket, dst: socket.socket) -> None:
+def _copy(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
     try:
         while data := src.recv(65536):
-            dst.sendall(data)
+            if flowing.is_set():
+                dst.sendall(data)
     except (OSError, ValueError):
         pass
     finally:

@@ -3,6 +3,7 @@ database going away, the broker going away, and group members coming and going."
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,38 @@ def test_broker_outage_makes_the_daemon_unready_then_it_resumes_from_committed_o
         finally:
             d.stop()
         _assert_replayed_alerts(d, tmp_path, cfg, events, jsonl)
+    finally:
+        pb.close()
+
+
+def test_a_broker_that_drops_packets_makes_the_daemon_unready_and_stopping_stays_quick(
+    tmp_path: Path, kafka_client: str
+) -> None:
+    # a black hole, not a refusal: the connections stay open and nothing comes back
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("silent", 3)
+        produce(pb.bootstrap, "silent", encode_events(good_events()))
+        cfg = _outage_config(pb.bootstrap, "silent", tmp_path, tmp_path / "alerts.jsonl",
+                             "silent", kafka_client)  # a session timeout of 3 s
+        d = start_daemon(cfg)
+        try:
+            _wait_consuming(d)
+            pb.proxy.stall()
+            wait_until(lambda: not d.daemon.ready()[0], 15,
+                       "/readyz to say not ready while the broker is silent")
+            time.sleep(2)
+            assert d.daemon.healthy()[0]
+            assert time.monotonic() - d.daemon.last_loop < 1.5, "the loop waits on the broker"
+            stopping = time.monotonic()
+        finally:
+            d.stop()
+        # the state is stored first; leaving the group waits a session timeout at most
+        assert time.monotonic() - stopping < 10, "stopping waits on the silent broker"
+        pb.proxy.restore()  # a client still leaving finishes, and stops retrying
+        for thread in threading.enumerate():
+            if thread.name == "leave-group":
+                thread.join(30)
     finally:
         pb.close()
 
