@@ -62,10 +62,12 @@ def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
 
 
 class ConfluentSource:
-    """A ``monitor.source.Source`` on confluent-kafka. A commit that does not block
-    reports its outcome from a later ``consume``; a blocking one can wait up to
-    librdkafka's ``socket.timeout.ms`` (a minute) for a coordinator, so none is
-    sent while every broker is down (the store keeps the offsets)."""
+    """A ``monitor.source.Source`` on confluent-kafka. Every commit is asynchronous,
+    ``blocking`` or not: its outcome comes from a later ``consume``, and ``close``
+    waits for it. A synchronous one could wait up to librdkafka's
+    ``socket.timeout.ms`` (a minute) for a coordinator; the daemon bounds the wait
+    for ``close`` instead. None is sent while every broker is down (the store keeps
+    the offsets)."""
 
     def __init__(self, cfg: KafkaConfig, *, on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self.cfg = cfg
@@ -186,10 +188,7 @@ class ConfluentSource:
         if not self.connected():
             log.debug("offset commit skipped: the group coordinator is unreachable")
             return
-        if blocking:
-            self.consumer.commit(offsets=todo, asynchronous=False)
-        else:
-            self.consumer.commit(offsets=todo, asynchronous=True)
+        self.consumer.commit(offsets=todo, asynchronous=True)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
         topic = self.cfg.dead_letter_topic

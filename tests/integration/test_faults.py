@@ -188,12 +188,43 @@ def test_a_broker_that_drops_packets_makes_the_daemon_unready_and_stopping_stays
             d.stop()
         # the state is stored first; leaving the group waits a session timeout at most
         assert time.monotonic() - stopping < 10, "stopping waits on the silent broker"
-        pb.proxy.restore()  # a client still leaving finishes, and stops retrying
-        for thread in threading.enumerate():
-            if thread.name == "leave-group":
-                thread.join(30)
+        _let_leaving_finish(pb)
     finally:
         pb.close()
+
+
+def test_stopping_just_as_the_broker_goes_silent_stays_quick(
+    tmp_path: Path, kafka_client: str
+) -> None:
+    # before the clients notice: the shutdown's offset commit is sent to a silent broker
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("hush", 3)
+        produce(pb.bootstrap, "hush", encode_events(good_events()))
+        cfg = _outage_config(pb.bootstrap, "hush", tmp_path, tmp_path / "alerts.jsonl",
+                             "hush", kafka_client)  # a session timeout of 3 s
+        d = start_daemon(cfg)
+        try:
+            _wait_consuming(d)
+            pb.proxy.stall()
+            stopping = time.monotonic()
+        finally:
+            d.stop()
+        assert time.monotonic() - stopping < 10, "stopping waits on the silent broker"
+        _let_leaving_finish(pb)
+    finally:
+        pb.close()
+
+
+def _let_leaving_finish(pb: ProxiedBroker) -> None:
+    """Bring the broker back so that a client still leaving the group finishes (and
+    stops retrying) before the broker goes: the silent connections are cut, so the
+    requests lost in them fail at once instead of after a request timeout."""
+    pb.proxy.cut()
+    pb.proxy.restore()
+    for thread in threading.enumerate():
+        if thread.name == "leave-group":
+            thread.join(30)
 
 
 def test_broker_killed_and_restarted_on_its_storage_resumes_with_nothing_lost_or_doubled(
