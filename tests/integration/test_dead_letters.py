@@ -57,8 +57,8 @@ def test_dead_letters_wait_out_an_outage_and_a_failed_delivery_is_sent_again(
         daemon.store.migrate()
         daemon.store_ok = True
         # the daemon's source, never polled here: no group to join, only the producer
-        source = daemon.source = open_source(config.kafka, on_assign=daemon._on_assign,
-                                             on_revoke=daemon._on_revoke)
+        source = daemon.source = open_source(config.kafka, on_assign=dict.fromkeys,
+                                             on_revoke=lambda pids: None)
         pid = ("in", 0)
         try:
             source.dead_letter(pid, Record(0, b"not json", b"k"), "not_json", "before")
