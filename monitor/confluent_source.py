@@ -66,8 +66,7 @@ class ConfluentSource:
     ``blocking`` or not: its outcome comes from a later ``consume``, and ``close``
     waits for it. A synchronous one could wait up to librdkafka's
     ``socket.timeout.ms`` (a minute) for a coordinator; the daemon bounds the wait
-    for ``close`` instead. None is sent while every broker is down (the store keeps
-    the offsets)."""
+    for ``close`` instead."""
 
     def __init__(self, cfg: KafkaConfig, *, on_assign: OnAssign, on_revoke: OnRevoke) -> None:
         self.cfg = cfg
@@ -183,12 +182,8 @@ class ConfluentSource:
 
     def commit(self, offsets: dict[PartitionId, int], *, blocking: bool = True) -> None:
         todo = [TopicPartition(t, p, off) for (t, p), off in offsets.items() if (t, p) in self._owned]
-        if not todo:
-            return
-        if not self.connected():
-            log.debug("offset commit skipped: the group coordinator is unreachable")
-            return
-        self.consumer.commit(offsets=todo, asynchronous=True)
+        if todo:
+            self.consumer.commit(offsets=todo, asynchronous=True)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:
         topic = self.cfg.dead_letter_topic

@@ -282,10 +282,13 @@ class Daemon:
         self.store_ok = True
         self._checkpoint_backoff = 0.0
         self.last_checkpoint = time.monotonic()
-        try:
-            self.source.commit(offsets, blocking=blocking_commit)
-        except Exception as exc:
-            log.warning("offset commit to Kafka failed (%s); the store has them", _short(exc))
+        if self.source.connected():  # else a commit only waits on an absent coordinator
+            try:
+                self.source.commit(offsets, blocking=blocking_commit)
+            except Exception as exc:
+                log.warning("offset commit to Kafka failed (%s); the store has them", _short(exc))
+        else:
+            log.debug("offset commit skipped: the group coordinator is unreachable")
         self.metrics.tracked_clients.set(self.pipeline.tracked_clients())
         for pid, state in self.pipeline.partitions.items():
             lag = self._unread_of(pid)

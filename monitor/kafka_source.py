@@ -148,7 +148,7 @@ class KafkaSource:
             return
         if not blocking:
             self.consumer.commit_async(offsets=todo, callback=_committed)
-        elif self.connected():  # else it waits on a request timeout: the store has them
+        else:  # waits at most a session timeout: after it the group has evicted us anyway
             self.consumer.commit(offsets=todo, timeout_ms=self.cfg.session_timeout_ms)
 
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None:

@@ -41,7 +41,8 @@ class Source(Protocol):
     def assignment(self) -> set[PartitionId]: ...
     def commit(self, offsets: dict[PartitionId, int], *, blocking: bool = True) -> None:
         """Commit ``offsets`` of owned partitions to the group; ``blocking=False``
-        does not wait for the broker's answer (a failure is logged, not raised)."""
+        does not wait for the broker's answer (a failure is logged, not raised). The
+        daemon commits only while ``connected()``."""
     def dead_letter(self, pid: PartitionId, record: Record, reason: str, detail: str) -> None: ...
     def flush_dead_letters(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for the dead-letter records sent so far (sending
