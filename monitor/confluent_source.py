@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from monitor.config import KafkaConfig
-from monitor.dead_letters import DeadLetter, DeadLetterOutbox, Outcome
+from monitor.dead_letters import CLOSE_WAIT_S, DeadLetter, DeadLetterOutbox, Outcome
 from monitor.pipeline import Record
 from monitor.source import (
     OnAssign,
@@ -37,7 +37,6 @@ _RECEIVE_MAX_BYTES = 100_000_000
 # a smaller fetch size lowers it, which a consumer's small requests never reach
 _MESSAGE_MAX_BYTES = 1_000_000
 DEAD_LETTER_PRODUCER: dict[str, Any] = {"acks": "all"}
-DEAD_LETTER_CLOSE_S = 5.0
 
 
 # librdkafka's names for our TLS and SASL settings
@@ -231,7 +230,7 @@ class ConfluentSource:
     def close(self) -> None:
         self.consumer.close()  # its revocation checkpoints: dead letters too
         if self._dlq is not None:  # unacknowledged letters: the last checkpoint failed
-            self._dlq.flush(DEAD_LETTER_CLOSE_S)
+            self._dlq.flush(CLOSE_WAIT_S)
 
     def _partitions(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self._owned]

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+# how long closing a dead-letter producer waits for letters still unacknowledged
+# (only after a failed checkpoint: their offsets were not stored)
+CLOSE_WAIT_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:

@@ -15,7 +15,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from monitor.config import KafkaConfig
-from monitor.dead_letters import DeadLetter, DeadLetterOutbox, Outcome
+from monitor.dead_letters import CLOSE_WAIT_S, DeadLetter, DeadLetterOutbox, Outcome
 from monitor.pipeline import Record
 from monitor.source import (
     OnAssign,
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # the dead-letter producer; a send() waits at most max_block_ms for metadata or room
 DEAD_LETTER_PRODUCER: dict[str, Any] = {"acks": "all", "max_block_ms": 1000}
-DEAD_LETTER_CLOSE_S = 5.0
 
 
 # kafka-python's names for our TLS and SASL settings
@@ -190,7 +189,7 @@ class KafkaSource:
     def close(self) -> None:
         self.consumer.close(autocommit=False)  # its revocation checkpoints: dead letters too
         if self._dlq is not None:  # unacknowledged letters: the last checkpoint failed
-            self._dlq.close(timeout=DEAD_LETTER_CLOSE_S)
+            self._dlq.close(timeout=CLOSE_WAIT_S)
 
 
 def _committed(_offsets: object, result: object) -> None:
