@@ -166,7 +166,7 @@ class ProxiedBroker:
         self.proxy.__enter__()
         b = EmbeddedBroker(port=self.proxy.port)
         # the broker's own port: the proxy accepts connections before the broker listens
-        wait_until(lambda: _can_connect(f"127.0.0.1:{self.port}"), 20, "the broker to listen")
+        wait_until(lambda: listening(self.port), 20, "the broker to listen")
         self.create_topic = b.create_topic
 
     def close(self) -> None:
@@ -176,10 +176,10 @@ class ProxiedBroker:
         self.log.close()
 
 
-def _can_connect(bootstrap: str) -> bool:
-    host, port = bootstrap.rsplit(":", 1)
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback ``port``."""
     try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:
         return False

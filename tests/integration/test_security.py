@@ -27,7 +27,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from monitor.broker import EmbeddedBroker, free_port, tansu_binary
-from tests.integration.proxy import TlsProxy
+from tests.integration.proxy import TlsProxy, listening
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
     daemon_config,
@@ -82,7 +82,7 @@ def test_the_daemon_consumes_over_tls_and_verifies_the_broker_certificate(
              "--advertised-listener-url", f"tcp://{bootstrap}"],
             stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: _listening(port), 20, "the broker")
+            wait_until(lambda: listening(port), 20, "the broker")
             tls_settings = {"security_protocol": "SSL", "ssl_cafile": str(cert)}
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, **tls_settings)
             admin.create_topics([NewTopic("tls", 3, 1)])
@@ -142,16 +142,6 @@ def _other_ca(tmp_path: Path) -> Path:
     other = tmp_path / "other"
     other.mkdir(exist_ok=True)
     return _self_signed(other)[0]
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
 
 
 class _Failing(BaseHTTPRequestHandler):
