@@ -308,7 +308,11 @@ class JobService:
             log.info("%s holds the scheduler lease: running %s", self.instance_id,
                      ", ".join(sorted(self.jobs)) or "no jobs")
             self._restore_metrics()
-            self._start_scheduler()
+            try:
+                self._start_scheduler()
+            except sa.exc.SQLAlchemyError as exc:  # its job table is in the store
+                log.warning("cannot start the scheduled jobs: store unreachable (%s); retrying "
+                            "at the next lease renewal", str(exc).splitlines()[0])
         elif not held and self.scheduler is not None:
             log.info("%s lost the scheduler lease: jobs stop here", self.instance_id)
             self._stop_scheduler()
@@ -340,19 +344,30 @@ class JobService:
                 timezone=j.timezone,
             )
             sched.start(paused=True)
-            stored = {job.id: job for job in sched.get_jobs()}
-            for name, job in self.jobs.items():
-                trigger = cron_trigger(job.cron, j.timezone)
-                old = stored.pop(name, None)
-                extra: dict[str, Any] = {}
-                if old is not None and str(old.trigger) == str(trigger) and old.next_run_time:
-                    extra["next_run_time"] = old.next_run_time  # keep a missed run's time
-                sched.add_job(_run_scheduled, trigger, id=name, name=name, args=[self.key, name],
-                              replace_existing=True, **extra)
-            for name in stored:
-                sched.remove_job(name)
+            try:
+                self._schedule(sched)
+            except BaseException:
+                sched.shutdown(wait=False)
+                raise
             sched.resume()
             self.scheduler = sched
+
+    def _schedule(self, sched: Any) -> None:
+        """Put this configuration's jobs in the (paused) scheduler's job table: a job
+        whose cron is unchanged keeps its next run time (a missed run's too), a job no
+        longer configured goes."""
+        tz = self.config.jobs.timezone
+        stored = {job.id: job for job in sched.get_jobs()}
+        for name, job in self.jobs.items():
+            trigger = cron_trigger(job.cron, tz)
+            old = stored.pop(name, None)
+            extra: dict[str, Any] = {}
+            if old is not None and str(old.trigger) == str(trigger) and old.next_run_time:
+                extra["next_run_time"] = old.next_run_time  # keep a missed run's time
+            sched.add_job(_run_scheduled, trigger, id=name, name=name, args=[self.key, name],
+                          replace_existing=True, **extra)
+        for name in stored:
+            sched.remove_job(name)
 
     def _stop_scheduler(self) -> None:
         with self._lock:

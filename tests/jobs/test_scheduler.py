@@ -3,6 +3,7 @@ failures alerted once."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.scheduler import Job, JobContext, JobService, cron_trigger, status_rows
 from monitor.store import Store
+from tests.integration.proxy import TcpProxy
 from tests.jobs.seeded import config
 
 
@@ -53,6 +55,47 @@ def test_the_lease_is_held_by_one_replica_and_lost_by_a_dead_one(pg_url: str,
     b.lease.release()  # a clean shutdown hands over at once
     assert a.lease.acquire()
     store.close()
+
+
+class _CutOnce(logging.Handler):
+    """Cuts ``proxy`` when a record with ``text`` is logged, the first time only."""
+
+    def __init__(self, proxy: TcpProxy, text: str) -> None:
+        super().__init__()
+        self.proxy, self.text, self.done = proxy, text, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.done and self.text in record.getMessage():
+            self.done = True
+            self.proxy.cut()
+
+
+@pytest.mark.integration
+def test_a_store_outage_as_the_lease_is_taken_starts_the_jobs_at_the_next_renewal(
+        pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the lease is taken, then the store goes before the scheduler has read its job
+    # table: the lease thread must live on and start the jobs once the store is back
+    caplog.set_level(logging.INFO, logger="monitor.scheduler")
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        url = proxy.route(pg_url)
+        store = Store(url)
+        store.migrate()
+        service = JobService(config(url, str(tmp_path)), store, instance_id="x",
+                             registry=CollectorRegistry(),
+                             jobs={"weekly": Job("weekly", "0 8 * * 1", lambda ctx, now: "")})
+        cut = _CutOnce(proxy, "holds the scheduler lease")
+        logging.getLogger("monitor.scheduler").addHandler(cut)
+        try:
+            assert service.tick(), "the lease, taken before the cut, is still held"
+        finally:
+            logging.getLogger("monitor.scheduler").removeHandler(cut)
+        assert cut.done and service.scheduler is None
+        assert "cannot start the scheduled jobs: store unreachable" in caplog.text
+        proxy.restore()
+        assert service.tick()
+        assert [job.id for job in service.scheduler.get_jobs()] == ["weekly"]
+        service.stop()
+        store.close()
 
 
 @pytest.mark.integration
