@@ -26,11 +26,12 @@ from monitor.http import HealthServer
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 from monitor.scheduler import JobService
-from monitor.source import Source, open_source
+from monitor.source import Source, StoppedWhileRestoring, open_source
 from monitor.state import PartitionId
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
+
 
 # how long a checkpoint waits for Kafka to acknowledge the dead-letter records
 DEAD_LETTER_WAIT_S = 2.0
@@ -72,6 +73,7 @@ class Daemon:
         self.store_ok = False
         self.dead_letters_waiting = 0  # as of the last checkpoint
         self.restored = False
+        self.restoring = False  # an assignment's state is being restored from the store
         self.last_checkpoint = time.monotonic()
         self.last_records: dict[PartitionId, float] = {}
         self.assigned_at: dict[PartitionId, float] = {}
@@ -145,6 +147,9 @@ class Daemon:
             self.source = self._open_source()  # None once stopping
             while not self.stopping.is_set():
                 self._step()
+        except StoppedWhileRestoring:
+            log.warning("stopped while the assigned partitions' state waited for the store: "
+                        "nothing is stored, their next owner restores it")
         finally:
             self._shutdown()
 
@@ -261,6 +266,10 @@ class Daemon:
         past a malformed record are stored only once Kafka has acknowledged its
         dead-letter copy: until then the checkpoint fails and is retried."""
         assert self.source is not None
+        if self.restoring:
+            # the pipeline does not hold the stored state (its restore was cut short):
+            # storing what it holds would overwrite that state with a blank one
+            return False
         started = time.monotonic()
         try:
             waiting = self.source.flush_dead_letters(DEAD_LETTER_WAIT_S)
@@ -309,7 +318,10 @@ class Daemon:
         return False
 
     def _on_assign(self, pids: list[PartitionId]) -> dict[PartitionId, int | None]:
+        """Restore the state of ``pids`` from the store, retrying with backoff while
+        it is unreachable (a stop ends the wait: ``StoppedWhileRestoring``)."""
         self.restored = False
+        self.restoring = True
         delay = 0.5
         while True:
             try:
@@ -319,9 +331,11 @@ class Daemon:
                 self.store_ok = False
                 self.last_loop = time.monotonic()
                 log.warning("restoring state failed (%s); retrying in %.1fs", _short(exc), delay)
-                time.sleep(delay)
+                if self.stopping.wait(delay):
+                    raise StoppedWhileRestoring from None
                 delay = min(delay * 2, self.config.checkpoint.retry_max_s)
         self.restored = True
+        self.restoring = False
         self.store_ok = True
         now = time.monotonic()
         self.assigned_at.update((pid, now) for pid in pids)

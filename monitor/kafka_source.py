@@ -20,6 +20,7 @@ from monitor.pipeline import Record
 from monitor.source import (
     OnAssign,
     OnRevoke,
+    StoppedWhileRestoring,
     dead_letter_record,
     fmt_partitions,
     security_settings,
@@ -27,6 +28,15 @@ from monitor.source import (
 from monitor.state import PartitionId
 
 log = logging.getLogger(__name__)
+
+
+def _not_a_stop(record: logging.LogRecord) -> bool:
+    """kafka-python logs a rebalance listener's exception with its traceback; a stop
+    during the state's restore is no error (``KafkaSource.poll`` raises it on)."""
+    return not (record.exc_info and isinstance(record.exc_info[1], StoppedWhileRestoring))
+
+
+logging.getLogger("kafka.coordinator.consumer").addFilter(_not_a_stop)
 
 # the dead-letter producer; a send() waits at most max_block_ms for metadata or room
 DEAD_LETTER_PRODUCER: dict[str, Any] = {"acks": "all", "max_block_ms": 1000}
@@ -110,6 +120,8 @@ class KafkaSource:
             polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
                                         max_records=self.cfg.max_poll_records)
         except KafkaError as exc:
+            if isinstance(exc.__cause__, StoppedWhileRestoring):  # wrapped by kafka-python
+                raise exc.__cause__ from None
             if self.poll_failing_since is None:
                 self.poll_failing_since = time.monotonic()
                 log.warning("cannot consume (%s: %s); retrying", type(exc).__name__, exc)

@@ -25,12 +25,18 @@ OnAssign = Callable[[list[PartitionId]], dict[PartitionId, int | None]]
 OnRevoke = Callable[[list[PartitionId]], None]
 
 
+class StoppedWhileRestoring(Exception):  # noqa: N818 (a stop, not an error)
+    """What ``on_assign`` raises when the daemon is told to stop while the assigned
+    partitions' state still waits for the store; ``poll`` lets it through."""
+
+
 class Source(Protocol):
     """A consumer-group member. ``poll()`` returns records per partition;
     ``commit(offsets)`` commits them.
 
     ``on_assign(pids) -> {pid: offset or None}`` restores state and says where to
-    resume (None: the group's committed offset or ``auto_offset_reset``);
+    resume (None: the group's committed offset or ``auto_offset_reset``), or raises
+    ``StoppedWhileRestoring``, which ``poll`` raises in turn;
     ``on_revoke(pids)`` must checkpoint before the partitions go. The client calls
     both while ``poll`` (or ``close``) runs: librdkafka on the polling thread,
     kafka-python 3 on its IO thread (so no blocking consumer call in them there).

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from kafka import KafkaAdminClient
 
 from monitor.broker import EmbeddedBroker
@@ -94,6 +95,52 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
                   for m in ("fraud-scorer", "churn-model"))
     assert counted == len(events), "events lost or read twice"
     assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
+
+
+def test_a_stop_while_the_state_waits_for_the_store_is_quick_and_stores_nothing(
+    tmp_path: Path, pg_url: str, kafka_client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the partitions are assigned while the database is away: their state cannot be
+    # restored, and the daemon retries with backoff inside the assignment callback.
+    # A stop ends that wait, and nothing is stored: what the pipeline holds is not the
+    # stored state, and storing it would overwrite that state with a blank one.
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("restoring", 3)
+        produce(pb.bootstrap, "restoring", encode_events(good_events()))
+        with TcpProxy(("127.0.0.1", 5432)) as store:
+            cfg = daemon_config(pb.bootstrap, "restoring", store.route(pg_url),
+                                tmp_path / "alerts.jsonl", group=f"restoring-{kafka_client}",
+                                detectors=small_detectors(),
+                                kafka={"session_timeout_ms": 3000, "client": kafka_client},
+                                checkpoint={"interval_s": 0.2, "retry_max_s": 30.0})
+            pb.proxy.cut()  # the store is migrated before the group is joined
+            d = start_daemon(cfg)
+            try:
+                wait_until(lambda: d.daemon.store_ok, 30, "the store migrated")
+                store.cut()
+                pb.proxy.restore()
+                wait_until(lambda: "restoring state failed" in caplog.text, 60,
+                           "the assigned partitions' state to wait for the store")
+                assert not d.daemon.ready()[0]
+                time.sleep(2)  # into the retries' backoff (1, 2, 4 s ...)
+                stopping = time.monotonic()
+                d.daemon.stopping.set()
+                store.restore()  # too late: the stop was first
+            finally:
+                d.stop()
+            assert time.monotonic() - stopping < 10, "stopping waits on the store"
+            assert "nothing is stored" in caplog.text
+            _let_leaving_finish(pb)
+    finally:
+        pb.close()
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT count(*) FROM checkpoints")).scalar()
+    finally:
+        engine.dispose()
+    assert stored == 0, "a state that was never restored was stored"
 
 
 def _outage_config(bootstrap: str, topic: str, tmp_path: Path, jsonl: Path, group: str,
