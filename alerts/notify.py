@@ -16,7 +16,8 @@ step:
 3. ``deliver(now)``: each receiver's queue is sent in order; a retryable failure
    (429 with Retry-After, 5xx, connection) waits with backoff and blocks only that
    receiver; a permanent one (bad token, unknown channel) stops it with an error
-   line and ``inferwatch_receiver_blocked``; the queue stays.
+   line and ``inferwatch_receiver_blocked``; the queue stays. A send unanswered
+   within ``send_budget_s`` goes on in a thread; a later tick records its answer.
 
 The last hop is at-least-once: if the process dies after Slack accepted a message
 and before the store recorded it, that one message is sent again on restart.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -109,6 +111,8 @@ class Notifier:
         # sends the receiver took but the store could not record (it went away in
         # between), recorded before anything else is sent: never sent twice
         self._unrecorded: list[Callable[[], None]] = []
+        self._sending: dict[str, _Sending] = {}  # per receiver: its send in flight
+        self._finishing = False  # the daemon stops: no new send (finish())
 
     # -- Sink protocol (the outbox Dispatcher calls these) --------------------------
     def send(self, records: Sequence[str]) -> None:
@@ -556,6 +560,22 @@ class Notifier:
                 self.metrics.receiver_queue_depth.labels(name).set(self.queue_depth(name))
         return sent
 
+    def finish(self) -> None:
+        """Before the daemon exits: wait for the sends in flight (at most a request
+        timeout, ``alerts.slack.timeout_s``) and record their answers, so that a stop
+        does not send them again after the restart. No new send starts."""
+        self._finishing = True
+        if not self._sending:
+            return
+        deadline = time.monotonic() + self.config.slack.timeout_s
+        for sending in list(self._sending.values()):
+            sending.done.wait(max(0.0, deadline - time.monotonic()))
+        try:
+            self.deliver(budget_s=max(0.1, deadline - time.monotonic()))
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("notifier: the last sends are not recorded, the store is away (%s): "
+                        "they may be sent again after the restart", type(exc).__name__)
+
     def queue_depth(self, receiver: str) -> int:
         q = db.notify_queue
         with self.engine.connect() as conn:
@@ -589,7 +609,11 @@ class Notifier:
                     else:
                         item.action = "post"  # the thread is gone: say it in the channel
                 try:
-                    channel, ts = (None, None) if outcome == "skipped" else receiver.send(item)
+                    channel, ts = (None, None) if outcome == "skipped" else self._send(
+                        name, receiver, row.seq, item, deadline)
+                except _StillSending:  # its answer is looked for on the next loop
+                    self._next_tick = now
+                    return sent
                 except MessageRejectedError as exc:
                     log.error("receiver %s refused notification %d (%s): %s; skipping it",
                               name, row.seq, exc.reason, exc)
@@ -614,6 +638,27 @@ class Notifier:
                     if self.metrics is not None:
                         self.metrics.receiver_blocked.labels(name).set(0)
         return sent
+
+    def _send(self, name: str, receiver: Receiver, seq: int, item: Item,
+              deadline: float) -> tuple[str | None, str | None]:
+        """``receiver.send(item)`` in a thread of its own, waited for until
+        ``deadline``: a receiver that hangs (up to its request timeout) holds the loop
+        no longer than the send budget. Unanswered by then, the send stays in flight
+        (``_StillSending``); later ticks look for its answer without waiting and
+        record it: never sent twice."""
+        sending = self._sending.get(name)
+        if sending is None or sending.seq != seq:
+            if self._finishing:
+                raise _StillSending  # stopping: no new send
+            sending = self._sending[name] = _Sending(seq, partial(receiver.send, item))
+            left = deadline - time.monotonic()
+            wait = None if left == float("inf") else max(0.0, left)
+        else:
+            wait = 0.0  # it had its budget already
+        if not sending.done.wait(wait):
+            raise _StillSending
+        del self._sending[name]
+        return sending.result()
 
     def _record(self, mark: Callable[[], None]) -> None:
         """Record a send (``mark``); when the store is away, keep it for the next
@@ -671,6 +716,36 @@ class Notifier:
                                                            q.c.parent_key.is_not(None)))
             conn.execute(msgs.delete().where(msgs.c.created_at < now - KEEP_SENT_S,
                                              msgs.c.key.not_in(sa.select(used.subquery().c.k))))
+
+
+class _StillSending(Exception):  # noqa: N818 (not an error: an answer still to come)
+    """The receiver has not answered within the send budget."""
+
+
+class _Sending:
+    """One send running in a daemon thread (a hung request never holds the exit);
+    ``result()`` once ``done``: the send's answer, or its exception raised."""
+
+    def __init__(self, seq: int, send: Callable[[], tuple[str | None, str | None]]) -> None:
+        self.seq = seq
+        self.done = threading.Event()
+        self._answer: tuple[str | None, str | None] = (None, None)
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._answer = send()
+            except BaseException as exc:  # handed to the loop by result()
+                self._error = exc
+            finally:
+                self.done.set()
+
+        threading.Thread(target=run, name="notify-send", daemon=True).start()
+
+    def result(self) -> tuple[str | None, str | None]:
+        if self._error is not None:
+            raise self._error
+        return self._answer
 
 
 def _lasted(record: Mapping[str, Any]) -> float:

@@ -69,6 +69,14 @@ class Dispatcher:
                 tick()
         return delivered
 
+    def finish(self) -> None:
+        """Before the process exits: sinks that send in the background (the
+        notifier) wait for what is in flight and record it."""
+        for sink in self.sinks:
+            finish = getattr(sink, "finish", None)
+            if finish is not None:
+                finish()
+
     def _deliver_to(self, sink: Sink, now: float) -> int:
         cursor = self._cursor_name(sink)
         total = 0

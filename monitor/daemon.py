@@ -357,6 +357,7 @@ class Daemon:
             if self.source is not None:
                 if self.checkpoint():
                     self.dispatcher.deliver()
+                    self.dispatcher.finish()
                 self._leave_group()
         finally:
             if self.jobs is not None:

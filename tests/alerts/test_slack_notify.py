@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,50 @@ def test_sending_stops_at_the_budget_so_a_slow_slack_cannot_stall_the_daemon(
     texts = [p.body["text"] for p in slack.posts()]
     assert [next(f"key-{i:02d}" for i in range(40) if f"key-{i:02d}" in t) for t in texts] == [
         f"key-{i:02d}" for i in range(40)]
+
+
+def test_a_hanging_slack_holds_a_tick_no_longer_than_the_budget_and_nothing_is_sent_twice(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    slack.latency_s = 0.8  # each answer (auth.test, every post) takes four budgets
+    n = make_notifier(sqlite_url, slack, clock, send_budget_s=0.2,
+                      route={"receiver": "security", "group_by": ["client_id"]})
+    n.send([alerts.fire(f"key-{i}") for i in range(3)])
+    run(n, clock, 29)  # group_wait: nothing sent yet
+    longest, ticks = 0.0, 0
+    deadline = time.monotonic() + 30
+    while n.queue_depth("security") or len(slack.posts()) < 3:
+        assert time.monotonic() < deadline, "the queue did not drain"
+        clock.advance(1.0)
+        started = time.monotonic()
+        n.tick()
+        longest, ticks = max(longest, time.monotonic() - started), ticks + 1
+        time.sleep(0.05)  # the daemon's loop goes on meanwhile
+    assert longest < 0.5, f"a tick waited {longest:.1f}s for a hanging Slack"
+    assert ticks > 10  # the answers came in while the loop kept turning
+    texts = [p.body["text"] for p in slack.posts()]
+    assert [next(f"key-{i}" for i in range(3) if f"key-{i}" in t) for t in texts] == [
+        "key-0", "key-1", "key-2"]  # each once, in order
+
+
+def test_a_stop_records_the_send_in_flight_so_the_restart_does_not_repeat_it(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    slack.latency_s = 1.0  # longer than the budget: the first post is still in flight
+    settings = {"send_budget_s": 0.1, "route": {"receiver": "security",
+                                                "group_by": ["client_id"]}}
+    n = make_notifier(sqlite_url, slack, clock, **settings)
+    n.send([alerts.fire(f"key-{i}") for i in range(3)])
+    run(n, clock, 31)  # group_wait, then the three groups' messages queued
+    assert n.queue_depth("security") == 3 and not slack.posts(), "not in flight"
+    n.finish()  # the daemon stops: waits for the answer, records it, sends nothing new
+    assert len(slack.posts()) == 1 and n.queue_depth("security") == 2
+    slack.latency_s = 0.0
+    restarted = make_notifier(sqlite_url, slack, clock, **settings)
+    run(restarted, clock, 5)
+    texts = [p.body["text"] for p in slack.posts()]
+    assert [next(f"key-{i}" for i in range(3) if f"key-{i}" in t) for t in texts] == [
+        "key-0", "key-1", "key-2"]
 
 
 def test_an_escalation_to_critical_is_said_at_once_with_the_mention(
