@@ -178,6 +178,10 @@ class EventsConfig(_Section):
     max_embedding: int = Field(4096, ge=1)
     max_string_length: int = Field(1024, ge=8)
     allowed_models: list[str] = Field(default_factory=list)
+    # an event stamped further ahead of this host's clock is bad input
+    # (future_timestamp): one such event would move event time forward for every
+    # detector, expiring all client state and closing every window; null: no limit
+    max_future_s: float | None = Field(600.0, gt=0)
 
 
 class StoreConfig(_Section):

@@ -12,6 +12,7 @@ decides the outcome exactly as before.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ REASONS = (
     "not_finite",
     "out_of_range",
     "bad_timestamp",
+    "future_timestamp",
     "unknown_model",
 )
 
@@ -88,6 +90,7 @@ class Decoder:
         self._max_string = config.max_string_length
         self._max_features = config.max_features
         self._max_embedding = config.max_embedding
+        self._max_future = math.inf if config.max_future_s is None else config.max_future_s
 
     def decode(self, value: bytes | None) -> Event | BadRecord:
         try:
@@ -168,6 +171,10 @@ class Decoder:
         ts = _timestamp(w.ts)
         if ts is None:
             return BadRecord("bad_timestamp", f"ts {str(w.ts)[:40]!r} is not RFC 3339 or Unix seconds")
+        ahead = ts - time.time()
+        if ahead > self._max_future:
+            return BadRecord("future_timestamp", f"ts {ts:.3f} is {ahead:.0f}s ahead of this "
+                             f"host's clock (events.max_future_s: {self._max_future:g})")
         if self._allowed and w.model not in self._allowed:
             return BadRecord("unknown_model", f"model {w.model[:80]!r} is not allow-listed")
         limit = self._max_string

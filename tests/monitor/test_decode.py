@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import msgspec
 from hypothesis import given, settings
@@ -61,6 +62,7 @@ def test_each_kind_of_bad_input_has_its_reason() -> None:
         enc({**GOOD, "confidence": 1.5}): "out_of_range",
         enc({**GOOD, "latency_ms": -1}): "out_of_range",
         enc({**GOOD, "ts": "last tuesday"}): "bad_timestamp",
+        enc({**GOOD, "ts": time.time() + 3600}): "future_timestamp",
         enc({**GOOD, "model": "other"}): "unknown_model",
         enc({**GOOD, "client_id": "x" * 2000}): "too_large",
         b"{" + b" " * 2000 + b"}": "too_large",
