@@ -249,7 +249,7 @@ def _shell(part: PartitionState, changes: list[Changes]) -> PartitionState:
         shell.firing_keys = set()
         shell.next_seq = keyed.next_seq + len(found.moved)
         shells.append(shell)
-    return PartitionState(shells, part.offset, part.max_ts, part.next_tick)
+    return PartitionState(shells, part.offset, part.max_ts, part.next_tick, part.versions)
 
 
 def _client(key: Hashable) -> str:

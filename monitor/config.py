@@ -182,6 +182,9 @@ class EventsConfig(_Section):
     # (future_timestamp): one such event would move event time forward for every
     # detector, expiring all client state and closing every window; null: no limit
     max_future_s: float | None = Field(600.0, gt=0)
+    # (model, model_version) pairs a partition tracks; the events of further pairs are
+    # bad input (too_many_versions) until a pair has been idle for 30 days
+    max_model_versions: int = Field(1000, ge=1)
 
 
 class StoreConfig(_Section):

@@ -35,6 +35,7 @@ REASONS = (
     "bad_timestamp",
     "future_timestamp",
     "unknown_model",
+    "too_many_versions",  # monitor.versions: decided by the pipeline, not the decoder
 )
 
 

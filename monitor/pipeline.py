@@ -8,6 +8,7 @@ alerts for the same events in the same order.
 from __future__ import annotations
 
 import gc
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ from monitor.reference import (
 )
 from monitor.state import ModelState, PartitionId, PartitionState, client_detectors, model_detectors
 from monitor.summaries import SummaryCollector
+from monitor.versions import ModelVersions
 
 CLIENT_TICK_S = 1.0
 MAX_TICKS = 3600  # after a longer silence, tick only the last hour
@@ -41,6 +43,7 @@ MAX_TICKS = 3600  # after a longer silence, tick only the last hour
 
 GC_THRESHOLDS = (100_000, 50, 100)
 _TS, _MODEL = attrgetter("ts"), attrgetter("model")
+log = logging.getLogger(__name__)
 
 
 def tune_gc() -> None:
@@ -96,10 +99,12 @@ class Pipeline:
                                           max_categories=sc.max_categories, enabled=sc.enabled)
         self.events_since_checkpoint = 0
         self.records_seen = 0
+        self._versions_warned = False  # the too_many_versions warning is logged once
 
     # -- ownership ------------------------------------------------------------------
     def new_partition_state(self) -> PartitionState:
-        return PartitionState(client_detectors(self.config, self.references))
+        return PartitionState(client_detectors(self.config, self.references),
+                              versions=ModelVersions(self.config.events.max_model_versions))
 
     def use_references(self, refs: ReferenceSet) -> None:
         """Use the stored drift references (``monitor.reference.load_references``):
@@ -111,7 +116,10 @@ class Pipeline:
             apply_client_references(state.detectors, refs)
 
     def adopt(self, pid: PartitionId, state: PartitionState | None) -> None:
-        self.partitions[pid] = state if state is not None else self.new_partition_state()
+        if state is None:
+            state = self.new_partition_state()
+        state.versions.limit = self.config.events.max_model_versions  # the current setting
+        self.partitions[pid] = state
 
     def release(self, pid: PartitionId) -> None:
         self.partitions.pop(pid, None)
@@ -126,6 +134,7 @@ class Pipeline:
         result = BatchResult()
         findings: list[Finding] = []
         good: list[Event] = []
+        good_records: list[Record] = []
         decode = self.decoder.decode
         client_dets = state.detectors
         model_dets = self.models.detectors
@@ -143,6 +152,11 @@ class Pipeline:
                 result.bad.append((rec, event))
             else:
                 good.append(event)
+                good_records.append(rec)
+        over = state.versions.over_limit(good)
+        if over:
+            good = self._set_aside(pid, state, good, records=good_records, over=over,
+                                   result=result)
         for keyed in client_dets:  # their numeric work for the whole batch at once
             keyed.prepare(good)
         for event in good:
@@ -175,6 +189,26 @@ class Pipeline:
         self.models.partition_ts[pid] = state.max_ts
         result.alerts = self.alert(findings)
         return result
+
+    def _set_aside(self, pid: PartitionId, state: PartitionState, good: list[Event], *,
+                   records: list[Record], over: list[int], result: BatchResult) -> list[Event]:
+        """The events of ``good`` but those at ``over`` (their (model, version) pairs are
+        over the limit), which become bad records."""
+        limit = state.versions.limit
+        if not self._versions_warned:
+            self._versions_warned = True
+            log.warning("partition %s[%d] tracks %d (model, model_version) pairs, the limit "
+                        "(events.max_model_versions): events of further pairs are bad input "
+                        "(too_many_versions) until a pair has been idle for 30 days",
+                        pid[0], pid[1], limit)
+        for i in over:
+            e = good[i]
+            result.bad.append((records[i], BadRecord(
+                "too_many_versions", f"model {e.model[:80]!r} version {e.model_version[:80]!r}: "
+                f"{limit} pairs tracked (events.max_model_versions)")))
+        result.bad.sort(key=_offset_of)
+        dropped = set(over)
+        return [e for i, e in enumerate(good) if i not in dropped]
 
     @staticmethod
     def _tick_clients(state: PartitionState, ts: float) -> list[Finding]:
@@ -241,3 +275,7 @@ class Pipeline:
     @staticmethod
     def pending_record(alert: Alert) -> str:
         return record_json(alert.record())
+
+
+def _offset_of(bad: tuple[Record, BadRecord]) -> int:
+    return bad[0].offset

@@ -19,6 +19,7 @@ from detectors.out_of_range import OutOfRangeShare
 from detectors.probing import LowConfidenceShare
 from detectors.rules import CountRule
 from monitor.config import Config
+from monitor.versions import MODEL_IDLE_S, ModelVersions
 
 PartitionId = tuple[str, int]
 
@@ -119,7 +120,7 @@ def model_detectors(config: Config, references: ReferenceSet | None = None) -> l
             min_psi=f.min_psi, min_mean_shift=f.min_mean_shift, fast_min_psi=f.fast_min_psi,
             clear_windows=f.clear_windows, predictions=f.predictions, references=references,
         ))
-    return [Keyed(p, key="model", idle_s=30 * 86400, max_keys=10_000, renotify_s=s.renotify_s)
+    return [Keyed(p, key="model", idle_s=MODEL_IDLE_S, max_keys=10_000, renotify_s=s.renotify_s)
             for p in protos]
 
 
@@ -131,6 +132,12 @@ class PartitionState:
     offset: int | None = None
     max_ts: float = float("-inf")
     next_tick: float = float("-inf")
+    # the (model, version) pairs it tracks (events.max_model_versions)
+    versions: ModelVersions = field(default_factory=ModelVersions)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("versions", ModelVersions())  # stored before the limit
 
 
 @dataclass
