@@ -481,15 +481,24 @@ def build_layout(
     top_segments: int = 5,
     fixed_edges: Mapping[str, Sequence[float]] | None = None,
     max_known: int = 1000,
+    max_columns: int = 1000,
 ) -> Layout:
     """Cells for ``rows``: a column is categorical when any of its values is a
     string (``@prediction`` also when all its values are whole numbers); numeric
     columns get ``bins`` equal-frequency bins (fewer when values repeat); columns
     in ``fixed_edges`` get those edges (``@confidence``: the fixed confidence
-    histogram ``CONFIDENCE_EDGES``). Deterministic: column order is sorted, ties
-    in category counts break by name."""
+    histogram ``CONFIDENCE_EDGES``). At most ``max_columns`` columns: the names
+    present in the most rows (feature maps keyed by an open vocabulary, such as
+    token counts, would otherwise make one column per name ever seen).
+    Deterministic: column order is sorted, ties in category counts and in name
+    frequencies break by name."""
     fixed = {CONFIDENCE: CONFIDENCE_EDGES, **(fixed_edges or {})}
-    names = sorted(set().union(*rows))
+    present = Counter(itertools.chain.from_iterable(rows))
+    if len(present) > max_columns:
+        ranked = sorted(present.items(), key=lambda kv: (-kv[1], kv[0]))[:max_columns]
+        names = sorted(name for name, _ in ranked)
+    else:
+        names = sorted(present)
     cols = dict(zip(names, zip(*pick(rows, names), strict=True), strict=True)) if rows else {}
     kinds = {n: any(map(isinstance, cols[n], itertools.repeat(str))) for n in names}  # categorical?
     if PREDICTION in kinds:

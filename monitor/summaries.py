@@ -49,6 +49,7 @@ _MIN_ABS = 1e-9
 _OFFSET = 1000  # keeps bucket keys of |x| >= 1e-9 positive; the sign is the key's sign
 CONF_BINS = 100
 OTHER = "__other__"
+MAX_FEATURE_NAMES = 1000  # features a summary holds: the first names to fit, kept
 
 
 _MAX_PENDING = 64  # batches of bucket keys a sketch holds before folding them into its dict
@@ -294,7 +295,7 @@ class Summary:
         self.first_ts = min(self.first_ts, *ts)
         self.last_ts = max(self.last_ts, *ts)
         feats = [e.features or _EMPTY for e in events]
-        names = sorted(feats[0])
+        names = self._room(sorted(feats[0]))
         numeric = [n for n in names if n not in self.categories]
         uniform = uniform_columns(feats, numeric) if numeric else None
         if uniform is not None:  # the common case: one C-level pass over every value
@@ -303,7 +304,10 @@ class Summary:
             table = flat if columns is None else flat[:, columns]
             matrix: np.ndarray | None = np.ascontiguousarray(table.T)
         else:
-            names, absent, rows = _feature_names(feats)
+            every, absent, rows = _feature_names(feats)
+            names = self._room(every)
+            if len(names) < len(every):
+                rows = None  # read again: the values of the names kept
             numeric = [n for n in names if n not in self.categories]
             matrix = _numeric_matrix(feats, numeric, rows if len(numeric) == len(names) else None
                                      ) if numeric else None
@@ -339,6 +343,22 @@ class Summary:
         self.labelled += len(labelled)
         self.correct += sum(labelled)
         self._sample(events, sample_size)
+
+    def _room(self, names: list[str]) -> list[str]:
+        """``names`` without the new ones that do not fit under ``MAX_FEATURE_NAMES``
+        (a feature map keyed by an open vocabulary, such as token counts, would
+        otherwise hold one sketch per name ever seen)."""
+        free = MAX_FEATURE_NAMES - len(self.features) - len(self.categories)
+        if len(names) <= free:  # the common case
+            return names
+        kept = []
+        for name in names:
+            if name in self.features or name in self.categories:
+                kept.append(name)
+            elif free > 0:
+                kept.append(name)
+                free -= 1
+        return kept
 
     def _sketch(self, name: str) -> Sketch:
         sketch = self.features.get(name)
@@ -384,12 +404,13 @@ class Summary:
     def merge(self, other: Summary, *, sample_size: int | None = None) -> Summary:
         """Add ``other`` into this summary (in place) and return it."""
         self.n += other.n
-        for name, sk in other.features.items():
+        for name in self._room(list(other.features)):
             mine = self.features.get(name)
             if mine is None:
                 mine = self.features[name] = Sketch()
-            mine.merge(sk)
-        for name, cats in other.categories.items():
+            mine.merge(other.features[name])
+        for name in self._room(list(other.categories)):
+            cats = other.categories[name]
             mine_c = self.categories.setdefault(name, {})
             for v, c in cats.items():
                 mine_c[v] = mine_c.get(v, 0) + c
