@@ -32,7 +32,6 @@ from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
-
 # how long a checkpoint waits for Kafka to acknowledge the dead-letter records
 DEAD_LETTER_WAIT_S = 2.0
 
