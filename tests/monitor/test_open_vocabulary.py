@@ -1,7 +1,7 @@
 """Feature maps keyed by an open vocabulary (token counts, entity ids as names):
 a new name in nearly every event must not give the drift layout or the window
-summaries one column per name ever seen. Before the caps, 40,000 benchmark
-events renamed so got the process OOM-killed at 24 GB."""
+summaries one column per name ever seen. Before the caps, benchmark events
+renamed so had the process OOM-killed at 24 GB before the 40,000th."""
 
 from __future__ import annotations
 
