@@ -13,7 +13,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from kafka.errors import KafkaError
 
@@ -31,6 +32,7 @@ from monitor.state import PartitionId
 from monitor.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # how long a checkpoint waits for Kafka to acknowledge the dead-letter records
 DEAD_LETTER_WAIT_S = 2.0
@@ -112,19 +114,32 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
-    def _migrate(self) -> None:
+    def _retrying(self, action: Callable[[], T], failing: str, *, max_delay_s: float,
+                  errors: type[Exception] = Exception, store: bool = False) -> T | None:
+        """``action()``, retried with backoff (0.5 s, doubling up to ``max_delay_s``)
+        while it raises ``errors``: alive (the loop's age stays fresh), not ready;
+        ``store``: a failure means the store is unreachable. None once stopping."""
         delay = 0.5
         while not self.stopping.is_set():
             try:
-                self.store.migrate()
-                self.store_ok = True
-                return
-            except Exception as exc:  # the store may come up later: alive, not ready
-                self.store_ok = False
+                return action()
+            except errors as exc:
+                if store:
+                    self.store_ok = False
                 self.last_loop = time.monotonic()
-                log.warning("store unreachable (%s); retrying in %.1fs", _short(exc), delay)
+                log.warning("%s (%s); retrying in %.1fs", failing, _short(exc), delay)
                 self.stopping.wait(delay)
-                delay = min(delay * 2, self.config.checkpoint.retry_max_s)
+                delay = min(delay * 2, max_delay_s)
+        return None
+
+    def _migrate(self) -> None:
+        """The store's tables; a store that comes up later is waited for."""
+        def migrate() -> bool:
+            self.store.migrate()
+            return True
+
+        self.store_ok = bool(self._retrying(migrate, "store unreachable", store=True,
+                                            max_delay_s=self.config.checkpoint.retry_max_s))
 
     def run(self) -> None:
         log.info("starting inferwatch %s as %s", _version(), self.config.instance_id)
@@ -155,17 +170,10 @@ class Daemon:
     def _open_source(self) -> Source | None:
         """Join the consumer group; kafka-python must reach a broker first (an
         unreachable or untrusted one: alive, not ready, retrying with backoff)."""
-        delay = 0.5
-        while not self.stopping.is_set():
-            try:
-                return open_source(self.config.kafka, on_assign=self._on_assign,
-                                   on_revoke=self._on_revoke)
-            except KafkaError as exc:
-                self.last_loop = time.monotonic()
-                log.warning("cannot reach Kafka (%s); retrying in %.1fs", _short(exc), delay)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 30.0)
-        return None
+        return self._retrying(
+            lambda: open_source(self.config.kafka, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke),
+            "cannot reach Kafka", errors=KafkaError, max_delay_s=30.0)
 
     def _step(self) -> None:
         assert self.source is not None
@@ -321,18 +329,11 @@ class Daemon:
         it is unreachable (a stop ends the wait: ``StoppedWhileRestoring``)."""
         self.restored = False
         self.restoring = True
-        delay = 0.5
-        while True:
-            try:
-                resume = self.checkpointer.restore(pids)
-                break
-            except Exception as exc:  # cannot consume without state: alive, not ready
-                self.store_ok = False
-                self.last_loop = time.monotonic()
-                log.warning("restoring state failed (%s); retrying in %.1fs", _short(exc), delay)
-                if self.stopping.wait(delay):
-                    raise StoppedWhileRestoring from None
-                delay = min(delay * 2, self.config.checkpoint.retry_max_s)
+        resume = self._retrying(lambda: self.checkpointer.restore(pids),
+                                "restoring state failed", store=True,
+                                max_delay_s=self.config.checkpoint.retry_max_s)
+        if resume is None:
+            raise StoppedWhileRestoring
         self.restored = True
         self.restoring = False
         self.store_ok = True
