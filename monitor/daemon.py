@@ -78,6 +78,8 @@ class Daemon:
         self.last_checkpoint = time.monotonic()
         self.last_records: dict[PartitionId, float] = {}
         self.assigned_at: dict[PartitionId, float] = {}
+        # partitions whose end, as the client knows it, may predate an outage
+        self.ends_unsure: set[PartitionId] = set()
         self.jobs: JobService | None = None  # scheduled jobs (monitor.scheduler)
         self._checkpoint_backoff = 0.0
         self.pending_since: float | None = None  # when the oldest pending alert was raised
@@ -180,6 +182,10 @@ class Daemon:
         self.last_loop = time.monotonic()
         batches = self.source.poll()
         now = time.monotonic()
+        if not self.source.connected():
+            # the ends the client holds are those of before the outage: a partition
+            # that looks caught up may have had records appended since
+            self.ends_unsure.update(self.pipeline.partitions)
         if batches:
             if self._all_silent(now):
                 # deliveries resume after every partition was silent (a broker outage, a
@@ -191,6 +197,7 @@ class Daemon:
                 for pid, records in batches.items():
                     result = self.pipeline.process(pid, records)
                     self.last_records[pid] = now
+                    self.ends_unsure.discard(pid)  # this fetch brought its end
                     for rec, bad in result.bad:
                         self.source.dead_letter(pid, rec, bad.reason, bad.detail)
                         if self.config.kafka.dead_letter_topic:
@@ -243,7 +250,8 @@ class Daemon:
         older than the others'; one silent for ``idle_partition_s`` while others
         deliver stops counting (a stalled partition does not hold the windows). When
         every one is silent, the silence is not theirs (the broker is away): none
-        stops counting."""
+        stops counting. After an outage a partition counts until it delivers again:
+        the end it seemed caught up to is stale."""
         assert self.source is not None
         idle = self.config.kafka.idle_partition_s
         everyone_silent = self._all_silent(now)
@@ -251,7 +259,7 @@ class Daemon:
         for pid in self.pipeline.partitions:
             if not everyone_silent and self._silent_for(pid, now) >= idle:
                 continue
-            if self._unread_of(pid) == 0:
+            if pid not in self.ends_unsure and self._unread_of(pid) == 0:
                 continue
             active.append(pid)
         return active
@@ -349,6 +357,7 @@ class Daemon:
             self.pipeline.release(pid)
             self.last_records.pop(pid, None)
             self.assigned_at.pop(pid, None)
+            self.ends_unsure.discard(pid)
             with contextlib.suppress(KeyError):  # its lag is the next owner's to report
                 self.metrics.consumer_lag.remove(pid[0], str(pid[1]))
 
