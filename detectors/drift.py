@@ -28,6 +28,7 @@ from scipy.stats import chi2
 
 from detectors.base import Detector
 from detectors.event import Event
+from detectors.raw_rows import RawRows, Row
 from detectors.reference import (
     CONFIDENCE,
     PREDICTION,
@@ -96,32 +97,18 @@ class ReferenceSet:
         return f"ReferenceSet([{keys}])"
 
 
-_Row = tuple[dict[str, Any] | None, Any, float | None]  # features, prediction, confidence
-
-
 class _Bucket:
     """One bucket's rows: pending ones as they came, the rest folded into ``counts``."""
 
     __slots__ = ("counts", "rows")
 
     def __init__(self) -> None:
-        self.rows: list[_Row] = []  # all of them until the layout exists
+        self.rows: list[Row] = []  # all of them until the layout exists
         self.counts: Counts | None = None
 
 
-def _values(row: _Row) -> dict[str, Any]:
-    """A row as name → value, with ``@prediction`` and ``@confidence`` when known."""
-    feats, prediction, confidence = row
-    values = dict(feats) if feats else {}
-    if prediction is not None:
-        values[PREDICTION] = prediction
-    if confidence is not None:
-        values[CONFIDENCE] = confidence
-    return values
-
-
-def _encode(layout: Layout, rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``rows`` encoded on ``layout`` as their ``_values`` (the arguments of
+def _encode(layout: Layout, rows: list[Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` encoded on ``layout`` as their ``row_values`` (the arguments of
     ``Layout.fold``)."""
     empty: dict[str, Any] = {}
     feats = [r[0] or empty for r in rows]
@@ -309,7 +296,7 @@ class DistributionDrift(Detector):
         self._looked_up = False
         self._model = self._version = ""
         self.reference: Reference | None = None
-        self._ref_rows: list[dict[str, Any]] = []
+        self._ref_rows = RawRows()  # the layout's rows, until it is built
         self._layout: Layout | None = None
         self._ref_counts: Counts | None = None
         self._ref_sample: list[dict[str, Any]] = []
@@ -346,7 +333,7 @@ class DistributionDrift(Detector):
                 found = self.references.get(first.model, first.model_version)
                 if found is not None:
                     self.set_reference(found)
-        rows: list[_Row] = []
+        rows: list[Row] = []
         ts = []
         for e in events:
             row = (e.features, e.prediction, e.confidence) if self.predictions else (
@@ -398,13 +385,13 @@ class DistributionDrift(Detector):
         (whole buckets), then every event up to ``reference_events`` is counted in
         them; only the first stretch is ever held raw."""
         if self._layout is None:
-            self._ref_rows.extend(map(_values, b.rows))
+            self._ref_rows.extend(b.rows)
             if len(self._ref_rows) < min(self.reference_events, LAYOUT_ROWS):
                 return
             first = build_reference(
-                self._ref_rows, bins=self.bins, top_k=self.top_k, segment_by=self.segment_by,
-                top_segments=self.top_segments)
-            self._ref_rows = []
+                self._ref_rows.values(), bins=self.bins, top_k=self.top_k,
+                segment_by=self.segment_by, top_segments=self.top_segments)
+            self._ref_rows = RawRows()
             self._layout = first.layout
             self._ref_counts = first.counts
             self._ref_sample = first.sample
@@ -439,6 +426,11 @@ class DistributionDrift(Detector):
         if ref is None or not ref.sample:
             return self.__dict__
         return {**self.__dict__, "reference": dataclasses.replace(ref, sample=[])}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("_ref_rows"), list):  # stored by formats 3 and 4: dicts
+            state = {**state, "_ref_rows": RawRows(state["_ref_rows"])}
+        self.__dict__.update(state)
 
     def set_reference(self, ref: Reference) -> None:
         self.reference = ref

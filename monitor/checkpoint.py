@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 # an error in the log) instead of being fed to detectors that would misread it. A release
 # also reads the older formats it still understands (READ_FORMATS): an upgrade keeps the
 # state, a rollback to a release older than the format starts afresh.
-STATE_FORMAT = 4  # 4: a packed client's row holds its packed bytes
-READ_FORMATS = (3, 4)  # 3: the per-client verdict gained the out-of-range signal
+STATE_FORMAT = 5  # 5: a drift reference's warm-up rows are a RawRows, not dicts
+READ_FORMATS = (3, 4, 5)  # 3: the verdict's out-of-range signal; 4: packed client rows
 
 
 class StateFormatError(ValueError):

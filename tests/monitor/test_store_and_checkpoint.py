@@ -317,7 +317,7 @@ def test_state_of_another_format_is_set_aside_for_fresh_detectors(
 
     new = Pipeline(CONFIG)
     assert Checkpointer(store, new, group="g", producer="a").restore([pid]) == {pid: 300}
-    assert "state format 2, this version reads 3, 4" in caplog.text
+    assert "state format 2, this version reads 3, 4, 5" in caplog.text
     assert "drift and confidence windows start afresh" in caplog.text
     assert len(new.partitions[pid].detectors[0]) == 0 and not any(k.slots for k in new.models.detectors)
     store.close()
@@ -349,12 +349,12 @@ def test_state_of_the_previous_format_is_read_and_a_rollback_to_it_starts_afresh
     restored = new.partitions[pid].detectors[0]
     assert [restored.export_slot(s) for s in restored.slots.values()] == [
         keyed.export_slot(s) for s in keyed.slots.values()]
-    Checkpointer(store, new, group="g", producer="a").save()  # now in format 4
+    Checkpointer(store, new, group="g", producer="a").save()  # now in the current format
 
     monkeypatch.setattr(checkpoint, "READ_FORMATS", (3,))  # the release of format 3
     rolled_back = Pipeline(config)
     Checkpointer(store, rolled_back, group="g", producer="a").restore([pid])
-    assert "state format 4, this version reads 3" in caplog.text
+    assert f"state format {checkpoint.STATE_FORMAT}, this version reads 3" in caplog.text
     assert len(rolled_back.partitions[pid].detectors[0]) == 0
     store.close()
 
