@@ -78,7 +78,7 @@ class Daemon:
         self.last_checkpoint = time.monotonic()
         self.last_records: dict[PartitionId, float] = {}
         self.assigned_at: dict[PartitionId, float] = {}
-        # partitions whose end, as the client knows it, may predate an outage
+        # partitions whose end, as the client knows it, may predate an outage or a pause
         self.ends_unsure: set[PartitionId] = set()
         self.jobs: JobService | None = None  # scheduled jobs (monitor.scheduler)
         self._checkpoint_backoff = 0.0
@@ -250,8 +250,8 @@ class Daemon:
         older than the others'; one silent for ``idle_partition_s`` while others
         deliver stops counting (a stalled partition does not hold the windows). When
         every one is silent, the silence is not theirs (the broker is away): none
-        stops counting. After an outage a partition counts until it delivers again:
-        the end it seemed caught up to is stale."""
+        stops counting. After an outage or a pause a partition counts until it
+        delivers again: the end it seemed caught up to may be stale."""
         assert self.source is not None
         idle = self.config.kafka.idle_partition_s
         everyone_silent = self._all_silent(now)
@@ -330,6 +330,8 @@ class Daemon:
         log.warning("checkpoint failed (%s); consumption paused, retrying in %.0fs",
                     reason, self._checkpoint_backoff)
         self.source.pause()
+        # a paused partition is not fetched: the end its client knows goes stale
+        self.ends_unsure.update(self.pipeline.partitions)
         return False
 
     def _on_assign(self, pids: list[PartitionId]) -> dict[PartitionId, int | None]:

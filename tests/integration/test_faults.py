@@ -97,6 +97,42 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
     assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
 
 
+def test_records_appended_while_the_store_is_away_are_not_late_when_it_returns(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str, kafka_client: str
+) -> None:
+    # Consumption pauses while the store is away, and a paused partition is not
+    # fetched: the end its client knows goes stale. One that had read everything
+    # must still hold the windows until it has delivered what came meanwhile, or the
+    # first partition to deliver closes the windows the others' records belong to.
+    events = good_events()
+    half = len(events) // 2
+    first_ends = produce(broker.bootstrap, topic, encode_events(events[:half]))
+    jsonl = tmp_path / "alerts.jsonl"
+    group = f"dbgap-{kafka_client}"
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        # small fetches: once resumed, one poll brings one partition's records
+        cfg = daemon_config(broker.bootstrap, topic, proxy.route(pg_url), jsonl, group=group,
+                            detectors=small_detectors(),
+                            kafka={"max_poll_records": 20, "fetch_max_bytes": 4096,
+                                   "max_partition_fetch_bytes": 2048, "client": kafka_client},
+                            checkpoint={"interval_s": 0.2, "retry_max_s": 2.0})
+        d = start_daemon(cfg)
+        try:
+            wait_until(lambda: _consumed(d) == first_ends and d.daemon.ready()[0], 60,
+                       "the first half read")
+            proxy.cut()
+            wait_until(lambda: _metric(d, "inferwatch_checkpoint_failures_total") >= 1, 30,
+                       "a failed checkpoint")
+            ends = produce(broker.bootstrap, topic, encode_events(events[half:]))
+            time.sleep(1)
+            assert _consumed(d) == first_ends, "consumption went on without the store"
+            proxy.restore()
+            _catch_up(d, broker.bootstrap, group, topic, ends)
+        finally:
+            d.stop()
+    _assert_replayed_alerts(d, tmp_path, cfg, events, jsonl)
+
+
 def test_a_stop_while_the_state_waits_for_the_store_is_quick_and_stores_nothing(
     tmp_path: Path, pg_url: str, kafka_client: str, caplog: pytest.LogCaptureFixture
 ) -> None:
