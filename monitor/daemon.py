@@ -78,8 +78,9 @@ class Daemon:
         self.last_checkpoint = time.monotonic()
         self.last_records: dict[PartitionId, float] = {}
         self.assigned_at: dict[PartitionId, float] = {}
-        # partitions whose end, as the client knows it, may predate an outage or a pause
-        self.ends_unsure: set[PartitionId] = set()
+        # until when a partition's end, as the client knows it, may predate an outage or
+        # a pause (a caught-up partition may have had records appended meanwhile)
+        self.ends_unsure: dict[PartitionId, float] = {}
         self.jobs: JobService | None = None  # scheduled jobs (monitor.scheduler)
         self._checkpoint_backoff = 0.0
         self.pending_since: float | None = None  # when the oldest pending alert was raised
@@ -182,10 +183,12 @@ class Daemon:
         self.last_loop = time.monotonic()
         batches = self.source.poll()
         now = time.monotonic()
-        if not self.source.connected():
-            # the ends the client holds are those of before the outage: a partition
-            # that looks caught up may have had records appended since
-            self.ends_unsure.update(self.pipeline.partitions)
+        if self._checkpoint_backoff or not self.source.connected():
+            # paused, or the broker away: the client fetches nothing and the ends it
+            # holds go stale. Each partition counts as behind until it delivers, or
+            # for idle_partition_s once fetching resumes (one without new records)
+            until = now + self.config.kafka.idle_partition_s
+            self.ends_unsure.update(dict.fromkeys(self.pipeline.partitions, until))
         if batches:
             if self._all_silent(now):
                 # deliveries resume after every partition was silent (a broker outage, a
@@ -197,7 +200,7 @@ class Daemon:
                 for pid, records in batches.items():
                     result = self.pipeline.process(pid, records)
                     self.last_records[pid] = now
-                    self.ends_unsure.discard(pid)  # this fetch brought its end
+                    self.ends_unsure.pop(pid, None)  # this fetch brought its end
                     for rec, bad in result.bad:
                         self.source.dead_letter(pid, rec, bad.reason, bad.detail)
                         if self.config.kafka.dead_letter_topic:
@@ -251,7 +254,8 @@ class Daemon:
         deliver stops counting (a stalled partition does not hold the windows). When
         every one is silent, the silence is not theirs (the broker is away): none
         stops counting. After an outage or a pause a partition counts until it
-        delivers again: the end it seemed caught up to may be stale."""
+        delivers again, or for ``idle_partition_s``: the end it seemed caught up to
+        may be stale."""
         assert self.source is not None
         idle = self.config.kafka.idle_partition_s
         everyone_silent = self._all_silent(now)
@@ -259,7 +263,7 @@ class Daemon:
         for pid in self.pipeline.partitions:
             if not everyone_silent and self._silent_for(pid, now) >= idle:
                 continue
-            if pid not in self.ends_unsure and self._unread_of(pid) == 0:
+            if self._unread_of(pid) == 0 and self.ends_unsure.get(pid, 0.0) <= now:
                 continue
             active.append(pid)
         return active
@@ -330,8 +334,6 @@ class Daemon:
         log.warning("checkpoint failed (%s); consumption paused, retrying in %.0fs",
                     reason, self._checkpoint_backoff)
         self.source.pause()
-        # a paused partition is not fetched: the end its client knows goes stale
-        self.ends_unsure.update(self.pipeline.partitions)
         return False
 
     def _on_assign(self, pids: list[PartitionId]) -> dict[PartitionId, int | None]:
@@ -359,7 +361,7 @@ class Daemon:
             self.pipeline.release(pid)
             self.last_records.pop(pid, None)
             self.assigned_at.pop(pid, None)
-            self.ends_unsure.discard(pid)
+            self.ends_unsure.pop(pid, None)
             with contextlib.suppress(KeyError):  # its lag is the next owner's to report
                 self.metrics.consumer_lag.remove(pid[0], str(pid[1]))
 

@@ -97,23 +97,27 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
     assert canonical(read_alerts(jsonl)) == canonical(replayed_alerts(tmp_path, cfg, events))
 
 
-def test_records_appended_while_the_store_is_away_are_not_late_when_it_returns(
+def test_after_a_store_outage_appended_records_are_not_late_nor_a_quiet_partition_holding(
     broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str, kafka_client: str
 ) -> None:
     # Consumption pauses while the store is away, and a paused partition is not
     # fetched: the end its client knows goes stale. One that had read everything
     # must still hold the windows until it has delivered what came meanwhile, or the
     # first partition to deliver closes the windows the others' records belong to.
+    # A partition that gets nothing (here: a second topic's) stops holding them
+    # idle_partition_s after the pause, or no window would close after a quiet spell.
     events = good_events()
     half = len(events) // 2
     first_ends = produce(broker.bootstrap, topic, encode_events(events[:half]))
+    quiet = f"{topic}-quiet"
+    broker.create_topic(quiet, 1)
     jsonl = tmp_path / "alerts.jsonl"
     group = f"dbgap-{kafka_client}"
     with TcpProxy(("127.0.0.1", 5432)) as proxy:
         # small fetches: once resumed, one poll brings one partition's records
         cfg = daemon_config(broker.bootstrap, topic, proxy.route(pg_url), jsonl, group=group,
                             detectors=small_detectors(),
-                            kafka={"max_poll_records": 20, "fetch_max_bytes": 4096,
+                            kafka={"topics": [topic, quiet], "max_poll_records": 20, "fetch_max_bytes": 4096,
                                    "max_partition_fetch_bytes": 2048, "client": kafka_client},
                             checkpoint={"interval_s": 0.2, "retry_max_s": 2.0})
         d = start_daemon(cfg)
@@ -127,6 +131,13 @@ def test_records_appended_while_the_store_is_away_are_not_late_when_it_returns(
             time.sleep(1)
             assert _consumed(d) == first_ends, "consumption went on without the store"
             proxy.restore()
+            _catch_up(d, broker.bootstrap, group, topic, ends)
+            time.sleep(11)  # more than kafka.idle_partition_s (10 s): every partition silent
+            last = max(events, key=lambda e: e["ts"])
+            events.append({**last, "ts": last["ts"] + 1.0, "request_id": "after-a-spell"})
+            ends |= produce(broker.bootstrap, topic, encode_events(events[-1:]))
+            wait_until(lambda: d.daemon.pipeline.models.watermark == events[-1]["ts"], 15,
+                       "the windows closed up to the event after the quiet spell")
             _catch_up(d, broker.bootstrap, group, topic, ends)
         finally:
             d.stop()
