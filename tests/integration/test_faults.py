@@ -117,8 +117,9 @@ def test_after_a_store_outage_appended_records_are_not_late_nor_a_quiet_partitio
         # small fetches: once resumed, one poll brings one partition's records
         cfg = daemon_config(broker.bootstrap, topic, proxy.route(pg_url), jsonl, group=group,
                             detectors=small_detectors(),
-                            kafka={"topics": [topic, quiet], "max_poll_records": 20, "fetch_max_bytes": 4096,
-                                   "max_partition_fetch_bytes": 2048, "client": kafka_client},
+                            kafka={"topics": [topic, quiet], "max_poll_records": 20,
+                                   "fetch_max_bytes": 4096, "max_partition_fetch_bytes": 2048,
+                                   "client": kafka_client},
                             checkpoint={"interval_s": 0.2, "retry_max_s": 2.0})
         d = start_daemon(cfg)
         try:
