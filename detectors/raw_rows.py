@@ -22,7 +22,7 @@ matrix (8 bytes a value) with the names once; any other batch as the dicts it gi
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -71,13 +71,13 @@ class _Matrix:
 
 def _matrix(rows: list[Row]) -> _Matrix | None:
     """``rows`` as a :class:`_Matrix` when their features allow it, else None."""
-    feats = [r[0] for r in rows]
-    if not feats or set(map(type, feats)) != {dict}:
+    if not rows or {type(r[0]) for r in rows} != {dict}:
         return None
-    names = tuple(feats[0])  # type: ignore[arg-type]
-    if not names or list(map(tuple, feats)).count(names) != len(feats):  # type: ignore[arg-type]
+    feats = cast("list[dict[str, Any]]", [r[0] for r in rows])
+    names = tuple(feats[0])
+    if not names or list(map(tuple, feats)).count(names) != len(feats):
         return None
-    values = list(itertools.chain.from_iterable(map(dict.values, feats)))  # type: ignore[arg-type]
+    values = list(itertools.chain.from_iterable(map(dict.values, feats)))
     if set(map(type, values)) != {float}:  # ints, bools, strings: kept as they came
         return None
     x = np.array(values, dtype=np.float64).reshape(len(rows), len(names))
