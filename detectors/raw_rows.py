@@ -2,10 +2,10 @@
 
 A model version keeps its first ``LAYOUT_ROWS`` events raw until it has seen them
 all (``detectors.drift``), which for a quiet version can take days. As one dict per
-row that is ~1.4 KB per 25-feature event, ~6.6 MiB per version; a daemon watching
-hundreds of models or versions holds gigabytes. Here a batch whose feature maps all
-have the same names in the same order and only ``float`` values is kept as one float
-matrix (8 bytes a value) with the names once; any other batch as the dicts it gives.
+row that is ~0.9 KB per 25-feature event, ~4.3 MiB per version; a daemon watching
+hundreds of models or versions holds gigabytes. Here rows whose feature maps all
+have the same names in the same order and only ``float`` values are kept as one array
+of doubles (8 bytes a value) with the names once; any other batch as the dicts it gives.
 ``values()`` gives back exactly the rows (same names, order and values) either way.
 
 >>> raw = RawRows()
@@ -22,9 +22,8 @@ matrix (8 bytes a value) with the names once; any other batch as the dicts it gi
 from __future__ import annotations
 
 import itertools
+from array import array
 from typing import Any, cast
-
-import numpy as np
 
 from detectors.reference import CONFIDENCE, PREDICTION
 
@@ -42,25 +41,32 @@ def row_values(row: Row) -> dict[str, Any]:
     return values
 
 
-class _Matrix:
-    """Rows whose features are ``names`` in that order, all floats."""
+class _Floats:
+    """Consecutive rows whose features are ``names`` in that order, all floats: their
+    values in one growing array of doubles."""
 
     __slots__ = ("confidences", "names", "predictions", "x")
 
-    def __init__(self, names: tuple[str, ...], x: np.ndarray, predictions: list[Any],
-                 confidences: list[float | None]) -> None:
+    def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
-        self.x = x
-        self.predictions = predictions
-        self.confidences = confidences
+        self.x = array("d")
+        self.predictions: list[Any] = []
+        self.confidences: list[float | None] = []
 
     def __len__(self) -> int:
         return len(self.predictions)
 
+    def add(self, values: list[float], rows: list[Row]) -> None:
+        self.x.extend(values)
+        self.predictions += [r[1] for r in rows]
+        self.confidences += [r[2] for r in rows]
+
     def values(self) -> list[dict[str, Any]]:
-        rows = map(dict, map(zip, itertools.repeat(self.names), self.x.tolist()))
-        return [row_values((r, p, c))
-                for r, p, c in zip(rows, self.predictions, self.confidences, strict=True)]
+        flat, k = self.x.tolist(), len(self.names)
+        feats = (dict(zip(self.names, flat[i:i + k], strict=True))
+                 for i in range(0, len(flat), k))
+        return [row_values(row)
+                for row in zip(feats, self.predictions, self.confidences, strict=True)]
 
     def __getstate__(self) -> tuple[Any, ...]:
         return self.names, self.x, self.predictions, self.confidences
@@ -69,9 +75,10 @@ class _Matrix:
         self.names, self.x, self.predictions, self.confidences = state
 
 
-def _matrix(rows: list[Row]) -> _Matrix | None:
-    """``rows`` as a :class:`_Matrix` when their features allow it, else None."""
-    if not rows or {type(r[0]) for r in rows} != {dict}:
+def _floats(rows: list[Row]) -> tuple[tuple[str, ...], list[float]] | None:
+    """The names and the values, row after row, when every row's features are the
+    first row's names in its order and all floats; else None."""
+    if {type(r[0]) for r in rows} != {dict}:
         return None
     feats = cast("list[dict[str, Any]]", [r[0] for r in rows])
     names = tuple(feats[0])
@@ -80,17 +87,18 @@ def _matrix(rows: list[Row]) -> _Matrix | None:
     values = list(itertools.chain.from_iterable(map(dict.values, feats)))
     if set(map(type, values)) != {float}:  # ints, bools, strings: kept as they came
         return None
-    x = np.array(values, dtype=np.float64).reshape(len(rows), len(names))
-    return _Matrix(names, x, [r[1] for r in rows], [r[2] for r in rows])
+    return names, values
 
 
 class RawRows:
-    """Rows in arrival order, as matrices where they allow it (see the module)."""
+    """Rows in arrival order, as arrays of doubles where they allow it (see the
+    module). Consecutive batches of the same names share one array, so a quiet
+    version that brings one event a bucket is held as compactly as a busy one."""
 
     __slots__ = ("_n", "parts")
 
     def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
-        self.parts: list[_Matrix | list[dict[str, Any]]] = [rows] if rows else []
+        self.parts: list[_Floats | list[dict[str, Any]]] = [rows] if rows else []
         self._n = len(rows) if rows else 0
 
     def __len__(self) -> int:
@@ -99,18 +107,29 @@ class RawRows:
     def extend(self, rows: list[Row]) -> None:
         if not rows:
             return
-        part = _matrix(rows)
-        self.parts.append(part if part is not None else list(map(row_values, rows)))
         self._n += len(rows)
+        last = self.parts[-1] if self.parts else None
+        floats = _floats(rows)
+        if floats is None:
+            if isinstance(last, list):
+                last += map(row_values, rows)
+            else:
+                self.parts.append(list(map(row_values, rows)))
+            return
+        names, values = floats
+        if not (isinstance(last, _Floats) and last.names == names):
+            last = _Floats(names)
+            self.parts.append(last)
+        last.add(values, rows)
 
     def values(self) -> list[dict[str, Any]]:
         """Every row as name → value, in the order they came."""
         return list(itertools.chain.from_iterable(
-            p.values() if isinstance(p, _Matrix) else p for p in self.parts))
+            p.values() if isinstance(p, _Floats) else p for p in self.parts))
 
-    def __getstate__(self) -> tuple[list[_Matrix | list[dict[str, Any]]]]:
+    def __getstate__(self) -> tuple[list[_Floats | list[dict[str, Any]]]]:
         return (self.parts,)  # a tuple: pickle skips __setstate__ for a false state
 
-    def __setstate__(self, state: tuple[list[_Matrix | list[dict[str, Any]]]]) -> None:
+    def __setstate__(self, state: tuple[list[_Floats | list[dict[str, Any]]]]) -> None:
         (self.parts,) = state
         self._n = sum(map(len, self.parts))

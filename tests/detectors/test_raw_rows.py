@@ -9,6 +9,7 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+import pytest
 
 from detectors.drift import LAYOUT_ROWS, DistributionDrift
 from detectors.event import Event
@@ -52,9 +53,9 @@ def test_the_rows_come_back_exactly_as_dicts_in_order() -> None:
     assert len(pickle.loads(pickle.dumps(RawRows()))) == 0
 
 
-def _events(n: int, seed: int) -> list[Event]:
+def _events(n: int, seed: int, per_s: float = 100.0) -> list[Event]:
     rng = np.random.default_rng(seed)
-    return [Event(ts=1_767_225_600.0 + i / 100, model="m", model_version="1",
+    return [Event(ts=1_767_225_600.0 + i / per_s, model="m", model_version="1",
                   features=_float_row(rng), prediction=int(rng.integers(10)),
                   confidence=float(rng.random())) for i in range(n)]
 
@@ -69,9 +70,11 @@ def _warm(events: list[Event]) -> DistributionDrift:
     return det
 
 
-def test_a_warming_version_holds_a_few_hundred_bytes_per_event() -> None:
-    # as dicts, ~1.4 KB per 25-feature event: 6.6 MiB per version until its reference
-    events = _events(LAYOUT_ROWS - 500, seed=2)
+@pytest.mark.parametrize("per_s", [100.0, 0.5], ids=["busy", "one-event-a-bucket"])
+def test_a_warming_version_holds_a_few_hundred_bytes_per_event(per_s: float) -> None:
+    # as dicts, ~0.9 KB per 25-feature event: 4.3 MiB per version until its reference;
+    # a quiet version, one event in each 1-s bucket, must not fall back to that
+    events = _events(LAYOUT_ROWS - 500, seed=2, per_s=per_s)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
