@@ -92,9 +92,14 @@ class TcpProxy:
                 client.close()
                 continue
             upstream.settimeout(None)  # the copy threads block: an idle connection stays up
-            self.accepted += 1
-            with self.lock:
+            with self.lock:  # a cut() while connecting: it must not miss this pair
+                if not self.up.is_set():
+                    self.refused += 1
+                    for s in (client, upstream):
+                        s.close()
+                    continue
                 self.pairs.append((client, upstream))
+            self.accepted += 1
             # one blocking copy thread per direction, not select(): select() cannot
             # watch a descriptor >= 1024 and the test process may hold that many
             for src, dst in ((client, upstream), (upstream, client)):
