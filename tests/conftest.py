@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from monitor.broker import EmbeddedBroker
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DROP_LOCK_TIMEOUT_S = 60
 
 
 @pytest.fixture(autouse=True)
@@ -48,17 +49,50 @@ def topic(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a schema of this test's own."""
+    """A PostgreSQL URL whose search_path is a schema of this test's own; its sessions
+    carry the schema as their application_name, so a session the test left open can
+    be named."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_ADMIN_URL)
     with admin.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        yield (f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+               f"&application_name={schema}")
     finally:
+        try:
+            _drop_schema(admin, schema)
+        finally:
+            admin.dispose()
+
+
+def _drop_schema(admin: sa.Engine, schema: str) -> None:
+    """Drop a test's schema. A session that still holds a lock in it a minute after
+    the test (a connection the daemon or the test never closed) fails the test with
+    that session's figures, and is ended so the next test does not wait on it."""
+    drop = sa.text(f"DROP SCHEMA {schema} CASCADE")
+    try:
         with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT_S}s'"))
+            conn.execute(drop)
+        return
+    except sa.exc.OperationalError as exc:
+        if "lock timeout" not in str(exc):
+            raise
+    with admin.begin() as conn:
+        held = conn.execute(sa.text(
+            "SELECT pid, application_name, client_port, state, now() - xact_start AS open_for, "
+            "left(query, 200) AS last_query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state <> 'idle'")).mappings().all()
+        conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = :schema"), {"schema": schema})
+    with admin.begin() as conn:
+        conn.execute(drop)
+    pytest.fail(f"schema {schema} stayed locked {DROP_LOCK_TIMEOUT_S}s after the test; "
+                f"sessions not idle then (those named {schema} were ended): "
+                f"{[dict(r) for r in held]}")
 
 
 @pytest.fixture(params=["kafka-python", "confluent-kafka"])
