@@ -56,6 +56,14 @@ class _Floats:
     def __len__(self) -> int:
         return len(self.predictions)
 
+    def since(self, start: int) -> _Floats:
+        """A copy of its rows from ``start`` on."""
+        tail = _Floats(self.names)
+        tail.x = self.x[start * len(self.names):]
+        tail.predictions = self.predictions[start:]
+        tail.confidences = self.confidences[start:]
+        return tail
+
     def add(self, values: list[float], rows: list[Row]) -> None:
         self.x.extend(values)
         self.predictions += [r[1] for r in rows]
@@ -95,7 +103,7 @@ class RawRows:
     module). Consecutive batches of the same names share one array, so a quiet
     version that brings one event a bucket is held as compactly as a busy one."""
 
-    __slots__ = ("_n", "parts")
+    __slots__ = ("__weakref__", "_n", "parts")  # weakly referenced: monitor.row_chunks
 
     def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
         self.parts: list[_Floats | list[dict[str, Any]]] = [rows] if rows else []
@@ -103,6 +111,27 @@ class RawRows:
 
     def __len__(self) -> int:
         return self._n
+
+    def since(self, start: int) -> RawRows:
+        """A copy of the rows from ``start`` on (what came after ``start`` rows)."""
+        tail = RawRows()
+        for part in self.parts:
+            if start >= len(part):
+                start -= len(part)
+                continue
+            tail.parts.append(part.since(start) if isinstance(part, _Floats) else part[start:])
+            tail._n += len(tail.parts[-1])
+            start = 0
+        return tail
+
+    @classmethod
+    def joined(cls, pieces: list[RawRows]) -> RawRows:
+        """The rows of ``pieces``, one after the other."""
+        whole = cls()
+        for piece in pieces:
+            whole.parts += piece.parts
+            whole._n += len(piece)
+        return whole
 
     def extend(self, rows: list[Row]) -> None:
         if not rows:

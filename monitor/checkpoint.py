@@ -34,6 +34,7 @@ from detectors.keyed import Changes, Keyed
 from monitor import reconfigure
 from monitor.pipeline import Pipeline
 from monitor.reference import load_references, save_new_references
+from monitor.row_chunks import ChunkError, RowChunks
 from monitor.state import ModelState, PartitionId, PartitionState
 from monitor.store import Checkpoint, ClientRows, Store, StoredAlert
 from monitor.summaries import write_deltas
@@ -46,8 +47,10 @@ log = logging.getLogger(__name__)
 # an error in the log) instead of being fed to detectors that would misread it. A release
 # also reads the older formats it still understands (READ_FORMATS): an upgrade keeps the
 # state, a rollback to a release older than the format starts afresh.
-STATE_FORMAT = 5  # 5: a drift reference's warm-up rows are a RawRows, not dicts
-READ_FORMATS = (3, 4, 5)  # 3: the verdict's out-of-range signal; 4: packed client rows
+# 5: a drift reference's warm-up rows are a RawRows, not dicts; 6: the model-wide state
+# is pickled bytes whose RawRows are stored apart, in chunks (monitor.row_chunks)
+STATE_FORMAT = 6
+READ_FORMATS = (3, 4, 5, 6)  # 3: the verdict's out-of-range signal; 4: packed client rows
 
 
 class StateFormatError(ValueError):
@@ -81,6 +84,7 @@ class Checkpointer:
         self.producer = producer
         self._replace: set[str] = set()  # scopes whose stored clients the next save replaces
         self._resolved: list[Finding] = []  # of keys a configuration change dropped at restore
+        self._chunks = RowChunks()  # the model-wide state's warm-up rows, stored apart
 
     def partition_scope(self, pid: PartitionId) -> str:
         return f"partition:{self.group}:{pid[0]}:{pid[1]}"
@@ -118,7 +122,9 @@ class Checkpointer:
                 rows.update += [(index, _client(k), _dump(export(slot))) for k, slot in found.ticked]
                 rows.delete += [(index, _client(k)) for k in found.removed]
             states[scope] = Checkpoint(_dump_state(_shell(part, found_here)), part.offset)
-        states[self.model_scope(p.partitions)] = Checkpoint(_dump_state(p.models), None)
+        model_scope = self.model_scope(p.partitions)
+        models, chunks = self._chunks.dump(model_scope, p.models)
+        states[model_scope] = Checkpoint(_dump_state(models), None)
         changed = list(p.alerts.changed.values())
         stored = [StoredAlert(a.fingerprint, a.status, p.pending_record(a), _dump(a))
                   for a in changed]
@@ -132,7 +138,8 @@ class Checkpointer:
             write_deltas(conn, scopes, summaries, sc.bucket_s, sc.sample_size)
 
         self.store.save_checkpoint(self.producer, states, pending, stored, meta, clients=clients,
-                                   extra=write_summaries if summaries else None)
+                                   chunks=chunks, extra=write_summaries if summaries else None)
+        self._chunks.committed()
         for keyed, found in changes:
             keyed.clear_changes(found)
         self._replace -= set(clients)
@@ -174,11 +181,14 @@ class Checkpointer:
             offsets[pid] = None if cp is None else cp.next_offset
         fresh = all(not k.slots for k in p.models.detectors) and p.models.watermark == float("-inf")
         if fresh:
-            cp = self.store.load_checkpoint(self.model_scope(pids))
+            scope = self.model_scope(pids)
+            cp = self.store.load_checkpoint(scope)
             if cp is not None:
                 try:
                     models = _load_state(cp.state)
-                except StateFormatError as exc:
+                    if isinstance(models, bytes):  # format 6 on: rows stored apart
+                        models = self._chunks.load(scope, models, self.store.load_chunks(scope))
+                except (StateFormatError, ChunkError) as exc:
                     log.error("the stored model-wide state cannot be read (%s): drift and "
                               "confidence windows start afresh", exc)
                 else:

@@ -24,7 +24,7 @@ from alerts.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: state_chunks
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
@@ -110,6 +110,17 @@ _CLIENT_UPSERT = (
     "VALUES ({}) ON CONFLICT (scope, detector, client_hash) DO UPDATE SET "
     "client = excluded.client, seq = excluded.seq, state = excluded.state")
 
+# rows a model-wide checkpoint holds by reference, stored append-only (monitor.row_chunks):
+# a drift reference's warm-up rows, written once each instead of at every checkpoint
+state_chunks = sa.Table(
+    "state_chunks", metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),
+    sa.Column("rows_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("first_row", sa.BigInteger, nullable=False),  # rows stored before this chunk
+    sa.Column("rows", sa.LargeBinary, nullable=False),
+)
+
 window_summaries = sa.Table(
     "window_summaries", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
@@ -162,6 +173,19 @@ class ClientRows:
     update: list[tuple[int, str, bytes]]
     delete: list[tuple[int, str]]
     replace: bool = False
+
+
+@dataclass
+class ChunkWrites:
+    """Changes to ``state_chunks`` of one checkpoint: ``add`` rows (scope, rows id, seq,
+    first row, rows), ``drop_before`` (scope, rows id, seq): that id's chunks before
+    ``seq`` (a rewrite replaced them), ``drop`` (scope, rows id): every chunk of it;
+    ``keep_only`` (scope, rows ids): every chunk of the scope but those ids'."""
+
+    add: list[tuple[str, str, int, int, bytes]]
+    drop_before: list[tuple[str, str, int]]
+    drop: list[tuple[str, str]]
+    keep_only: list[tuple[str, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -289,18 +313,21 @@ class Store:
         alert_meta: dict[str, dict[str, Any]],
         *,
         clients: dict[str, ClientRows] | None = None,
+        chunks: ChunkWrites | None = None,
         extra: Callable[[Connection], None] | None = None,
     ) -> None:
         """One transaction: detector states with their offsets (and the changed
-        per-client states of each scope), the alert records they produced (into the
-        outbox) and the alerts' current state; ``extra`` writes more in the same
-        transaction (window summaries)."""
+        per-client states of each scope, and the row chunks they refer to), the
+        alert records they produced (into the outbox) and the alerts' current state;
+        ``extra`` writes more in the same transaction (window summaries)."""
         now = _now()
         with self.engine.begin() as conn:
             if extra is not None:
                 extra(conn)
             for scope, client_rows in (clients or {}).items():
                 self._write_clients(conn, scope, client_rows)
+            if chunks is not None:
+                self._write_chunks(conn, chunks)
             self._upsert(conn, checkpoints, [
                 {"scope": scope, "state": cp.state, "next_offset": cp.next_offset,
                  "updated_at": now}
@@ -353,6 +380,29 @@ class Store:
         if rows.update:
             conn.execute(t.update().where(match).values(state=sa.bindparam("st")),
                          [{"s": scope, "d": d, "h": _hash(c), "st": st} for d, c, st in rows.update])
+
+    def _write_chunks(self, conn: Connection, chunks: ChunkWrites) -> None:
+        t = state_chunks
+        same = (t.c.scope == sa.bindparam("s")) & (t.c.rows_id == sa.bindparam("r"))
+        for scope, keep in chunks.keep_only:
+            conn.execute(t.delete().where((t.c.scope == scope) & t.c.rows_id.not_in(keep)))
+        if chunks.drop:
+            conn.execute(t.delete().where(same), [{"s": s, "r": r} for s, r in chunks.drop])
+        if chunks.add:
+            conn.execute(t.insert(), [{"scope": s, "rows_id": r, "seq": q, "first_row": f,
+                                       "rows": b} for s, r, q, f, b in chunks.add])
+        if chunks.drop_before:
+            conn.execute(t.delete().where(same & (t.c.seq < sa.bindparam("q"))),
+                         [{"s": s, "r": r, "q": q} for s, r, q in chunks.drop_before])
+
+    def load_chunks(self, scope: str) -> list[tuple[str, int, int, bytes]]:
+        """The row chunks stored for ``scope``: (rows id, seq, first row, rows), in
+        order of id and seq."""
+        t = state_chunks
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.rows_id, t.c.seq, t.c.first_row, t.c.rows)
+                                .where(t.c.scope == scope).order_by(t.c.rows_id, t.c.seq))
+            return [(r.rows_id, r.seq, r.first_row, r.rows) for r in rows]
 
     def load_clients(self, scope: str) -> list[tuple[int, str, bytes]]:
         """The stored per-client states of ``scope``: (detector, client, state), in

@@ -53,6 +53,26 @@ def test_the_rows_come_back_exactly_as_dicts_in_order() -> None:
     assert len(pickle.loads(pickle.dumps(RawRows()))) == 0
 
 
+def test_the_rows_from_any_point_on_and_pieces_joined_are_the_rows() -> None:
+    # what a checkpoint stores of them (monitor.row_chunks): after each batch, the rows
+    # since the previous one; a restore joins those pieces
+    batches = _batches(np.random.default_rng(2))
+    raw, pieces = RawRows(), []
+    for b in batches:
+        stored = len(raw)
+        raw.extend(b)
+        pieces.append(pickle.loads(pickle.dumps(raw.since(stored))))
+    expected = raw.values()
+    for start in range(len(raw) + 1):
+        tail = raw.since(start)
+        assert tail.values() == expected[start:] and len(tail) == len(raw) - start
+    joined = RawRows.joined(pieces)
+    assert joined.values() == expected and len(joined) == len(raw)
+    joined.extend(batches[0])
+    raw.extend(batches[0])
+    assert joined.values() == raw.values()
+
+
 def _events(n: int, seed: int, per_s: float = 100.0) -> list[Event]:
     rng = np.random.default_rng(seed)
     return [Event(ts=1_767_225_600.0 + i / per_s, model="m", model_version="1",

@@ -317,7 +317,7 @@ def test_state_of_another_format_is_set_aside_for_fresh_detectors(
 
     new = Pipeline(CONFIG)
     assert Checkpointer(store, new, group="g", producer="a").restore([pid]) == {pid: 300}
-    assert "state format 2, this version reads 3, 4, 5" in caplog.text
+    assert "state format 2, this version reads 3, 4, 5, 6" in caplog.text
     assert "drift and confidence windows start afresh" in caplog.text
     assert len(new.partitions[pid].detectors[0]) == 0 and not any(k.slots for k in new.models.detectors)
     store.close()
