@@ -168,7 +168,7 @@ def main() -> None:
     ms = lambda s: f"{s * 1e3:,.0f} ms"  # noqa: E731
     body = f"""
 {args.versions} model versions of 25 float features, each past {args.warm_events:,} of the 5,000
-events its automatic drift reference is built from ({on["held"]:,} rows held raw in all), then
+events its automatic drift reference is built from ({on["held"]:,} rows held raw in all at the end), then
 {args.checkpoints} checkpoints into a SQLite store, {args.events_between} new events per version
 before each (one a second per version). Every detector on (the defaults). Medians per
 checkpoint.
