@@ -94,6 +94,8 @@ class RowChunks:
         then, and if they never are, the stored chunks are as before)."""
         writes = ChunkWrites([], [], [], [])
         live: set[str] = set()
+        for unsure in self._pending_live:  # the last save failed, or its commit went
+            self._live.pop(unsure, None)  # unacknowledged: what the store holds is unknown
         self._pending, self._pending_live = [], {}
 
         def reference(rows: RawRows) -> tuple[str, int]:

@@ -388,9 +388,9 @@ class Store:
             conn.execute(t.delete().where((t.c.scope == scope) & t.c.rows_id.not_in(keep)))
         if chunks.drop:
             conn.execute(t.delete().where(same), [{"s": s, "r": r} for s, r in chunks.drop])
-        if chunks.add:
-            conn.execute(t.insert(), [{"scope": s, "rows_id": r, "seq": q, "first_row": f,
-                                       "rows": b} for s, r, q, f, b in chunks.add])
+        # an upsert: a save whose commit went through unacknowledged wrote these already
+        self._upsert(conn, t, [{"scope": s, "rows_id": r, "seq": q, "first_row": f, "rows": b}
+                               for s, r, q, f, b in chunks.add], ["scope", "rows_id", "seq"])
         if chunks.drop_before:
             conn.execute(t.delete().where(same & (t.c.seq < sa.bindparam("q"))),
                          [{"s": s, "r": r, "q": q} for s, r, q in chunks.drop_before])

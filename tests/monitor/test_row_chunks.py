@@ -15,12 +15,12 @@ import sqlalchemy as sa
 
 from detectors.drift import DistributionDrift
 from detectors.raw_rows import RawRows
-from monitor import row_chunks
+from monitor import checkpoint, row_chunks
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.row_chunks import ChunkError, RowChunks
-from monitor.store import Store
+from monitor.store import Checkpoint, Store
 
 PID = ("logs", 0)
 VERSIONS = 3
@@ -173,6 +173,33 @@ def test_a_failed_checkpoint_leaves_its_rows_to_the_next_one(tmp_path: Path) -> 
         conn.execute(sa.text("ALTER TABLE away RENAME TO state_chunks"))
     assert _restored(store).partitions[PID].offset == 1500
     cp.save()
+    assert _warming(_restored(store)) == _warming(p)
+    store.close()
+
+
+def test_a_save_whose_commit_was_not_acknowledged_is_written_again_and_leaves_nothing_behind(
+    store_url: str,
+) -> None:
+    store = Store(store_url)
+    store.migrate()
+    p = Pipeline(CONFIG)
+    cp = Checkpointer(store, p, group="g", producer="a")
+    p.process(PID, _records(0, 1500, seed=8))
+    p.advance()
+    cp.save()
+    p.process(PID, _records(1500, 1500, seed=9))  # a fourth version's rows start too
+    p.process(PID, [Record(r.offset, r.value.replace(b'"model_version":"0"', b'"model_version":"3"'))
+                    for r in _records(3000, 300, seed=10)])
+    p.advance()
+    # what a save leaves when its commit goes through but the answer is lost: the rows
+    # are stored, and the checkpointer does not know it
+    scope = cp.model_scope([PID])
+    blob, writes = cp._chunks.dump(scope, p.models)
+    store.save_checkpoint("a", {scope: Checkpoint(checkpoint._dump_state(blob), None)}, [], [],
+                          {}, chunks=writes)
+    assert len({c.rows_id for c in _chunks(store)}) == VERSIONS + 1
+    cp.save()  # the same chunks again, and the new version's rows under a new id
+    assert sorted(_chunk_counts(store).values()) == [1, 2, 2, 2], "unacknowledged rows stayed"
     assert _warming(_restored(store)) == _warming(p)
     store.close()
 
