@@ -24,7 +24,7 @@ from alerts.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 4: state_chunks
+SCHEMA_VERSION = 4  # 4: state_chunks, window_summaries.batch
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
@@ -135,6 +135,8 @@ window_summaries = sa.Table(
     sa.Column("rev", sa.Integer, nullable=False),  # optimistic concurrency (monitor.summaries)
     sa.Column("payload", sa.LargeBinary, nullable=False),  # zlib(pickle(monitor.summaries.Summary))
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # the last checkpoint batch merged into a partition row (monitor.summaries.write_deltas)
+    sa.Column("batch", sa.String(32), nullable=True),
 )
 sa.Index("ix_window_summaries_key", window_summaries.c.model, window_summaries.c.model_version,
          window_summaries.c.bucket_start, window_summaries.c.scope, unique=True)

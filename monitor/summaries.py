@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 import pickle
+import uuid
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -459,6 +460,8 @@ def merge_all(summaries: Iterable[Summary], *, sample_size: int | None = None) -
 
 
 Key = tuple[str, str, float]  # (model, version, bucket_start)
+# a partition's deltas as checkpoints take them, in order: (the batch's token, deltas)
+Batches = list[tuple[str, dict[Key, Summary]]]
 _MODEL_VERSION = attrgetter("model", "model_version")
 _TS = attrgetter("ts")
 
@@ -473,6 +476,7 @@ class SummaryCollector:
         self.max_categories = max_categories
         self.enabled = enabled
         self.deltas: dict[Any, dict[Key, Summary]] = {}
+        self.unsaved: dict[Any, Batches] = {}  # taken by checkpoints not yet committed
 
     def add(self, pid: Any, events: Sequence[Event]) -> None:
         if not self.enabled or not events:
@@ -500,49 +504,69 @@ class SummaryCollector:
                 s = deltas[key] = Summary()
             s.add_events(evs, sample_size=self.sample_size, max_categories=self.max_categories)
 
-    def take(self, pids: Iterable[Any]) -> dict[Any, dict[Key, Summary]]:
-        """The deltas of ``pids``, to be written by a checkpoint (then ``committed``)."""
-        return {pid: self.deltas[pid] for pid in pids if self.deltas.get(pid)}
+    def take(self, pids: Iterable[Any]) -> dict[Any, Batches]:
+        """For a checkpoint, the deltas of ``pids``: per partition, batches of (a token
+        of the batch, deltas). They are detached (later events go to new deltas) and
+        taken again by every checkpoint until one is ``committed``: a save whose commit
+        went through unacknowledged must not have them merged twice (``write_deltas``)."""
+        pids = list(pids)
+        for pid in pids:
+            deltas = self.deltas.pop(pid, None)
+            if deltas:
+                self.unsaved.setdefault(pid, []).append((uuid.uuid4().hex, deltas))
+        return {pid: list(self.unsaved[pid]) for pid in pids if self.unsaved.get(pid)}
 
-    def committed(self, taken: dict[Any, dict[Key, Summary]]) -> None:
-        for pid, deltas in taken.items():
-            if self.deltas.get(pid) is deltas:
-                del self.deltas[pid]
+    def committed(self, taken: dict[Any, Batches]) -> None:
+        for pid, batches in taken.items():
+            left = self.unsaved.get(pid)
+            if left is not None:
+                del left[:len(batches)]  # the first ones: later takes append
+                if not left:
+                    del self.unsaved[pid]
 
     def release(self, pid: Any) -> None:
-        """Forget a partition's unsaved delta (its next owner re-reads those events)."""
+        """Forget a partition's unsaved deltas (its next owner re-reads those events)."""
         self.deltas.pop(pid, None)
+        self.unsaved.pop(pid, None)
 
 
-def write_deltas(conn: Connection, scopes: dict[Any, str],
-                 taken: dict[Any, dict[Key, Summary]], bucket_s: float,
-                 sample_size: int) -> None:
+def write_deltas(conn: Connection, scopes: dict[Any, str], taken: dict[Any, Batches],
+                 bucket_s: float, sample_size: int) -> None:
     """Merge deltas into their partition rows, inside the checkpoint's transaction.
 
     A row is updated only at the revision read (optimistic concurrency with the
     compaction in ``cleanup``): when the row vanished meanwhile, the delta is
-    inserted on its own, so nothing is counted twice."""
+    inserted on its own, so nothing is counted twice. A row remembers the token of
+    the last batch merged into it (``batch``). Batches are merged in order, so a row
+    that holds this batch's token or a later one's already has this batch: a save
+    whose commit went through unacknowledged merged it."""
     t = window_summaries
     now = datetime.now(UTC)
-    for pid, deltas in taken.items():
+    for pid, batches in taken.items():
         scope = scopes[pid]
-        for (model, version, bucket), delta in deltas.items():
-            row = conn.execute(
-                sa.select(t.c.id, t.c.rev, t.c.payload).where(
-                    t.c.model == model, t.c.model_version == version,
-                    t.c.bucket_start == bucket, t.c.scope == scope)
-            ).first()
-            if row is not None:
-                merged = Summary.decode(row.payload).merge(delta, sample_size=sample_size)
-                done = conn.execute(
-                    t.update().where(t.c.id == row.id, t.c.rev == row.rev).values(
-                        payload=merged.encode(), n=merged.n, rev=row.rev + 1, updated_at=now)
-                ).rowcount
-                if done:
-                    continue
-            conn.execute(t.insert().values(
-                model=model, model_version=version, bucket_start=bucket, bucket_s=bucket_s,
-                scope=scope, n=delta.n, rev=0, payload=delta.encode(), updated_at=now))
+        for i, (token, deltas) in enumerate(batches):
+            merged_already = {t for t, _ in batches[i:]}
+            for (model, version, bucket), delta in deltas.items():
+                row = conn.execute(
+                    sa.select(t.c.id, t.c.rev, t.c.payload, t.c.batch).where(
+                        t.c.model == model, t.c.model_version == version,
+                        t.c.bucket_start == bucket, t.c.scope == scope)
+                ).first()
+                if row is not None:
+                    if row.batch in merged_already:
+                        continue
+                    merged = Summary.decode(row.payload).merge(delta, sample_size=sample_size)
+                    done = conn.execute(
+                        t.update().where(t.c.id == row.id, t.c.rev == row.rev).values(
+                            payload=merged.encode(), n=merged.n, rev=row.rev + 1,
+                            batch=token, updated_at=now)
+                    ).rowcount
+                    if done:
+                        continue
+                conn.execute(t.insert().values(
+                    model=model, model_version=version, bucket_start=bucket, bucket_s=bucket_s,
+                    scope=scope, n=delta.n, rev=0, payload=delta.encode(), batch=token,
+                    updated_at=now))
 
 
 # -- reading --------------------------------------------------------------------------

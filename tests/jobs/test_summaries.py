@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+import pytest
+import sqlalchemy as sa
 
 from detectors.event import Event
 from monitor.checkpoint import Checkpointer
@@ -14,6 +16,7 @@ from monitor.pipeline import Pipeline, Record
 from monitor.store import Store
 from monitor.summaries import Summary, load_buckets, merge_all
 from tests.jobs.seeded import MONDAY, config, stream
+from tests.lost_answer import AnswerLostStore
 
 
 def _stored(url: str) -> dict:
@@ -61,6 +64,41 @@ def test_summaries_after_a_crash_equal_an_uninterrupted_run(tmp_path: Path) -> N
     straight, crashed = _stored(straight_url), _stored(crash_url)
     assert sum(v[0] for v in straight.values()) == len(events)
     assert crashed == straight  # counts, sketches and the bottom-k sample
+
+
+def test_a_checkpoint_whose_commit_went_unacknowledged_is_not_counted_twice(
+    store_url: str, tmp_path: Path,
+) -> None:
+    events = list(stream(model="m", version="1", start=MONDAY, hours=2, per_hour=800, seed=3))
+    records = [Record(i, msgspec.json.encode(e)) for i, e in enumerate(events)]
+    pid = ("logs", 0)
+    store = AnswerLostStore(store_url)
+    store.migrate()
+    p = Pipeline(config(store_url, str(tmp_path)))
+    cp = Checkpointer(store, p, group="g", producer="a")
+    cp.restore([pid])
+    p.process(pid, records[:500])
+    cp.save()
+    p.process(pid, records[500:900])
+    store.lose_next = True
+    with pytest.raises(sa.exc.OperationalError):
+        cp.save()  # stored, but the checkpointer cannot know it
+    p.process(pid, records[900:1300])
+    cp.save()
+    p.process(pid, records[1300:])
+    cp.save()
+    store.close()
+
+    straight_url = f"sqlite:///{tmp_path / 'straight.db'}"
+    straight = Store(straight_url)
+    straight.migrate()
+    q = Pipeline(config(straight_url, str(tmp_path)))
+    q.process(pid, records)
+    Checkpointer(straight, q, group="g", producer="a").save()
+    straight.close()
+    stored = _stored(store_url)
+    assert sum(v[0] for v in stored.values()) == len(events)
+    assert stored == _stored(straight_url)  # counts, sketches and the bottom-k sample
 
 
 def test_summaries_merge_by_addition_in_any_order() -> None:
