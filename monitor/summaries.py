@@ -545,7 +545,7 @@ def write_deltas(conn: Connection, scopes: dict[Any, str], taken: dict[Any, Batc
     for pid, batches in taken.items():
         scope = scopes[pid]
         for i, (token, deltas) in enumerate(batches):
-            merged_already = {t for t, _ in batches[i:]}
+            merged_already = {later for later, _ in batches[i:]}
             for (model, version, bucket), delta in deltas.items():
                 row = conn.execute(
                     sa.select(t.c.id, t.c.rev, t.c.payload, t.c.batch).where(
