@@ -8,9 +8,9 @@ the model-wide state they would be written whole at every checkpoint (every
 
 Here the checkpoint's pickle refers to each ``RawRows`` by an id and a row count
 (a ``reducer_override`` of the pickler; the unpickler's ``find_class`` resolves
-the reference), and only the rows added since the previous checkpoint are written, as one chunk of
-``state_chunks``, in the checkpoint's transaction. A restore joins the chunks up
-to that count. The ``MAX_CHUNKS``-th chunk of an id holds all its rows and the
+the reference), and only the rows added since the previous checkpoint are
+written, as one chunk of ``state_chunks``, in the checkpoint's transaction. A
+restore joins the chunks up to that count. The ``MAX_CHUNKS``-th chunk of an id holds all its rows and the
 older ones are dropped, so a restore reads a bounded number of chunks; the
 chunks of rows the state no longer refers to (a reference was built, or another
 process stored the scope before) are dropped.
@@ -63,8 +63,6 @@ class _Unpickler(pickle.Unpickler):
         if module == __name__ and name == _stored_rows.__name__:
             return self.rows
         return super().find_class(module, name)
-
-
 
 
 @dataclass(frozen=True)

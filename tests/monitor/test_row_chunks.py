@@ -53,6 +53,13 @@ def _chunks(store: Store) -> list[Any]:
             "ORDER BY rows_id, seq")).all()
 
 
+def _chunk_counts(store: Store) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in _chunks(store):
+        counts[c.rows_id] = counts.get(c.rows_id, 0) + 1
+    return counts
+
+
 def _model_blob(store: Store) -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(sa.text(
@@ -96,13 +103,6 @@ def test_a_checkpoint_writes_only_the_warm_up_rows_added_since_the_last_and_a_re
         assert _warming(_restored(store)) == _warming(p)
     assert any(c.first_row == 0 and c.seq > 0 for c in _chunks(store)), "never written again"
     store.close()
-
-
-def _chunk_counts(store: Store) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for c in _chunks(store):
-        counts[c.rows_id] = counts.get(c.rows_id, 0) + 1
-    return counts
 
 
 def test_the_chunks_go_once_the_reference_is_built_and_a_restart_goes_on_from_them(
