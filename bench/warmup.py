@@ -111,6 +111,7 @@ def measure(args: argparse.Namespace, summaries: bool) -> dict[str, float]:
         assert warming_rows(restored) == warming_rows(p), "rows lost in the store"
         store.close()
     return {"held": warming_rows(p), "written": statistics.median(written),
+            "written_max": max(written),
             "save_s": statistics.median(took), "first_s": first_s, "state": state,
             "chunks": chunks, "restore_s": restore_s}
 
@@ -175,6 +176,7 @@ checkpoint.
 
 {cols}
 {row("model-wide bytes written per checkpoint", "written", size)}
+{row("the most written by one of them", "written_max", size)}
 {row("`Checkpointer.save`", "save_s", ms)}
 {row("`Checkpointer.save`, window summaries off", "save_s", ms, "off")}
 {row("the first checkpoint", "first_s", ms)}

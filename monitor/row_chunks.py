@@ -10,8 +10,9 @@ Here the checkpoint's pickle refers to each ``RawRows`` by an id and a row count
 (a ``reducer_override`` of the pickler; the unpickler's ``find_class`` resolves
 the reference), and only the rows added since the previous checkpoint are
 written, as one chunk of ``state_chunks``, in the checkpoint's transaction. A
-restore joins the chunks up to that count. The ``MAX_CHUNKS``-th chunk of an id holds all its rows and the
-older ones are dropped, so a restore reads a bounded number of chunks; the
+restore joins the chunks up to that count. After 16 to 47 chunks (``chunk_limit``) an id's next chunk holds
+all its rows and the older ones are dropped, so a restore reads a bounded number
+of chunks; the
 chunks of rows the state no longer refers to (a reference was built, or another
 process stored the scope before) are dropped.
 """
@@ -29,7 +30,13 @@ from weakref import WeakKeyDictionary
 from detectors.raw_rows import RawRows
 from monitor.store import ChunkWrites
 
-MAX_CHUNKS = 32
+MIN_CHUNKS, SPREAD = 16, 32
+
+
+def chunk_limit(rows_id: str) -> int:
+    """How many chunks an id gets before its rows are written again as one: 16 to 47,
+    by the id, so versions that warm up in step do not all rewrite at one checkpoint."""
+    return MIN_CHUNKS + int(rows_id[:8], 16) % SPREAD
 
 
 class ChunkError(ValueError):
@@ -102,7 +109,7 @@ class RowChunks:
             if stored is None or stored.scope != scope or n < stored.rows:
                 stored = _Stored(scope, uuid.uuid4().hex, 0, 0, 0)
             if n > stored.rows:
-                whole = stored.chunks + 1 >= MAX_CHUNKS
+                whole = stored.chunks + 1 >= chunk_limit(stored.rows_id)
                 start = 0 if whole else stored.rows
                 writes.add.append((scope, stored.rows_id, stored.seq, start,
                                    pickle.dumps(rows.since(start), pickle.HIGHEST_PROTOCOL)))

@@ -5,6 +5,8 @@ every row back (``monitor.row_chunks``), on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import pickle
+import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,8 @@ def test_a_checkpoint_writes_only_the_warm_up_rows_added_since_the_last_and_a_re
     assert _model_blob(store) < sum(c.size for c in first) / 10, "rows pickled with the state"
 
     offset = 3000
-    for _ in range(row_chunks.MAX_CHUNKS + 3):  # a quiet stretch: a few events a checkpoint
+    for _ in range(row_chunks.MIN_CHUNKS + row_chunks.SPREAD):  # a quiet stretch: a few events
+        # a checkpoint
         p.process(PID, _records(offset, 30, seed=offset))
         offset += 30
         p.advance()
@@ -99,10 +102,21 @@ def test_a_checkpoint_writes_only_the_warm_up_rows_added_since_the_last_and_a_re
         # 10 new rows a version, in ~3 KB, not the ~1,000 rows (~250 KB) each holds;
         # except when an id's chunks are written again as one
         assert all(c.first_row == 0 or c.size < 8_000 for c in added), added
-        assert all(n <= row_chunks.MAX_CHUNKS for n in _chunk_counts(store).values())
+        # an id's rows are written again as one at its own chunk limit: versions in step
+        # do not all rewrite at one checkpoint
+        assert all(c.seq % (row_chunks.chunk_limit(c.rows_id) - 1) == 0
+                   for c in added if c.first_row == 0 and c.seq > 0), added
+        assert all(n <= row_chunks.chunk_limit(r) for r, n in _chunk_counts(store).items())
         assert _warming(_restored(store)) == _warming(p)
     assert any(c.first_row == 0 and c.seq > 0 for c in _chunks(store)), "never written again"
     store.close()
+
+
+def test_ids_spread_their_rewrites_over_every_limit() -> None:
+    limits = Counter(row_chunks.chunk_limit(uuid.uuid4().hex) for _ in range(3200))
+    assert sorted(limits) == list(range(row_chunks.MIN_CHUNKS,
+                                        row_chunks.MIN_CHUNKS + row_chunks.SPREAD))
+    assert max(limits.values()) < 3 * min(limits.values())
 
 
 def test_the_chunks_go_once_the_reference_is_built_and_a_restart_goes_on_from_them(
