@@ -62,17 +62,16 @@ def warming_rows(p: Pipeline) -> int:
                for slot in k.slots.values() if isinstance(slot.detector, DistributionDrift))
 
 
-def model_bytes(store: Store) -> tuple[int, int]:
-    """Bytes of the stored model-wide state, and of all its row chunks (none before
-    ``state_chunks`` existed)."""
+def model_bytes(store: Store) -> tuple[int, dict[tuple[str, int], int]]:
+    """Bytes of the stored model-wide state, and of each row chunk by (rows id, seq)
+    (none before ``state_chunks`` existed)."""
     with store.engine.connect() as conn:
         state = conn.execute(sa.text(
             "SELECT length(state) FROM checkpoints WHERE scope LIKE 'models:%'")).scalar_one()
         if not sa.inspect(conn).has_table("state_chunks"):
-            return int(state), 0
-        chunks = conn.execute(sa.text("SELECT coalesce(sum(length(rows)), 0) FROM state_chunks"
-                                      )).scalar_one()
-    return int(state), int(chunks)
+            return int(state), {}
+        chunks = conn.execute(sa.text("SELECT rows_id, seq, length(rows) FROM state_chunks"))
+        return int(state), {(r[0], r[1]): int(r[2]) for r in chunks}
 
 
 def measure(args: argparse.Namespace, summaries: bool) -> dict[str, float]:
@@ -97,13 +96,14 @@ def measure(args: argparse.Namespace, summaries: bool) -> dict[str, float]:
             p.process(PID, records(args.versions, second, args.events_between, rng))
             p.advance()
             second += args.events_between
-            _, chunks_before = model_bytes(store)
+            _, before = model_bytes(store)
             started = time.perf_counter()
             cp.save()
             took.append(time.perf_counter() - started)
-            state, chunks = model_bytes(store)
-            written.append(state + max(0, chunks - chunks_before))
-        state, chunks = model_bytes(store)
+            state, after = model_bytes(store)  # a chunk is never written twice here
+            written.append(state + sum(n for k, n in after.items() if k not in before))
+        state, after = model_bytes(store)
+        chunks = sum(after.values())
         started = time.perf_counter()
         restored = Pipeline(config)
         Checkpointer(store, restored, group="g", producer="a").restore([PID])
