@@ -74,16 +74,23 @@ def _restored(store: Store) -> Pipeline:
     return p
 
 
+def _saved(store: Store, n: int, seed: int) -> tuple[Pipeline, Checkpointer]:
+    """A pipeline that read ``n`` events (``_records``) into a migrated ``store`` and
+    saved them, with its checkpointer."""
+    store.migrate()
+    p = Pipeline(CONFIG)
+    cp = Checkpointer(store, p, group="g", producer="a")
+    p.process(PID, _records(0, n, seed=seed))
+    p.advance()
+    cp.save()
+    return p, cp
+
+
 def test_a_checkpoint_writes_only_the_warm_up_rows_added_since_the_last_and_a_restart_gets_all(
     store_url: str,
 ) -> None:
     store = Store(store_url)
-    store.migrate()
-    p = Pipeline(CONFIG)
-    cp = Checkpointer(store, p, group="g", producer="a")
-    p.process(PID, _records(0, 3000, seed=1))
-    p.advance()
-    cp.save()
+    p, cp = _saved(store, 3000, seed=1)
     warming = _warming(p)
     assert len(warming) == VERSIONS and all(len(r) > 900 for r in warming.values())
     first = _chunks(store)
@@ -123,11 +130,7 @@ def test_the_chunks_go_once_the_reference_is_built_and_a_restart_goes_on_from_th
     store_url: str,
 ) -> None:
     store = Store(store_url)
-    store.migrate()
-    p = Pipeline(CONFIG)
-    p.process(PID, _records(0, 9000, seed=2))
-    p.advance()
-    Checkpointer(store, p, group="g", producer="a").save()
+    p, _ = _saved(store, 9000, seed=2)
     assert len(_chunks(store)) == VERSIONS
     resumed = Pipeline(CONFIG)
     cp = Checkpointer(store, resumed, group="g", producer="a")
@@ -172,12 +175,7 @@ def _states(p: Pipeline) -> list[Any]:
 
 def test_a_failed_checkpoint_leaves_its_rows_to_the_next_one(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.migrate()
-    p = Pipeline(CONFIG)
-    cp = Checkpointer(store, p, group="g", producer="a")
-    p.process(PID, _records(0, 1500, seed=4))
-    p.advance()
-    cp.save()
+    p, cp = _saved(store, 1500, seed=4)
     p.process(PID, _records(1500, 600, seed=5))
     p.advance()
     with store.engine.begin() as conn:  # the store refuses the chunks: the save fails whole
@@ -196,12 +194,7 @@ def test_a_save_whose_commit_was_not_acknowledged_is_written_again_and_leaves_no
     store_url: str,
 ) -> None:
     store = AnswerLostStore(store_url)
-    store.migrate()
-    p = Pipeline(CONFIG)
-    cp = Checkpointer(store, p, group="g", producer="a")
-    p.process(PID, _records(0, 1500, seed=8))
-    p.advance()
-    cp.save()
+    p, cp = _saved(store, 1500, seed=8)
     p.process(PID, _records(1500, 1500, seed=9))  # a fourth version's rows start too
     p.process(PID, [Record(r.offset, r.value.replace(b'"model_version":"0"', b'"model_version":"3"'))
                     for r in _records(3000, 300, seed=10)])
@@ -220,11 +213,7 @@ def test_a_state_of_format_5_with_its_rows_inside_is_read_and_its_rows_then_stor
     tmp_path: Path,
 ) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.migrate()
-    p = Pipeline(CONFIG)
-    p.process(PID, _records(0, 3000, seed=7))
-    p.advance()
-    Checkpointer(store, p, group="g", producer="a").save()
+    p, _ = _saved(store, 3000, seed=7)
     with store.engine.begin() as conn:  # as the release of format 5 stored it
         conn.execute(sa.text("DELETE FROM state_chunks"))
         conn.execute(sa.text("UPDATE checkpoints SET state = :s WHERE scope LIKE 'models:%'"),
