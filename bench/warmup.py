@@ -123,8 +123,9 @@ def run_before(rev: str, argv: list[str]) -> dict[str, dict[str, float]]:
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True,
                        cwd=ROOT, capture_output=True)
         try:
+            # its progress and any error go straight to this terminal; its figures to stdout
             out = subprocess.run([sys.executable, __file__, "--json", *argv], check=True,
-                                 capture_output=True, text=True,
+                                 stdout=subprocess.PIPE, text=True,
                                  env={**os.environ, "PYTHONPATH": str(tree)}).stdout
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False,
@@ -145,7 +146,8 @@ def main() -> None:
              f"--checkpoints={args.checkpoints}", f"--events-between={args.events_between}"]
     runs = {}
     for summaries in (True, False):
-        print(f"{args.versions} versions x {args.warm_events} events, window summaries "
+        print(f"{'before: ' if args.json else ''}{args.versions} versions x "
+              f"{args.warm_events} events, window summaries "
               f"{'on' if summaries else 'off'} ...", file=sys.stderr, flush=True)
         runs["on" if summaries else "off"] = measure(args, summaries)
     if args.json:
