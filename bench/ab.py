@@ -13,7 +13,6 @@ this way). Every detector is on, with the defaults, over the benchmark events of
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -21,20 +20,17 @@ from bench import data
 from bench.harness import (
     ROOT,
     bare_consume,
+    checkout,
     daemon_config,
     keyed,
     median,
     new_topic,
     produce,
     run_to_end,
+    short_rev,
     start_broker,
 )
 from bench.report import write_section
-
-
-def _short(rev: str) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True,
-                          check=True, cwd=ROOT).stdout.strip()
 
 
 def compare(before: Path, lines: list[bytes], repeats: int) -> dict[str, list[float]]:
@@ -67,17 +63,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    rev = _short(args.before)
+    rev = short_rev(args.before)
     lines = data.load(args.events)
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True,
-                       cwd=ROOT, capture_output=True)
-        try:
-            out = compare(tree, lines, args.repeats)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False,
-                           cwd=ROOT, capture_output=True)
+    with checkout(rev) as tree:
+        out = compare(tree, lines, args.repeats)
     gains = [a / b for a, b in zip(out["after"], out["before"], strict=True)]
 
     def row(label: str, xs: list[float], fmt: str = "{:,.0f}") -> str:

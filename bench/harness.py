@@ -9,11 +9,13 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,26 @@ from kafka import KafkaConsumer, KafkaProducer
 from monitor.broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def short_rev(rev: str) -> str:
+    """``rev`` as git's short commit name."""
+    return subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True,
+                          check=True, cwd=ROOT).stdout.strip()
+
+
+@contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """Commit ``rev`` checked out in a temporary git worktree, removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True,
+                       cwd=ROOT, capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False,
+                           cwd=ROOT, capture_output=True)
 CACHE = ROOT / "bench" / ".cache"
 
 

@@ -31,7 +31,6 @@ import msgspec
 import numpy as np
 import sqlalchemy as sa
 
-from bench.harness import ROOT
 from bench.report import write_section
 from detectors.drift import DistributionDrift
 from monitor.checkpoint import Checkpointer
@@ -118,18 +117,13 @@ def measure(args: argparse.Namespace, summaries: bool) -> dict[str, float]:
 
 def run_before(rev: str, argv: list[str]) -> dict[str, dict[str, float]]:
     """This script's figures for commit ``rev``'s code (a temporary worktree)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True,
-                       cwd=ROOT, capture_output=True)
-        try:
-            # its progress and any error go straight to this terminal; its figures to stdout
-            out = subprocess.run([sys.executable, __file__, "--json", *argv], check=True,
-                                 stdout=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(tree)}).stdout
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False,
-                           cwd=ROOT, capture_output=True)
+    from bench.harness import checkout  # here: the run at rev imports that rev's bench
+
+    with checkout(rev) as tree:
+        # its progress and any error go straight to this terminal; its figures to stdout
+        out = subprocess.run([sys.executable, __file__, "--json", *argv], check=True,
+                             stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(tree)}).stdout
     return json.loads(out.splitlines()[-1])
 
 
@@ -153,8 +147,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(runs))
         return
-    rev = args.before and subprocess.run(["git", "rev-parse", "--short", args.before], check=True,
-                                         capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    rev = None
+    if args.before:
+        from bench.harness import short_rev  # not at the top: see run_before
+        rev = short_rev(args.before)
     before = run_before(rev, sizes) if rev else None
     mib = 1 << 20
     on, off = runs["on"], runs["off"]
