@@ -24,7 +24,7 @@ from alerts.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 4: state_chunks, window_summaries.batch
+SCHEMA_VERSION = 5  # 4: state_chunks; 5: summary_batches (window_summaries.batch unused)
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()
@@ -135,12 +135,19 @@ window_summaries = sa.Table(
     sa.Column("rev", sa.Integer, nullable=False),  # optimistic concurrency (monitor.summaries)
     sa.Column("payload", sa.LargeBinary, nullable=False),  # zlib(pickle(monitor.summaries.Summary))
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    # the last checkpoint batch merged into a partition row (monitor.summaries.write_deltas)
-    sa.Column("batch", sa.String(32), nullable=True),
 )
 sa.Index("ix_window_summaries_key", window_summaries.c.model, window_summaries.c.model_version,
          window_summaries.c.bucket_start, window_summaries.c.scope, unique=True)
 sa.Index("ix_window_summaries_bucket", window_summaries.c.bucket_start)
+
+# the checkpoint batches of window-summary deltas merged, per partition scope: a save
+# that repeats one (its commit went through unacknowledged) skips it, even after the
+# compaction merged its rows (monitor.summaries.write_deltas)
+summary_batches = sa.Table(
+    "summary_batches", metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),
+    sa.Column("token", sa.String(32), primary_key=True),
+)
 
 reports = sa.Table(
     "reports", metadata,

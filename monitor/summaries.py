@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection
 
 from detectors.event import Event
 from detectors.reference import label, only_numbers, uniform_columns
-from monitor.store import window_summaries
+from monitor.store import summary_batches, window_summaries
 
 GAMMA = 1.04  # sketch bucket ratio: values within ~2 % of each other share a bucket
 _LOG_GAMMA = math.log(GAMMA)
@@ -536,37 +536,41 @@ def write_deltas(conn: Connection, scopes: dict[Any, str], taken: dict[Any, Batc
 
     A row is updated only at the revision read (optimistic concurrency with the
     compaction in ``cleanup``): when the row vanished meanwhile, the delta is
-    inserted on its own, so nothing is counted twice. A row remembers the token of
-    the last batch merged into it (``batch``). Batches are merged in order, so a row
-    that holds this batch's token or a later one's already has this batch: a save
-    whose commit went through unacknowledged merged it."""
-    t = window_summaries
+    inserted on its own, so nothing is counted twice. Each partition's merged batch
+    tokens are stored too (``summary_batches``), so a save that repeats a batch (its
+    commit went through unacknowledged) skips it, whether or not the compaction
+    merged its rows since. A partition keeps the tokens of its latest save only:
+    the batches before it were acknowledged and are never taken again."""
+    t, done = window_summaries, summary_batches
     now = datetime.now(UTC)
     for pid, batches in taken.items():
         scope = scopes[pid]
-        for i, (token, deltas) in enumerate(batches):
-            merged_already = {later for later, _ in batches[i:]}
+        tokens = [token for token, _ in batches]
+        merged_already = set(conn.execute(
+            sa.select(done.c.token).where(done.c.scope == scope)).scalars())
+        conn.execute(done.delete().where(done.c.scope == scope, done.c.token.not_in(tokens)))
+        for token, deltas in batches:
+            if token in merged_already:
+                continue
             for (model, version, bucket), delta in deltas.items():
                 row = conn.execute(
-                    sa.select(t.c.id, t.c.rev, t.c.payload, t.c.batch).where(
+                    sa.select(t.c.id, t.c.rev, t.c.payload).where(
                         t.c.model == model, t.c.model_version == version,
                         t.c.bucket_start == bucket, t.c.scope == scope)
                 ).first()
                 if row is not None:
-                    if row.batch in merged_already:
-                        continue
                     merged = Summary.decode(row.payload).merge(delta, sample_size=sample_size)
-                    done = conn.execute(
+                    updated = conn.execute(
                         t.update().where(t.c.id == row.id, t.c.rev == row.rev).values(
                             payload=merged.encode(), n=merged.n, rev=row.rev + 1,
-                            batch=token, updated_at=now)
+                            updated_at=now)
                     ).rowcount
-                    if done:
+                    if updated:
                         continue
                 conn.execute(t.insert().values(
                     model=model, model_version=version, bucket_start=bucket, bucket_s=bucket_s,
-                    scope=scope, n=delta.n, rev=0, payload=delta.encode(), batch=token,
-                    updated_at=now))
+                    scope=scope, n=delta.n, rev=0, payload=delta.encode(), updated_at=now))
+            conn.execute(done.insert().values(scope=scope, token=token))
 
 
 # -- reading --------------------------------------------------------------------------

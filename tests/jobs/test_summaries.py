@@ -101,6 +101,54 @@ def test_a_checkpoint_whose_commit_went_unacknowledged_is_not_counted_twice(
     assert stored == _stored(straight_url)  # counts, sketches and the bottom-k sample
 
 
+def test_a_repeated_checkpoint_counts_nothing_twice_after_the_compaction(
+    store_url: str, tmp_path: Path,
+) -> None:
+    """The answer of a checkpoint's commit is lost, and before the next save repeats
+    it, the daily compaction merges its buckets' partition rows into one: the repeat
+    must still recognise the batch as merged."""
+    from monitor.summaries import compact
+    from tests.jobs.seeded import DAY
+
+    events = list(stream(model="m", version="1", start=MONDAY, hours=2, per_hour=800, seed=5))
+    records = [Record(i, msgspec.json.encode(e)) for i, e in enumerate(events)]
+    pids = [("logs", 0), ("logs", 1)]
+    cfg = config(store_url, str(tmp_path))
+    store = AnswerLostStore(store_url)
+    store.migrate()
+    p = Pipeline(cfg)
+    cp = Checkpointer(store, p, group="g", producer="a")
+    cp.restore(pids)
+    cuts = [(0, 400), (400, 800), (800, 1000), (1000, 1200), (1200, 1400), (1400, 1600)]
+    for n, (a, b) in enumerate(cuts):
+        p.process(pids[n % 2], records[a:b])
+        if n == 3:
+            store.lose_next = True
+            with pytest.raises(sa.exc.OperationalError):
+                cp.save()  # stored, but the checkpointer cannot know it
+            assert compact(store.engine, MONDAY + DAY, cfg.jobs.summaries.sample_size) > 0
+        elif n % 2:
+            cp.save()
+    cp.save()
+    store.close()
+
+    straight_url = f"sqlite:///{tmp_path / 'straight.db'}"
+    straight = Store(straight_url)
+    straight.migrate()
+    q = Pipeline(config(straight_url, str(tmp_path)))
+    for n, (a, b) in enumerate(cuts):
+        q.process(pids[n % 2], records[a:b])
+    Checkpointer(straight, q, group="g", producer="a").save()
+    straight.close()
+    stored, expected = _stored(store_url), _stored(straight_url)
+    assert sum(v[0] for v in stored.values()) == len(events)
+    # counts and sketches; the compaction kept only a bottom-k of the merged samples,
+    # but no sampled event is there twice
+    assert {k: v[:3] for k, v in stored.items()} == {k: v[:3] for k, v in expected.items()}
+    for *_, sample in stored.values():
+        assert len(sample) == len(set(sample))
+
+
 def test_summaries_merge_by_addition_in_any_order() -> None:
     events = [msgspec.convert(e, type=Event) for e in
               stream(model="m", version="1", start=MONDAY, hours=1, per_hour=3000, seed=2)]
