@@ -49,10 +49,16 @@ _SECURITY_NAMES = {"ssl_cafile": "ssl_cafile", "ssl_certfile": "ssl_certfile",
                    "sasl_password": "sasl_plain_password"}
 
 
+# how long one attempt to reach a broker at start may block (kafka-python's default,
+# 30 s, held a SIGTERM that long): the daemon retries with backoff, checking for a stop
+BOOTSTRAP_TIMEOUT_MS = 5000
+
+
 def connection_settings(cfg: KafkaConfig) -> dict[str, Any]:
     """Settings shared by the consumer and the dead-letter producer (TLS, SASL)."""
     settings: dict[str, Any] = {
         "bootstrap_servers": list(cfg.bootstrap_servers),
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
         "client_id": cfg.client_id,
         "security_protocol": cfg.security_protocol,
         "ssl_check_hostname": cfg.ssl_check_hostname,

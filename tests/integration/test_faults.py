@@ -259,6 +259,38 @@ def test_broker_outage_makes_the_daemon_unready_then_it_resumes_from_committed_o
         pb.close()
 
 
+def test_a_daemon_started_before_the_broker_waits_unready_stops_quickly_and_then_consumes(
+    tmp_path: Path, kafka_client: str
+) -> None:
+    """Kubernetes may start the pod before the brokers answer: the daemon stays
+    alive and not ready, a SIGTERM meanwhile stops it within seconds (kafka-python
+    blocks in its bootstrap until ``bootstrap_timeout_ms``, 30 s by default), and once
+    the broker listens it joins and reads the topic."""
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
+    events = good_events()[:600]
+    jsonl = tmp_path / "alerts.jsonl"
+    cfg = daemon_config(broker.bootstrap, "early", f"sqlite:///{tmp_path / 's.db'}", jsonl,
+                        group="early", kafka={"client": kafka_client})
+    d = start_daemon(cfg)
+    time.sleep(2)
+    assert d.thread.is_alive() and d.daemon.healthy()[0]
+    assert not d.daemon.ready()[0]
+    started = time.monotonic()
+    d.stop()
+    assert time.monotonic() - started < 8, "a stop must not wait for the Kafka bootstrap"
+
+    d = start_daemon(cfg)
+    try:
+        time.sleep(1)
+        with broker:
+            broker.create_topic("early", 3)
+            ends = produce(broker.bootstrap, "early", encode_events(events))
+            wait_until(lambda: _consumed(d) == ends, 60, "the daemon to read the topic")
+            assert d.daemon.ready()[0]
+    finally:
+        d.stop()
+
+
 @pytest.mark.parametrize("stop", ["once-unready", "at-once"])
 def test_a_broker_that_drops_packets_makes_the_daemon_unready_and_stopping_stays_quick(
     tmp_path: Path, kafka_client: str, stop: str

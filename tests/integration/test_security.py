@@ -107,7 +107,9 @@ def test_the_daemon_consumes_over_tls_and_verifies_the_broker_certificate(
                 assert not untrusting.daemon.pipeline.partitions
                 assert untrusting.daemon.pipeline.events_since_checkpoint == 0
             finally:
+                stopping = time.monotonic()
                 untrusting.stop()
+            assert time.monotonic() - stopping < 8, "a stop must not wait for the TLS bootstrap"
 
             jsonl = tmp_path / "alerts.jsonl"
             cfg = daemon_config(bootstrap, "tls", f"sqlite:///{tmp_path / 's.db'}", jsonl,
