@@ -36,7 +36,7 @@ from monitor.pipeline import Pipeline
 from monitor.reference import load_references, save_new_references
 from monitor.row_chunks import ChunkError, RowChunks
 from monitor.state import ModelState, PartitionId, PartitionState
-from monitor.store import Checkpoint, ClientRows, Store, StoredAlert
+from monitor.store import Checkpoint, ChunkWrites, ClientRows, Store, StoredAlert
 from monitor.summaries import write_deltas
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,12 @@ class Checkpointer:
                 rows.update += [(index, _client(k), _dump(export(slot))) for k, slot in found.ticked]
                 rows.delete += [(index, _client(k)) for k in found.removed]
             states[scope] = Checkpoint(_dump_state(_shell(part, found_here)), part.offset)
-        model_scope = self.model_scope(p.partitions)
-        models, chunks = self._chunks.dump(model_scope, p.models)
-        states[model_scope] = Checkpoint(_dump_state(models), None)
+        chunks = ChunkWrites([], [], [], [])
+        owned = bool(p.partitions)  # the model-wide state is keyed by them: none, no row
+        if owned:
+            model_scope = self.model_scope(p.partitions)
+            models, chunks = self._chunks.dump(model_scope, p.models)
+            states[model_scope] = Checkpoint(_dump_state(models), None)
         changed = list(p.alerts.changed.values())
         stored = [StoredAlert(a.fingerprint, a.status, p.pending_record(a), _dump(a))
                   for a in changed]
@@ -139,7 +142,8 @@ class Checkpointer:
 
         self.store.save_checkpoint(self.producer, states, pending, stored, meta, clients=clients,
                                    chunks=chunks, extra=write_summaries if summaries else None)
-        self._chunks.committed()
+        if owned:
+            self._chunks.committed()
         for keyed, found in changes:
             keyed.clear_changes(found)
         self._replace -= set(clients)

@@ -139,6 +139,31 @@ def test_alerts_put_in_the_outbox_before_a_crash_are_not_doubled_when_raised_aga
     store.close()
 
 
+def test_a_process_without_partitions_stores_no_model_wide_state_but_its_alerts(
+    store_url: str,
+) -> None:
+    """A replica before its first assignment, or after its last revocation, has no
+    model-wide state worth a row (it is keyed by the partitions owned); the alert
+    records it still holds go to the outbox."""
+    store = Store(store_url)
+    store.migrate()
+    p = Pipeline(CONFIG)
+    cp = Checkpointer(store, p, group="g", producer="a")
+    assert cp.save() == {}
+    pid = ("logs", 0)
+    cp.restore([pid])
+    p.process(pid, stream_records())
+    p.advance()
+    raised = len(p.pending)
+    assert raised
+    p.release(pid)  # revoked, its last checkpoint failed: the next owner reads it again
+    assert cp.save() == {}
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM checkpoints")).scalar() == 0
+    assert p.pending == [] and len(store.outbox_after("x", limit=10_000)) == raised
+    store.close()
+
+
 def test_a_failed_checkpoint_keeps_the_pending_alerts(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
