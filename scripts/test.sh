@@ -10,7 +10,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 set +e
-.venv/bin/python -m pytest "$@"
+# PYTEST_WORKERS=0 runs the suite in this one process (for a debugger, or -s output)
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist worksteal "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
