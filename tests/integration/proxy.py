@@ -149,7 +149,13 @@ def _copy(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> N
     except (OSError, ValueError):
         pass
     finally:
+        # shutdown() first: close() alone neither wakes the other direction's thread
+        # blocked in recv() nor sends the peer its FIN while that recv() holds the
+        # socket, so one side of the pair would stay open (a server session left
+        # "idle in transaction", holding its locks, after its client was cut off)
         for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
 
