@@ -221,6 +221,23 @@ POSTGRES_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idl
                          "tcp_user_timeout": 20_000}
 
 
+# Set at the start of every PostgreSQL transaction (SET LOCAL: for that transaction
+# only, so it holds behind a transaction-pooling PgBouncer too). A transaction whose
+# client vanished without closing its connection (a dropped route, a killed pod) keeps
+# its locks until the server notices: with these probes within about a minute, not the
+# kernel's two hours. Meanwhile a statement waits at most LOCK_TIMEOUT_S for a lock, so
+# the next checkpoint, blocked by those locks, fails and is retried with backoff instead
+# of holding the loop (and a stop) until then.
+LOCK_TIMEOUT_S = 10
+SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
+                     "tcp_keepalives_count": 3}
+
+
+def _transaction_settings() -> str:
+    settings = {"lock_timeout": f"'{LOCK_TIMEOUT_S}s'", **SERVER_KEEPALIVES}
+    return "; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items())
+
+
 def url_dialect(url: str) -> str:
     """The database a store URL names (``"sqlite"``, ``"postgresql"``, ...: its scheme
     without a ``+driver``); "" when it has no scheme."""
@@ -248,7 +265,13 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         url = "postgresql+psycopg://" + rest
     given = sa.engine.make_url(url).query  # the URL's own settings win
     libpq = {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in given}
-    return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=libpq)
+    engine = sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=libpq)
+
+    @sa.event.listens_for(engine, "begin")
+    def _settings(conn: Connection) -> None:
+        conn.exec_driver_sql(_transaction_settings())
+
+    return engine
 
 
 class Store:

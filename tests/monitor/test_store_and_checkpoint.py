@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from alerts.outbox import Dispatcher, OutboxEntry
 from alerts.sinks import JsonlSink
 from monitor import checkpoint
+from monitor import store as store_module
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
@@ -161,6 +162,43 @@ def test_a_process_without_partitions_stores_no_model_wide_state_but_its_alerts(
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM checkpoints")).scalar() == 0
     assert p.pending == [] and len(store.outbox_after("x", limit=10_000)) == raised
+    store.close()
+
+
+def test_a_checkpoint_blocked_by_an_abandoned_transaction_fails_in_seconds_then_succeeds(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transaction whose client vanished without closing its connection keeps its
+    locks until the server notices (the probes every transaction asks for: about a
+    minute). Meanwhile a checkpoint waits at most ``LOCK_TIMEOUT_S`` for them and
+    fails, to be retried with backoff, instead of holding the daemon's loop."""
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT_S", 1)
+    store = Store(pg_url)
+    store.migrate()
+    with store.engine.connect() as conn:
+        assert [conn.exec_driver_sql(f"SHOW {name}").scalar() for name in
+                store_module.SERVER_KEEPALIVES] == ["30", "10", "3"]
+    records = stream_records()
+    pid = ("logs", 0)
+    p = Pipeline(CONFIG)
+    cp = Checkpointer(store, p, group="g", producer="a")
+    cp.restore([pid])
+    p.process(pid, records[:200])
+    cp.save()
+    p.process(pid, records[200:400])
+    holder = sa.create_engine(pg_url)
+    try:
+        with holder.connect() as abandoned:  # holds the stored checkpoints' row locks
+            abandoned.exec_driver_sql("SELECT 1 FROM checkpoints FOR UPDATE")
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                cp.save()
+            assert time.monotonic() - started < 5
+        assert cp.save() == {pid: 400}  # the locks are gone: the retry stores it all
+    finally:
+        holder.dispose()
+    second = Pipeline(CONFIG)
+    assert Checkpointer(store, second, group="g", producer="a").restore([pid]) == {pid: 400}
     store.close()
 
 
