@@ -30,6 +30,20 @@ def _stored(url: str) -> dict:
             for b in buckets}
 
 
+def _uninterrupted(tmp_path: Path, batches: list[tuple[tuple[str, int], list[Record]]]) -> str:
+    """The URL of a store holding the summaries of ``batches`` processed and saved
+    once, without a fault."""
+    url = f"sqlite:///{tmp_path / 'straight.db'}"
+    store = Store(url)
+    store.migrate()
+    p = Pipeline(config(url, str(tmp_path)))
+    for pid, records in batches:
+        p.process(pid, records)
+    Checkpointer(store, p, group="g", producer="a").save()
+    store.close()
+    return url
+
+
 def test_summaries_after_a_crash_equal_an_uninterrupted_run(tmp_path: Path) -> None:
     events = list(stream(model="m", version="1", start=MONDAY, hours=3, per_hour=800, seed=1))
     records = [Record(i, msgspec.json.encode(e)) for i, e in enumerate(events)]
@@ -89,16 +103,10 @@ def test_a_checkpoint_whose_commit_went_unacknowledged_is_not_counted_twice(
     cp.save()
     store.close()
 
-    straight_url = f"sqlite:///{tmp_path / 'straight.db'}"
-    straight = Store(straight_url)
-    straight.migrate()
-    q = Pipeline(config(straight_url, str(tmp_path)))
-    q.process(pid, records)
-    Checkpointer(straight, q, group="g", producer="a").save()
-    straight.close()
     stored = _stored(store_url)
     assert sum(v[0] for v in stored.values()) == len(events)
-    assert stored == _stored(straight_url)  # counts, sketches and the bottom-k sample
+    # counts, sketches and the bottom-k sample
+    assert stored == _stored(_uninterrupted(tmp_path, [(pid, records)]))
 
 
 def test_a_repeated_checkpoint_counts_nothing_twice_after_the_compaction(
@@ -132,15 +140,9 @@ def test_a_repeated_checkpoint_counts_nothing_twice_after_the_compaction(
     cp.save()
     store.close()
 
-    straight_url = f"sqlite:///{tmp_path / 'straight.db'}"
-    straight = Store(straight_url)
-    straight.migrate()
-    q = Pipeline(config(straight_url, str(tmp_path)))
-    for n, (a, b) in enumerate(cuts):
-        q.process(pids[n % 2], records[a:b])
-    Checkpointer(straight, q, group="g", producer="a").save()
-    straight.close()
-    stored, expected = _stored(store_url), _stored(straight_url)
+    stored = _stored(store_url)
+    expected = _stored(_uninterrupted(
+        tmp_path, [(pids[n % 2], records[a:b]) for n, (a, b) in enumerate(cuts)]))
     assert sum(v[0] for v in stored.values()) == len(events)
     # counts and sketches; the compaction kept only a bottom-k of the merged samples,
     # but no sampled event is there twice
