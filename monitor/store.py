@@ -233,9 +233,12 @@ SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
                      "tcp_keepalives_count": 3}
 
 
-def _transaction_settings() -> str:
+def _transaction_settings(options: str) -> str:
+    """The ``SET LOCAL`` statements, but for the settings the URL's ``options`` gives
+    (``?options=-c lock_timeout=30s``: the URL's own settings win)."""
     settings = {"lock_timeout": f"'{LOCK_TIMEOUT_S}s'", **SERVER_KEEPALIVES}
-    return "; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items())
+    return "; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items()
+                     if name not in options)
 
 
 def url_dialect(url: str) -> str:
@@ -267,9 +270,13 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     libpq = {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in given}
     engine = sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=libpq)
 
+    options = str(given.get("options", ""))
+
     @sa.event.listens_for(engine, "begin")
     def _settings(conn: Connection) -> None:
-        conn.exec_driver_sql(_transaction_settings())
+        statements = _transaction_settings(options)
+        if statements:
+            conn.exec_driver_sql(statements)
 
     return engine
 

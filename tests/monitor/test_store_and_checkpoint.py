@@ -200,6 +200,12 @@ def test_a_checkpoint_blocked_by_an_abandoned_transaction_fails_in_seconds_then_
     second = Pipeline(CONFIG)
     assert Checkpointer(store, second, group="g", producer="a").restore([pid]) == {pid: 400}
     store.close()
+    # a setting the store URL's options give is the URL's
+    own = Store(pg_url.replace("?options=", "?options=-c%20lock_timeout%3D3s%20", 1))
+    with own.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "3s"
+        assert conn.exec_driver_sql("SHOW tcp_keepalives_idle").scalar() == "30"
+    own.close()
 
 
 def test_a_failed_checkpoint_keeps_the_pending_alerts(tmp_path: Path) -> None:
