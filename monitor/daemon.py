@@ -351,6 +351,10 @@ class Daemon:
         self.store_ok = True
         now = time.monotonic()
         self.assigned_at.update((pid, now) for pid in pids)
+        # the end a client cached for a partition it held before (librdkafka keeps it
+        # through an outage that cost the group) may be stale: like after an outage,
+        # each counts as behind until it delivers, or for idle_partition_s
+        self.ends_unsure.update(dict.fromkeys(pids, now + self.config.kafka.idle_partition_s))
         return resume
 
     def _on_revoke(self, pids: list[PartitionId]) -> None:

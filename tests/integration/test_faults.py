@@ -61,7 +61,10 @@ def test_database_outage_pauses_commits_keeps_state_and_catches_up_with_nothing_
         group = f"dbfault-{kafka_client}"
         cfg = daemon_config(broker.bootstrap, topic, url, jsonl, group=group,
                             detectors=small_detectors(),
-                            kafka={"max_poll_records": 50, "client": kafka_client},
+                            # as in _outage_config: 30 s for each partition to deliver
+                            # again after the pause before it stops holding the windows
+                            kafka={"max_poll_records": 50, "idle_partition_s": 30,
+                                   "client": kafka_client},
                             checkpoint={"interval_s": 0.2, "retry_max_s": 2.0})
         d = start_daemon(cfg)
         try:
@@ -292,6 +295,38 @@ def test_a_daemon_started_before_the_broker_waits_unready_stops_quickly_and_then
             assert d.daemon.ready()[0]
     finally:
         d.stop()
+
+
+def test_partitions_assigned_again_after_an_outage_hold_the_windows_until_they_deliver(
+    tmp_path: Path,
+) -> None:
+    """librdkafka loses the group in a broker outage longer than the session timeout,
+    and is assigned the partitions again when the broker is back. The ends it cached
+    before may be stale (records appended meanwhile): each partition counts as behind,
+    holding the model-wide windows, until it delivers or ``idle_partition_s`` passes,
+    or the first to deliver would close windows the others' records belong to."""
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("again", 3)
+        ends = produce(pb.bootstrap, "again", encode_events(good_events()[:600]))
+        cfg = _outage_config(pb.bootstrap, "again", tmp_path, tmp_path / "alerts.jsonl",
+                             "again", "confluent-kafka")
+        d = start_daemon(cfg)
+        try:
+            wait_until(lambda: _consumed(d) == ends and d.daemon.ready()[0], 60, "the topic read")
+            pb.proxy.cut()
+            wait_until(lambda: not d.daemon.pipeline.partitions, 30,
+                       "the partitions revoked, the group lost")
+            pb.proxy.restore()
+            wait_until(lambda: len(d.daemon.pipeline.partitions) == 3 and d.daemon.restored,
+                       60, "the partitions assigned again")
+            # nothing was appended, so nothing delivers: the cached ends say caught up
+            assert sorted(d.daemon._active_partitions(time.monotonic())) == sorted(
+                d.daemon.pipeline.partitions)
+        finally:
+            d.stop()
+    finally:
+        pb.close()
 
 
 @pytest.mark.parametrize("stop", ["once-unready", "at-once"])
