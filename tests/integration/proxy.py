@@ -28,6 +28,8 @@ class TcpProxy:
         self.up.set()
         self.flowing = threading.Event()  # cleared: bytes are dropped both ways
         self.flowing.set()
+        self.answering = threading.Event()  # cleared: the server's bytes are dropped
+        self.answering.set()
         self.closed = threading.Event()
         self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -72,9 +74,15 @@ class TcpProxy:
         ways, as a network that black-holes packets does, until ``restore()``."""
         self.flowing.clear()
 
+    def lose_answers(self) -> None:
+        """Pass the clients' bytes on but drop every byte the server sends back, until
+        ``restore()``: requests arrive and are carried out, their answers never come."""
+        self.answering.clear()
+
     def restore(self) -> None:
         self.up.set()
         self.flowing.set()
+        self.answering.set()
 
     def _accept(self) -> None:
         while not self.closed.is_set():
@@ -102,8 +110,9 @@ class TcpProxy:
             self.accepted += 1
             # one blocking copy thread per direction, not select(): select() cannot
             # watch a descriptor >= 1024 and the test process may hold that many
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_copy, args=(src, dst, self.flowing), daemon=True).start()
+            for src, dst, gates in ((client, upstream, (self.flowing,)),
+                                    (upstream, client, (self.flowing, self.answering))):
+                threading.Thread(target=_copy, args=(src, dst, gates), daemon=True).start()
 
 
 class TlsProxy(TcpProxy):
@@ -137,14 +146,16 @@ class TlsProxy(TcpProxy):
         self.accepted += 1
         with self.lock:
             self.pairs.append((client, upstream))
-        threading.Thread(target=_copy, args=(upstream, client, self.flowing), daemon=True).start()
-        _copy(client, upstream, self.flowing)
+        threading.Thread(target=_copy, args=(upstream, client, (self.flowing, self.answering)),
+                         daemon=True).start()
+        _copy(client, upstream, (self.flowing,))
 
 
-def _copy(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
+def _copy(src: socket.socket, dst: socket.socket, gates: tuple[threading.Event, ...]) -> None:
+    """Copy ``src`` to ``dst`` until either closes; bytes pass while every gate is set."""
     try:
         while data := src.recv(65536):
-            if flowing.is_set():
+            if all(gate.is_set() for gate in gates):
                 dst.sendall(data)
     except (OSError, ValueError):
         pass

@@ -87,3 +87,46 @@ def test_dead_letters_wait_out_an_outage_and_a_failed_delivery_is_sent_again(
         assert sorted(set(found)) == ["in/0/0", "in/0/1", "in/0/2"]  # at least once each
     finally:
         pb.close()
+
+
+def test_a_dead_letter_whose_answer_was_lost_is_delivered_once_kafka_answers_again(
+    tmp_path: Path, kafka_client: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker stores a dead letter but its answer is lost, and the letter expires
+    in flight. An idempotent kafka-python producer then needs a new producer epoch,
+    which this broker (Tansu) never grants: it delivered nothing more. The dead-letter
+    producer is not idempotent (the outbox sends again anyway: at least once)."""
+    module, settings = SHORT_DELIVERY[kafka_client]
+    for key, value in settings.items():
+        monkeypatch.setitem(module.DEAD_LETTER_PRODUCER, key, value)
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("in", 1)
+        pb.create_topic("in-dlq", 1)
+        config = build_config(daemon_config(
+            pb.bootstrap, "in", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "alerts.jsonl",
+            group="dlq-lost", kafka={"client": kafka_client, "dead_letter_topic": "in-dlq"}),
+            env={})
+        daemon = Daemon(config, sinks=[])
+        daemon.store.migrate()
+        daemon.store_ok = True
+        source = daemon.source = open_source(config.kafka, on_assign=dict.fromkeys,
+                                             on_revoke=lambda pids: None)
+        pid = ("in", 0)
+        try:
+            source.dead_letter(pid, Record(0, b"not json", b"k"), "not_json", "before")
+            assert daemon.checkpoint()
+            pb.proxy.lose_answers()
+            source.dead_letter(pid, Record(1, b"{", b"k"), "not_json", "answer lost")
+            assert not daemon.checkpoint()
+            time.sleep(3)  # past the delivery timeout: the letter expires in flight
+            pb.proxy.cut()
+            pb.proxy.restore()
+            wait_until(daemon.checkpoint, 30, "the checkpoint once Kafka answers again")
+        finally:
+            source.close()
+            daemon.store.close()
+        found = _dead_letter_sources(pb.bootstrap, "in-dlq")
+        assert sorted(set(found)) == ["in/0/0", "in/0/1"]  # at least once each
+    finally:
+        pb.close()
