@@ -16,7 +16,7 @@ from monitor import confluent_source, kafka_source
 from monitor.config import build_config
 from monitor.daemon import Daemon
 from monitor.pipeline import Record
-from monitor.source import DLQ_SOURCE_HEADER, open_source
+from monitor.source import DLQ_SOURCE_HEADER, Source, open_source
 from tests.integration.proxy import ProxiedBroker
 from tests.kafka_helpers import daemon_config, wait_until
 
@@ -38,27 +38,34 @@ def _dead_letter_sources(bootstrap: str, topic: str) -> list[str]:
     return found
 
 
+def _daemon(pb: ProxiedBroker, tmp_path: Path, kafka_client: str,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[Daemon, Source]:
+    """A daemon writing dead letters of topic ``in`` to ``in-dlq`` with a short delivery
+    timeout, and its source, never polled: no group to join, only the producer."""
+    module, settings = SHORT_DELIVERY[kafka_client]
+    for key, value in settings.items():
+        monkeypatch.setitem(module.DEAD_LETTER_PRODUCER, key, value)
+    pb.create_topic("in", 1)
+    pb.create_topic("in-dlq", 1)
+    config = build_config(daemon_config(
+        pb.bootstrap, "in", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "alerts.jsonl",
+        group="dlq", kafka={"client": kafka_client, "dead_letter_topic": "in-dlq"}), env={})
+    daemon = Daemon(config, sinks=[])
+    daemon.store.migrate()
+    daemon.store_ok = True
+    source = daemon.source = open_source(config.kafka, on_assign=dict.fromkeys,
+                                         on_revoke=lambda pids: None)
+    return daemon, source
+
+
 def test_dead_letters_wait_out_an_outage_and_a_failed_delivery_is_sent_again(
     tmp_path: Path, kafka_client: str, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    module, settings = SHORT_DELIVERY[kafka_client]
-    for key, value in settings.items():
-        monkeypatch.setitem(module.DEAD_LETTER_PRODUCER, key, value)
     caplog.set_level(logging.WARNING, logger="monitor")
     pb = ProxiedBroker(tmp_path)
     try:
-        pb.create_topic("in", 1)
-        pb.create_topic("in-dlq", 1)
-        config = build_config(daemon_config(
-            pb.bootstrap, "in", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "alerts.jsonl",
-            group="dlq", kafka={"client": kafka_client, "dead_letter_topic": "in-dlq"}), env={})
-        daemon = Daemon(config, sinks=[])
-        daemon.store.migrate()
-        daemon.store_ok = True
-        # the daemon's source, never polled here: no group to join, only the producer
-        source = daemon.source = open_source(config.kafka, on_assign=dict.fromkeys,
-                                             on_revoke=lambda pids: None)
+        daemon, source = _daemon(pb, tmp_path, kafka_client, monkeypatch)
         pid = ("in", 0)
         try:
             source.dead_letter(pid, Record(0, b"not json", b"k"), "not_json", "before")
@@ -96,22 +103,9 @@ def test_a_dead_letter_whose_answer_was_lost_is_delivered_once_kafka_answers_aga
     in flight. An idempotent kafka-python producer then needs a new producer epoch,
     which this broker (Tansu) never grants: it delivered nothing more. The dead-letter
     producer is not idempotent (the outbox sends again anyway: at least once)."""
-    module, settings = SHORT_DELIVERY[kafka_client]
-    for key, value in settings.items():
-        monkeypatch.setitem(module.DEAD_LETTER_PRODUCER, key, value)
     pb = ProxiedBroker(tmp_path)
     try:
-        pb.create_topic("in", 1)
-        pb.create_topic("in-dlq", 1)
-        config = build_config(daemon_config(
-            pb.bootstrap, "in", f"sqlite:///{tmp_path / 's.db'}", tmp_path / "alerts.jsonl",
-            group="dlq-lost", kafka={"client": kafka_client, "dead_letter_topic": "in-dlq"}),
-            env={})
-        daemon = Daemon(config, sinks=[])
-        daemon.store.migrate()
-        daemon.store_ok = True
-        source = daemon.source = open_source(config.kafka, on_assign=dict.fromkeys,
-                                             on_revoke=lambda pids: None)
+        daemon, source = _daemon(pb, tmp_path, kafka_client, monkeypatch)
         pid = ("in", 0)
         try:
             source.dead_letter(pid, Record(0, b"not json", b"k"), "not_json", "before")
