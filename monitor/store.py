@@ -270,11 +270,10 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     libpq = {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in given}
     engine = sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=libpq)
 
-    options = str(given.get("options", ""))
+    statements = _transaction_settings(str(given.get("options", "")))  # once per engine
 
     @sa.event.listens_for(engine, "begin")
     def _settings(conn: Connection) -> None:
-        statements = _transaction_settings(options)
         if statements:
             conn.exec_driver_sql(statements)
 
