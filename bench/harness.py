@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from monitor.broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / ".cache"
 
 
 def short_rev(rev: str) -> str:
@@ -46,7 +47,6 @@ def checkout(rev: str) -> Iterator[Path]:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False,
                            cwd=ROOT, capture_output=True)
-CACHE = ROOT / "bench" / ".cache"
 
 
 def _exit_on_sigterm() -> None:

@@ -10,11 +10,10 @@ Here the checkpoint's pickle refers to each ``RawRows`` by an id and a row count
 (a ``reducer_override`` of the pickler; the unpickler's ``find_class`` resolves
 the reference), and only the rows added since the previous checkpoint are
 written, as one chunk of ``state_chunks``, in the checkpoint's transaction. A
-restore joins the chunks up to that count. After 16 to 47 chunks (``chunk_limit``) an id's next chunk holds
-all its rows and the older ones are dropped, so a restore reads a bounded number
-of chunks; the
-chunks of rows the state no longer refers to (a reference was built, or another
-process stored the scope before) are dropped.
+restore joins the chunks up to that count. After 16 to 47 chunks (``chunk_limit``)
+an id's next chunk holds all its rows and the older ones are dropped, so a restore
+reads a bounded number of chunks; the chunks of rows the state no longer refers to
+(a reference was built, or another process stored the scope before) are dropped.
 """
 
 from __future__ import annotations
