@@ -215,10 +215,14 @@ def _wait_consuming(d: DaemonThread) -> None:
 
 def _catch_up(d: DaemonThread, bootstrap: str, group: str, topic: str,
               ends: dict[int, int]) -> None:
-    """Wait for the daemon to have committed the whole topic and be ready again."""
+    """Wait for the daemon to have committed the whole topic and be ready again, and
+    for no partition to hold the model-wide windows any more: one that had nothing
+    left after the outage holds them for ``idle_partition_s`` (its end may be stale)."""
     wait_until(lambda: _committed(bootstrap, group, topic) == ends, 120,
                "the daemon to reconnect and consume the rest")
     wait_until(lambda: d.daemon.ready()[0], 30, "ready again")
+    wait_until(lambda: not d.daemon._active_partitions(time.monotonic()), 45,
+               "every partition caught up and none holding the windows")
     time.sleep(1.0)
 
 
