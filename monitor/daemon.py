@@ -351,9 +351,11 @@ class Daemon:
         self.store_ok = True
         now = time.monotonic()
         self.assigned_at.update((pid, now) for pid in pids)
-        # the end a client cached for a partition it held before (librdkafka keeps it
-        # through an outage that cost the group) may be stale: like after an outage,
-        # each counts as behind until it delivers, or for idle_partition_s
+        # the end a client cached for a partition it held before may be stale: both
+        # clients keep it for a partition a rebalance gives back, librdkafka also
+        # through an outage that cost the group (fetching stopped meanwhile). Like
+        # after an outage, each counts as behind until it delivers, or for
+        # idle_partition_s
         self.ends_unsure.update(dict.fromkeys(pids, now + self.config.kafka.idle_partition_s))
         return resume
 
