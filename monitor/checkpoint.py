@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 # also reads the older formats it still understands (READ_FORMATS): an upgrade keeps the
 # state, a rollback to a release older than the format starts afresh.
 # 5: a drift reference's warm-up rows are a RawRows, not dicts; 6: the model-wide state
-# is pickled bytes whose RawRows are stored apart, in chunks (monitor.row_chunks)
-STATE_FORMAT = 6
-READ_FORMATS = (3, 4, 5, 6)  # 3: the verdict's out-of-range signal; 4: packed client rows
+# is pickled bytes whose RawRows are stored apart, in chunks (monitor.row_chunks);
+# 7: the coverage signal's bitmap has 2,048 bits (one of 512 read from format 6 starts
+# its window over: detectors.coverage)
+STATE_FORMAT = 7
+READ_FORMATS = (3, 4, 5, 6, 7)  # 3: the verdict's out-of-range signal; 4: packed client rows
 
 
 class StateFormatError(ValueError):
