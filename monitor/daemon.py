@@ -36,6 +36,10 @@ T = TypeVar("T")
 
 # how long a checkpoint waits for Kafka to acknowledge the dead-letter records
 DEAD_LETTER_WAIT_S = 2.0
+# how long a member may hold no partition before the log says so, and how often again
+# while it lasts (a missing topic or a surplus member otherwise idles in silence)
+NO_PARTITIONS_WARN_S = 60.0
+NO_PARTITIONS_REPEAT_S = 600.0
 
 
 class StartupError(RuntimeError):
@@ -82,6 +86,8 @@ class Daemon:
         # a pause (a caught-up partition may have had records appended meanwhile)
         self.ends_unsure: dict[PartitionId, float] = {}
         self.jobs: JobService | None = None  # scheduled jobs (monitor.scheduler)
+        self.unassigned_since: float | None = None  # since when no partition is assigned
+        self._unassigned_reported: float | None = None  # when the log last said so
         self._checkpoint_backoff = 0.0
         self.pending_since: float | None = None  # when the oldest pending alert was raised
 
@@ -95,7 +101,11 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         if self.source is None or not self.source.assignment():
-            return False, "no partitions assigned"
+            since = self.unassigned_since
+            if since is None or time.monotonic() - since < NO_PARTITIONS_WARN_S:
+                return False, "no partitions assigned"
+            return False, (f"no partitions assigned for {time.monotonic() - since:.0f}s "
+                           f"(kafka.topics: {', '.join(self.config.kafka.topics)})")
         if not self.restored:
             return False, "state not restored"
         if not self.source.connected():
@@ -183,6 +193,10 @@ class Daemon:
         self.last_loop = time.monotonic()
         batches = self.source.poll()
         now = time.monotonic()
+        if self.source.assignment() or not self.source.connected():
+            self.unassigned_since = None  # an outage has its own warnings
+        else:
+            self._report_unassigned(now)
         if self._checkpoint_backoff or not self.source.connected():
             # paused, or the broker away: the client fetches nothing and the ends it
             # holds go stale. Each partition counts as behind until it delivers, or
@@ -220,6 +234,25 @@ class Daemon:
         if due and now >= self._checkpoint_backoff_until():
             # the loop does not wait for the group's answer: the store has the offsets
             self.checkpoint(blocking_commit=False)
+
+    def _report_unassigned(self, now: float) -> None:
+        """Say in the log, after ``NO_PARTITIONS_WARN_S`` without a partition and every
+        ``NO_PARTITIONS_REPEAT_S`` while it lasts, why this member may have none."""
+        if self.unassigned_since is None:
+            self.unassigned_since, self._unassigned_reported = now, None
+            return
+        waited = now - self.unassigned_since
+        last = self._unassigned_reported
+        if waited < NO_PARTITIONS_WARN_S or (last is not None
+                                             and now - last < NO_PARTITIONS_REPEAT_S):
+            return
+        self._unassigned_reported = now
+        kafka = self.config.kafka
+        log.warning("no partitions assigned for %.0fs (kafka.topics: %s): check that the "
+                    "topics exist (inferwatch never creates them) and that group %r has "
+                    "no more members than the topics have partitions; until then this "
+                    "member reads nothing and is not ready", waited, ", ".join(kafka.topics),
+                    kafka.group_id)
 
     def _journal(self, now: float) -> None:
         """Alert records go to the outbox ``alert_flush_s`` after they are raised,

@@ -114,6 +114,10 @@ class KafkaSource:
             heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 3),
             fetch_max_bytes=cfg.fetch_max_bytes,
             max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+            # a consumer never creates its input: on a broker that auto-creates topics
+            # a typo in kafka.topics would make an empty topic, watched in silence
+            # (librdkafka's consumer does not ask for it either)
+            allow_auto_create_topics=False,
             **connection_settings(cfg),
         )
         self.poll_failing_since: float | None = None
