@@ -459,3 +459,12 @@ class QueryNeighbours(SlotState, Detector):
             f"{self.history}: small-step probing (black-box evasion or extraction); "
             f"review and rate-limit it."
         )
+
+
+def compile_walk() -> None:
+    """Compile the query walk now rather than when the first batch arrives (about
+    0.7 s of numba's time): one event walked alone, as ``update`` walks an event
+    outside a batch, so the arrays have the types every walk passes."""
+    event = Event(ts=0.0, model="", model_version="",
+                  features={f"x{i}": float(i) for i in range(8)})
+    QueryNeighbours()._walk([event], [_ALONE], {}, queries.QueryBatch([event]))

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from alerts.notify import build_notifiers
 from alerts.outbox import Dispatcher
 from alerts.sinks import ConsoleSink, JsonlSink, Sink
+from detectors.neighbours import compile_walk
 from monitor.checkpoint import Checkpointer
 from monitor.config import Config
 from monitor.http import HealthServer
@@ -171,6 +172,7 @@ class Daemon:
             if self.config.jobs.enabled and not self.stopping.is_set():
                 self.jobs = JobService(self.config, self.store, registry=self.metrics.registry)
                 self.jobs.start()
+            compile_walk()  # before joining: the first batch does not wait for numba
             self.source = self._open_source()  # None once stopping
             while not self.stopping.is_set():
                 self._step()
