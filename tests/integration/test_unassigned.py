@@ -12,7 +12,7 @@ import pytest
 
 from monitor import daemon as daemon_module
 from monitor.broker import EmbeddedBroker
-from tests.kafka_helpers import daemon_config, start_daemon, wait_until
+from tests.kafka_helpers import DaemonThread, daemon_config, start_daemon, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,13 +59,15 @@ def test_a_member_beyond_the_partition_count_says_so(
         second = start_daemon(daemon_config(broker.bootstrap, topic, store,
                                             tmp_path / "b.jsonl", instance="b", group=topic,
                                             kafka={"client": kafka_client}))
+        def idle() -> list[DaemonThread]:
+            return [d for d in (first, second)
+                    if d.daemon.source is not None and not d.daemon.source.assignment()]
+
         try:
-            wait_until(lambda: "no partitions assigned for" in caplog.text, 60, "the warning")
-            owners = [d for d in (first, second) if d.daemon.source
-                      and d.daemon.source.assignment()]
-            assert len(owners) == 1, "one partition, one owner"
-            idle = second if owners[0] is first else first
-            assert not idle.daemon.ready()[0]
+            # the rebalance settled: one member holds the partition, the other says why
+            wait_until(lambda: len(idle()) == 1 and f"(kafka.topics: {topic})"
+                       in idle()[0].daemon.ready()[1], 60, "the idle member's reason")
+            assert not idle()[0].daemon.ready()[0]
             assert f"group '{topic}' has no more members than" in caplog.text
         finally:
             second.stop()
