@@ -147,7 +147,7 @@ The full call tree of this run is written to `bench/.cache/profile.txt`.
   per event in two alternating pairs; `inferwatch run` 14,694 → 17,681 events/s (1.20x,
   `bench.ab`). The price: numba and llvmlite (~210 MB installed, ~110 MiB resident:
   `bench.sizing` 255 → 372 MiB peak) and about 1 s of compilation when the first batch
-  arrives.
+  arrives (since compiled at start-up, before the daemon joins the group).
 - Drift's fold, the out-of-range signal, the confidence table and the window summaries read
   feature maps and probabilities row by row (a getter and a type check per row: about 3 µs
   per event in drift's fold alone). A batch whose maps are plain dicts with the same keys in
