@@ -65,14 +65,14 @@ class ConsoleSink:
             line = (f"{rec['last_seen']} {tag} {rec['kind']:10} {rec['model']}"
                     f"@{rec['model_version']} {subject} — {rec['summary']}")
             # control characters in client-controlled strings must not drive the terminal
-            self.stream.write(line.translate(_NO_CONTROL) + "\n")
+            self.stream.write(line.translate(NO_CONTROL) + "\n")
         self.stream.flush()
 
     def delivered_prefix(self, records: Sequence[str]) -> int:
         return 0
 
 
-_NO_CONTROL = {c: "?" for c in range(32)} | {127: "?"}
+NO_CONTROL = {c: "?" for c in range(32)} | {127: "?"}
 
 
 class JsonlSink:

@@ -56,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from alerts.sinks import ConsoleSink, JsonlSink, Sink
-    from monitor.replay import replay
+    from monitor.replay import AlertTally, BadTally, replay
 
     config = _config_or_exit(args.config)
     setup_logging(config.logging.level, config.logging.format)
@@ -65,18 +65,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"inferwatch: {'not a file' if path.exists() else 'no such file'}: {path}",
               file=sys.stderr)
         return 2
-    sinks: list[Sink] = []
+    tally = AlertTally()
+    sinks: list[Sink] = [tally]
     if not args.quiet:
         sinks.append(ConsoleSink())
     if args.alerts_out:
         out = Path(args.alerts_out)
-        if out.exists():
-            out.unlink()
+        try:  # created (emptied) now: it exists when the replay raises no alert too
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(b"")
+        except OSError as exc:
+            print(f"inferwatch: cannot write --alerts-out {out}: {exc.strerror}", file=sys.stderr)
+            return 2
         sinks.append(JsonlSink(out))
 
     def progress(seen: int, bad: int) -> None:
         print(f"replay: {seen:,} records read, {bad:,} bad", file=sys.stderr)
 
+    bad = BadTally(sys.stderr)
     references = None
     if args.stored_references:
         from monitor.reference import load_references
@@ -87,13 +93,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         references = load_references(store)
         store.close()
     try:
-        pipeline = replay(path, config, sinks, progress=progress, references=references)
+        pipeline = replay(path, config, sinks, progress=progress, on_bad=bad,
+                          references=references)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged or truncated gzip file
         print(f"inferwatch: cannot read {path} to its end: {exc}; the alerts above were "
               "raised by the records before the damage", file=sys.stderr)
         return 1
     firing = len(pipeline.alerts.firing)
-    print(f"replay done: {firing} alert(s) still firing at the end of {path}", file=sys.stderr)
+    print(f"replay done: {path}: {bad.summary()}; {tally.records:,} alert record(s), "
+          f"{firing} alert(s) still firing at the end", file=sys.stderr)
     return 0
 
 

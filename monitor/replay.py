@@ -9,12 +9,14 @@ from __future__ import annotations
 import gzip
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, TextIO
 
-from alerts.sinks import Sink
+from alerts.sinks import NO_CONTROL, Sink
 from monitor.config import Config
+from monitor.decode import BadRecord
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline, Record
 from monitor.reference import ReferenceSet
@@ -24,6 +26,49 @@ REPLAY_PARTITION = ("replay", 0)
 
 
 CHUNK_BYTES = 1 << 22
+
+
+class BadTally:
+    """The bad records of a replay, counted by reason; the first ``show`` are written
+    to ``stream`` with their line number (the detail quotes the record, its control
+    characters masked)."""
+
+    def __init__(self, stream: TextIO, show: int = 5) -> None:
+        self.stream = stream
+        self.show = show
+        self.reasons: Counter[str] = Counter()
+
+    def __call__(self, line: int, bad: BadRecord) -> None:
+        self.reasons[bad.reason] += 1
+        n = self.reasons.total()
+        if n <= self.show:
+            more = " (further bad records are only counted)" if n == self.show else ""
+            self.stream.write(f"replay: line {line}: {bad.reason}: "
+                              f"{bad.detail.translate(NO_CONTROL)}{more}\n")
+
+    def summary(self) -> str:
+        """``3 bad (not_json 2, missing_field 1)``, most frequent first."""
+        total = self.reasons.total()
+        if not total:
+            return "0 bad"
+        by_reason = ", ".join(f"{reason} {n:,}" for reason, n in self.reasons.most_common())
+        return f"{total:,} bad ({by_reason})"
+
+
+class AlertTally:
+    """A sink that only counts the alert records it is given."""
+
+    local: ClassVar[bool] = True
+    name = "count"
+
+    def __init__(self) -> None:
+        self.records = 0
+
+    def send(self, records: Sequence[str]) -> None:
+        self.records += len(records)
+
+    def delivered_prefix(self, records: Sequence[str]) -> int:
+        return 0
 
 
 def open_archive(path: Path) -> BinaryIO:
@@ -66,8 +111,11 @@ def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
 def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
            metrics: Metrics | None = None,
            progress: Callable[[int, int], None] | None = None,
+           on_bad: Callable[[int, BadRecord], None] | None = None,
            references: ReferenceSet | None = None) -> Pipeline:
     """Run the pipeline over ``path``; deliver alert records to ``sinks`` as they come.
+    ``progress(records, bad)`` is called every 2 s and at the end; ``on_bad(line,
+    bad)`` for each bad record, in file order (``line`` counts from 1);
     ``references``: stored drift references to use, as the daemon does."""
     pipeline = Pipeline(config, metrics)
     pipeline.summaries.enabled = False  # no store here: nothing would read window summaries
@@ -77,11 +125,15 @@ def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
     seen = 0
     bad = 0
     last_report = time.monotonic()
+    reported = -1  # the record count of the last progress report
     for batch in read_batches(path, config.kafka.max_poll_records):
         result = pipeline.process(REPLAY_PARTITION, batch)
         pipeline.advance()  # one stream, in order: nothing older can come
         seen += len(batch)
         bad += len(result.bad)
+        if on_bad is not None:
+            for record, why in result.bad:
+                on_bad(record.offset + 1, why)
         records = [entry.record for entry in pipeline.pending]
         pipeline.pending.clear()
         pipeline.alerts.changed.clear()
@@ -89,7 +141,7 @@ def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
             sink.send(records)
         if progress is not None and time.monotonic() - last_report >= 2.0:
             progress(seen, bad)
-            last_report = time.monotonic()
-    if progress is not None:
+            reported, last_report = seen, time.monotonic()
+    if progress is not None and reported != seen:
         progress(seen, bad)
     return pipeline
