@@ -9,10 +9,13 @@ A secret key ``X`` may instead be given as ``X_file``: a path whose content
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import re
 import socket
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -669,9 +672,44 @@ def _format_errors(error: ValidationError) -> list[str]:
         key = ".".join(str(p) for p in item["loc"])
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt, or not valid here)"
+            near = difflib.get_close_matches(str(item["loc"][-1]), _keys_at(item["loc"][:-1]),
+                                             n=1, cutoff=0.7)
+            msg = f"unknown key (did you mean {near[0]}?)" if near else (
+                "unknown key (misspelt, or not valid here)")
         problems.append(f"{key}: {msg}")
     return problems
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` (a validation error's location) takes, with
+    their ``_file`` forms for secrets; [] where the location is not a section."""
+    node: Any = Config
+    for part in loc:
+        model = _section_in(node)
+        if model is not None:
+            if not isinstance(part, str) or part not in model.model_fields:
+                return []
+            node = model.model_fields[part].annotation
+        else:  # a list's item or a mapping's value (``receivers.<name>``): their type
+            args = typing.get_args(node)
+            if not args:
+                return []
+            node = args[-1]
+    model = _section_in(node)
+    if model is None:
+        return []
+    return [*model.model_fields, *(f"{k}_file" for k in model.model_fields if k in SECRET_KEYS)]
+
+
+def _section_in(annotation: Any) -> type[BaseModel] | None:
+    """The model in ``annotation`` (itself, or the one of ``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return None
 
 
 def build_config(raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None) -> Config:

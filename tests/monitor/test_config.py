@@ -21,7 +21,28 @@ def test_every_problem_is_reported_with_its_dotted_key() -> None:
     assert any(p.startswith("kafka.bootstrap_servers:") and "host:port" in p for p in problems)
     assert any(p.startswith("kafka.topics:") for p in problems)
     assert any(p.startswith("detectors.flooding.max_events:") for p in problems)
-    assert "detectors.flooding.windw_s: unknown key (misspelt, or not valid here)" in problems
+    assert "detectors.flooding.windw_s: unknown key (did you mean window_s?)" in problems
+
+
+def test_an_unknown_key_names_the_key_it_is_close_to_at_any_depth() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({
+            "kafka": {"topic": ["x"]},
+            "store": {"url_flie": "/run/secrets/db"},
+            "detectors": {"neighbors": {}, "rules": [{"name": "r", "max_event": 5}]},
+            "alerts": {"receivers": {"sec": {"type": "slack", "chanel": "#sec"}}},
+            "colour": "blue",
+        }, env={"INFERWATCH_CHECKPOINT__INTERVALS": "5"})
+    assert sorted(err.value.problems) == [
+        "alerts.receivers.sec.chanel: unknown key (did you mean channel?)",
+        "alerts.receivers.sec.type: unknown key (misspelt, or not valid here)",
+        "checkpoint.intervals: unknown key (did you mean interval_s?)",
+        "colour: unknown key (misspelt, or not valid here)",
+        "detectors.neighbors: unknown key (did you mean neighbours?)",
+        "detectors.rules.0.max_event: unknown key (did you mean max_events?)",
+        "kafka.topic: unknown key (did you mean topics?)",
+        "store.url_flie: unknown key (did you mean url_file?)",
+    ]
 
 
 def test_the_kafka_client_is_one_of_two_and_librdkafka_limits_are_named() -> None:
