@@ -441,7 +441,10 @@ class Daemon:
 
 
 def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    """``Type: first line of the message`` (kafka-python's errors name their type
+    in the message already: not twice)."""
+    name, text = type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else ""
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 
 def _version() -> str:
