@@ -8,10 +8,11 @@ it with :func:`load_reference` (the weekly report compares windows with it).
 Sources:
 
 - a file of training or validation data: CSV, Parquet or JSONL
-  (``inferwatch reference build --model M FILE``); every column is a feature
-  except the prediction / confidence / label columns named on the command line;
+  (``inferwatch reference build --model M FILE``, ``monitor.reference_file``);
+  every column is a feature except the prediction / confidence / label columns
+  named on the command line;
 - a pinned production period: a JSONL archive of inference-log events (the
-  event contract) with ``--since``/``--until`` in event time;
+  event contract) with ``--since``/``--until`` in event time (the same module);
 - automatic: with nothing stored, the drift detector builds one from the first
   ``detectors.drift.reference_events`` events of a model version; the daemon
   logs it and stores it here at the next checkpoint.
@@ -21,9 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ from detectors.attack import ClientAttack
 from detectors.drift import DistributionDrift, ReferenceSet
 from detectors.keyed import Keyed
 from detectors.out_of_range import OutOfRangeShare
-from detectors.reference import CONFIDENCE, PREDICTION, Reference, build_reference
+from detectors.reference import Reference
 from monitor.store import Store, metadata
 
 log = logging.getLogger(__name__)
@@ -168,99 +168,3 @@ def save_new_references(store: Store, built: list[Reference]) -> None:
         log.info("stored the automatic drift reference of %s@%s (%d events)",
                  built[0].model, built[0].model_version, built[0].n)
         del built[0]
-
-
-# -- building from files ------------------------------------------------------------------
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    import pandas as pd  # imported here: only the command line needs it
-
-    suffix = "".join(path.suffixes[-2:]).lower()
-    if suffix.endswith(".csv") or suffix.endswith(".csv.gz"):
-        frame = pd.read_csv(path)
-    elif suffix.endswith(".parquet") or suffix.endswith(".pq"):
-        frame = pd.read_parquet(path)
-    elif suffix.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz")):
-        # not pandas: it would turn "2" into 2 and timestamps into datetimes
-        from monitor.replay import open_archive
-
-        rows = []
-        with open_archive(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except ValueError as exc:  # not JSON, or not UTF-8
-                        raise ValueError(
-                            f"{path}:{lineno}: not JSON ({getattr(exc, 'msg', exc)})") from None
-        return rows
-    else:
-        raise ValueError(f"{path}: unknown format (use .csv, .parquet or .jsonl, "
-                         ".jsonl.gz)")
-    frame = frame.astype(object).where(frame.notna(), None)
-    return frame.to_dict(orient="records")
-
-
-def _ts(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def reference_from_file(
-    path: str | Path,
-    *,
-    model: str,
-    model_version: str = "",
-    prediction_column: str | None = None,
-    confidence_column: str | None = None,
-    drop_columns: Sequence[str] = (),
-    since: float | None = None,
-    until: float | None = None,
-    **layout_options: Any,
-) -> Reference:
-    """A reference from a table of feature rows, or from archived events.
-
-    Rows that carry a ``features`` object are read as inference-log events (the
-    event contract): only ``model`` (and ``model_version`` when given) within
-    [``since``, ``until``) count, and their prediction and confidence go in too.
-    Other files are plain tables: one column per feature.
-    """
-    path = Path(path)
-    table = _read_table(path)
-    events = bool(table) and isinstance(table[0].get("features"), Mapping)
-    rows: list[dict[str, Any]] = []
-    start = end = None
-    for rec in table:
-        if events:
-            if rec.get("model") != model or (model_version and
-                                             rec.get("model_version") != model_version):
-                continue
-            ts = _ts(rec.get("ts"))
-            if ts is None or (since is not None and ts < since) or (
-                    until is not None and ts >= until):
-                continue
-            start = ts if start is None else min(start, ts)
-            end = ts if end is None else max(end, ts)
-            row = dict(rec.get("features") or {})
-            if rec.get("prediction") is not None:
-                row[PREDICTION] = rec["prediction"]
-            if rec.get("confidence") is not None:
-                row[CONFIDENCE] = rec["confidence"]
-        else:
-            row = {k: v for k, v in rec.items() if k not in drop_columns}
-            if prediction_column is not None:
-                row[PREDICTION] = row.pop(prediction_column, None)
-            if confidence_column is not None:
-                row[CONFIDENCE] = row.pop(confidence_column, None)
-        rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no rows for model {model!r}"
-                         + (f" version {model_version!r}" if model_version else ""))
-    source = (f"pinned:{path.name}:{since}..{until}" if events else f"file:{path.name}")
-    return build_reference(rows, model=model, model_version=model_version, source=source,
-                           start=start, end=end, **layout_options)

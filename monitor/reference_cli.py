@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import Config
+from monitor.reference_file import DEFAULT_MAX_ROWS
 
 
 def _time(text: str) -> float:
@@ -23,33 +24,50 @@ def add_reference_commands(sub: Any, config_or_exit: Callable[[str | None], Conf
     ref_sub = p.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
 
     def cmd_build(args: argparse.Namespace) -> int:
-        from monitor.reference import reference_from_file, save_reference
+        from monitor.reference import save_reference
+        from monitor.reference_file import reference_from_file
         from monitor.store import Store
 
         config = config_or_exit(args.config)
         drift = config.detectors.drift
+
+        def progress(rows: int) -> None:
+            sys.stderr.write(f"reference build: {rows:,} rows read from {args.file}\n")
+
         try:
-            ref = reference_from_file(
+            built = reference_from_file(
                 args.file, model=args.model, model_version=args.model_version or "",
                 prediction_column=args.prediction_column,
-                confidence_column=args.confidence_column, drop_columns=args.drop or (),
+                confidence_column=args.confidence_column, drop_columns=args.drop,
                 since=_time(args.since) if args.since else None,
-                until=_time(args.until) if args.until else None,
-                bins=drift.bins, top_k=drift.top_k, segment_by=drift.segment_by,
-                top_segments=drift.top_segments)
+                until=_time(args.until) if args.until else None, max_rows=args.max_rows,
+                progress=progress, bins=drift.bins, top_k=drift.top_k,
+                segment_by=drift.segment_by, top_segments=drift.top_segments)
         except (OSError, ValueError) as exc:
             sys.stderr.write(f"inferwatch: {exc}\n")
             return 2
+        ref = built.reference
         store = Store(config.store.url.get_secret_value())
         store.migrate()
         ref_id = save_reference(store, ref)
         lay = ref.layout
         segs = f", segments by {lay.segment_by}: {', '.join(lay.segments)}" if lay.segment_by else ""
+        drawn = (f" (a uniform sample of {built.rows_matching:,}: --max-rows)"
+                 if built.rows_matching > ref.n else "")
         sys.stdout.write(
             f"reference {ref_id}: {ref.model}@{ref.model_version or '*'} from {ref.source}, "
-            f"{ref.n:,} rows, {len(lay.numeric)} numeric and {len(lay.categorical)} "
+            f"{ref.n:,} rows{drawn}, {len(lay.numeric)} numeric and {len(lay.categorical)} "
             f"categorical columns{segs}\n")
         return 0
+
+    def columns(text: str) -> list[str]:
+        return [c.strip() for c in text.split(",") if c.strip()]
+
+    def positive(text: str) -> int:
+        n = int(text)
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+        return n
 
     q = ref_sub.add_parser(
         "build", help="build a model's drift reference from CSV, Parquet or JSONL",
@@ -61,9 +79,14 @@ def add_reference_commands(sub: Any, config_or_exit: Callable[[str | None], Conf
     q.add_argument("--model-version", help="default: every version of the model")
     q.add_argument("--prediction-column", help="table column holding the model's prediction")
     q.add_argument("--confidence-column", help="table column holding the confidence")
-    q.add_argument("--drop", nargs="*", help="table columns that are not features (ids, label)")
+    q.add_argument("--drop", type=columns, action="extend", default=[], metavar="COLUMNS",
+                   help="table columns that are not features, comma-separated (ids, label); "
+                        "may be repeated")
     q.add_argument("--since", help="events: start of the pinned period (RFC 3339 or Unix s)")
     q.add_argument("--until", help="events: end of the pinned period (exclusive)")
+    q.add_argument("--max-rows", type=positive, default=DEFAULT_MAX_ROWS,
+                   help="rows kept, a uniform sample of the file's when it has more "
+                        f"(default {DEFAULT_MAX_ROWS:,})")
     q.set_defaults(func=cmd_build)
 
     def cmd_list(args: argparse.Namespace) -> int:

@@ -21,10 +21,10 @@ from monitor.reference import (
     list_references,
     load_reference,
     load_references,
-    reference_from_file,
     save_new_references,
     save_reference,
 )
+from monitor.reference_file import reference_from_file
 from monitor.store import Store
 
 T0 = 1_767_225_600.0
@@ -94,7 +94,7 @@ def test_a_pinned_period_of_archived_events_becomes_the_reference(tmp_path: Path
     path = tmp_path / "archive.jsonl"
     path.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
     ref = reference_from_file(path, model="m", model_version="2", since=T0 + 10,
-                              until=T0 + 60)
+                              until=T0 + 60).reference
     assert ref.n == 1000 and ref.start == T0 + 10 and ref.source.startswith("pinned:")
     assert "@prediction" in ref.layout.categorical
     with pytest.raises(ValueError, match="no rows"):
@@ -102,7 +102,7 @@ def test_a_pinned_period_of_archived_events_becomes_the_reference(tmp_path: Path
     packed = tmp_path / "archive.jsonl.gz"  # archives are often compressed
     packed.write_bytes(gzip.compress(path.read_bytes()))
     again = reference_from_file(packed, model="m", model_version="2", since=T0 + 10,
-                                until=T0 + 60)
+                                until=T0 + 60).reference
     assert again.n == ref.n and again.counts == ref.counts
     broken = tmp_path / "broken.jsonl"
     broken.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:2]) + b"{oops\n")
