@@ -57,12 +57,16 @@ def table_rows(path: Path) -> Iterator[dict[str, Any]]:
 
         with open_archive(path) as fh:
             for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError as exc:  # not JSON, or not UTF-8
-                        raise ValueError(
-                            f"{path}:{lineno}: not JSON ({getattr(exc, 'msg', exc)})") from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:  # not JSON, or not UTF-8
+                    raise ValueError(
+                        f"{path}:{lineno}: not JSON ({getattr(exc, 'msg', exc)})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{lineno}: not a JSON object")
+                yield row
     else:
         raise ValueError(f"{path}: unknown format ({_FORMATS})")
 

@@ -105,3 +105,10 @@ def test_max_rows_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture
         main(["reference", "build", "--model", "m", "--max-rows", "0", str(tmp_path / "x.csv")])
     assert exit_.value.code == 2
     assert "--max-rows: must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_a_jsonl_line_that_is_not_an_object_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1.0}\n\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"rows\.jsonl:3: not a JSON object"):
+        reference_from_file(path, model="m")
