@@ -221,7 +221,9 @@ class Daemon:
                         self.source.dead_letter(pid, rec, bad.reason, bad.detail)
                         if self.config.kafka.dead_letter_topic:
                             self.metrics.dead_lettered.inc()
-        self.pipeline.advance(self._active_partitions(now))
+        active = self._active_partitions(now)
+        self.metrics.watermark_partitions.set(len(active))
+        self.pipeline.advance(active)
         self._journal(now)
         # deliver first: an alert raised in this batch does not wait for the checkpoint
         if self.store_ok:  # while the store is away, the outbox waits in it

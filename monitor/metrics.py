@@ -81,3 +81,8 @@ class Metrics:
             "inferwatch_watermark_seconds", "Event time up to which model-wide windows are closed.",
             registry=r,
         )
+        self.watermark_partitions = Gauge(
+            "inferwatch_watermark_partitions",
+            "Partitions the watermark waits for (unread records, or an end unsure after an "
+            "outage or a pause); 0 once every partition is caught up.", registry=r,
+        )
