@@ -3,11 +3,27 @@ explainers, load tests) that security on-call has decided never to hear about.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from detectors.base import Detector, Finding
 from detectors.event import Event
 from detectors.keyed import Keyed, KeyKind
+
+
+@functools.lru_cache(maxsize=256)
+def split_names(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Name patterns as (exact names, prefixes): an entry ending in ``*`` is a prefix."""
+    return (frozenset(e for e in entries if not e.endswith("*")),
+            tuple(e[:-1] for e in entries if e.endswith("*")))
+
+
+def named(value: str | None, entries: tuple[str, ...]) -> bool:
+    """Whether ``value`` is one of ``entries`` (exact names or ``prefix*``)."""
+    if value is None:
+        return False
+    exact, prefixes = split_names(entries)
+    return value in exact or (bool(prefixes) and value.startswith(prefixes))
 
 
 class AllowListed(Keyed):
@@ -37,9 +53,7 @@ class AllowListed(Keyed):
     ) -> None:
         super().__init__(prototype, key=key, idle_s=idle_s, max_keys=max_keys,
                          renotify_s=renotify_s, pack_after_s=pack_after_s)
-        entries = list(allow)
-        self.allow_exact = frozenset(e for e in entries if not e.endswith("*"))
-        self.allow_prefixes = tuple(e[:-1] for e in entries if e.endswith("*"))
+        self.allow_exact, self.allow_prefixes = split_names(tuple(allow))
 
     def take_settings(self, other: Keyed) -> None:
         super().take_settings(other)

@@ -3,7 +3,9 @@ distinct inputs) per client in a window" with a stable name, a kind, a severity
 and MITRE ATLAS tags, all from configuration. The catch-all for what no query
 pattern gives away: natural-data model extraction (Knockoff Nets, Copycat CNN,
 AML.T0024.002) and membership-inference sweeps (AML.T0024.000) look like ordinary
-traffic one query at a time and differ only in volume.
+traffic one query at a time and differ only in volume. A rule can be scoped to some
+models and some clients (exact names or ``prefix*``): a budget per model, or a
+stricter one for anonymous keys.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from array import array
 from typing import Any
 
 from detectors import ring
-from detectors.base import Detector, SlotState, subject_name
+from detectors.allow import named
+from detectors.base import Detector, SlotState, _slot_names, subject_name
 from detectors.event import Event
 from detectors.queries import query_input
 
@@ -23,7 +26,8 @@ class CountRule(SlotState, Detector):
     With ``distinct``, a query whose input equals one of the client's previous 8
     inputs (a retry) is not counted. The window is ``buckets`` sub-windows of
     counts, so the state is a few dozen bytes whatever the volume. Clears when the
-    count falls to half the limit.
+    count falls to half the limit. With ``models`` or ``clients`` (exact names or
+    ``prefix*``), only the events of those models and clients count.
 
     >>> r = CountRule(rule="extraction.query_volume", window_s=3600, max_events=3)
     >>> for i in range(6):  # 3 inputs, each sent twice: 3 distinct
@@ -34,12 +38,18 @@ class CountRule(SlotState, Detector):
     >>> r.update(Event(ts=7, model="m", model_version="1", client_id="c", features={"x": 9.0}))
     >>> r.detected, r.name, r.kind
     (True, 'extraction.query_volume', 'extraction')
+    >>> anon = CountRule(rule="anon.volume", max_events=1, distinct=False, clients=("anon-*",))
+    >>> for c in ("key-1", "key-1", "anon-7", "anon-7"):
+    ...     anon.update(Event(ts=1, model="m", model_version="1", client_id=c))
+    >>> anon.evidence()["count_in_window"]
+    2
     """
 
     counters = ("_ring", "_recent")
     __slots__ = ("_detected", "_head", "_peak", "_recent", "_request_ids", "_ring", "_seen",
-                 "_width", "atlas", "buckets", "distinct", "kind", "max_events", "rule",
-                 "severity", "window_s")
+                 "_width", "atlas", "buckets", "clients", "distinct", "kind", "max_events",
+                 "models", "rule", "severity", "window_s")
+    SCOPE = ("clients", "models")  # slots added after the first stored releases (__setstate__)
 
     def __init__(
         self,
@@ -52,8 +62,12 @@ class CountRule(SlotState, Detector):
         max_events: int = 1000,
         buckets: int = 24,
         distinct: bool = True,
+        models: tuple[str, ...] = (),
+        clients: tuple[str, ...] = (),
     ) -> None:
         self.rule = rule
+        self.models = tuple(models)
+        self.clients = tuple(clients)
         self.kind = kind  # type: ignore[misc]
         self.severity = severity
         self.atlas = tuple(atlas)  # type: ignore[misc]
@@ -70,9 +84,22 @@ class CountRule(SlotState, Detector):
         self._peak = 0
         self._request_ids: tuple[str, ...] = ()
 
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        names = _slot_names(type(self))
+        if len(state) == len(names) - len(self.SCOPE):
+            # a rule stored before it could be scoped: every model, every client
+            values = iter(state)
+            state = tuple(() if n in self.SCOPE else next(values) for n in names)
+        super().__setstate__(state)
+
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.rule
+
+    def in_scope(self, event: Event) -> bool:
+        """Whether the rule counts this event (its model and client in scope)."""
+        return (not self.models or named(event.model, self.models)) and (
+            not self.clients or named(event.client_id, self.clients))
 
     def _is_repeat(self, event: Event) -> bool:
         if self._recent is None:
@@ -88,6 +115,8 @@ class CountRule(SlotState, Detector):
         return False
 
     def update(self, event: Event) -> None:
+        if (self.models or self.clients) and not self.in_scope(event):
+            return
         idx = ring.sub_window(event.ts, self._width)
         if idx > self._head:  # a new sub-window (or the first event)
             self._head = ring.advance(self._ring, self._head, idx, self.buckets)
@@ -119,8 +148,10 @@ class CountRule(SlotState, Detector):
         return self._detected
 
     def evidence(self) -> dict[str, Any]:
+        scope = {k: list(v) for k, v in (("models", self.models), ("clients", self.clients)) if v}
         return {
             "rule": self.rule,
+            **({"scope": scope} if scope else {}),
             "count_in_window": sum(self._ring),
             "peak_count_in_window": self._peak,
             "threshold": self.max_events,

@@ -345,6 +345,16 @@ class CountRuleConfig(_Section):
     window_s: float = Field(86_400.0, gt=0)
     max_events: int = Field(1000, ge=1)
     distinct: bool = True
+    # only these models' and clients' events count (exact names or "prefix*"; [] = all)
+    models: list[str] = Field(default_factory=list)
+    clients: list[str] = Field(default_factory=list)
+
+    @field_validator("models", "clients")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        if any(not name or name == "*" for name in v):
+            raise ValueError("names must be non-empty; leave the list empty for all")
+        return v
 
 
 class ConfidenceConfig(_Section):

@@ -57,7 +57,8 @@ def client_detectors(config: Config, references: ReferenceSet | None = None) -> 
         protos.append(QueryCoverage(window_s=c.window_s, min_queries=c.min_queries,
                                     min_distinct=c.min_distinct, min_classes=c.min_classes))
     protos.extend(CountRule(rule=r.name, kind=r.kind, severity=r.severity, atlas=tuple(r.atlas),
-                            window_s=r.window_s, max_events=r.max_events, distinct=r.distinct)
+                            window_s=r.window_s, max_events=r.max_events, distinct=r.distinct,
+                            models=tuple(r.models), clients=tuple(r.clients))
                   for r in d.rules)
     if not protos:
         return []
