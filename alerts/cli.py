@@ -98,15 +98,39 @@ def cmd_silences(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
+def _one_alert(store: Any, ref: str) -> dict | None:
+    """The one stored alert whose fingerprint or id starts with ``ref``; None (and
+    why, on stderr) when none or several do."""
+    found = db.find_alerts(store.engine, ref)
+    if len(found) == 1:
+        return found[0]
+    what = "no stored alert" if not found else f"{len(found)} alerts"
+    print(f"inferwatch: {what} match {ref!r} (give more of the fingerprint or id)",
+          file=sys.stderr)
+    return None
+
+
+def cmd_show(args: argparse.Namespace, config: Any) -> int:
+    """The whole stored record (evidence, sample request ids, the detector's
+    settings) as JSON; whether it is acknowledged or silenced on stderr."""
+    import json
+
+    store = _store(config)
+    rec = _one_alert(store, args.alert)
+    if rec is None:
+        return 1
+    print(json.dumps(rec, indent=2, sort_keys=True))
+    mark = marks(store)(rec).strip()
+    if mark:
+        print(mark, file=sys.stderr)
+    return 0
+
+
 def cmd_ack(args: argparse.Namespace, config: Any) -> int:
     store = _store(config)
-    found = db.find_alerts(store.engine, args.alert)
-    if len(found) != 1:
-        what = "no stored alert" if not found else f"{len(found)} alerts"
-        print(f"inferwatch: {what} match {args.alert!r} (give more of the fingerprint or id)",
-              file=sys.stderr)
+    rec = _one_alert(store, args.alert)
+    if rec is None:
         return 1
-    rec = found[0]
     db.add_ack(store.engine, rec, acked_by=args.by or _who(), comment=args.why, now=time.time())
     print(f"acknowledged {rec['fingerprint']} ({rec['kind']} on {rec['model']}): no more "
           "reminders for this episode")
@@ -138,10 +162,16 @@ def _records(store: Any, status: str | None) -> list[dict]:
 
 
 def add_commands(sub: Any, config_or_exit: Callable[[str | None], Any]) -> None:
-    """Register ``ack``, ``silence``, ``unsilence`` and ``silences`` under ``alerts``."""
+    """Register ``show``, ``ack``, ``silence``, ``unsilence`` and ``silences`` under
+    ``alerts``."""
 
     def wrap(fn: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
         return lambda args: fn(args, config_or_exit(args.config))
+
+    p = sub.add_parser("show", help="one alert's whole record: evidence, sample request ids")
+    p.add_argument("alert", help="fingerprint or alert id (a unique prefix is enough)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=wrap(cmd_show))
 
     p = sub.add_parser("ack", help="acknowledge an alert: no more reminders, a note in Slack")
     p.add_argument("alert", help="fingerprint or alert id (a unique prefix is enough)")

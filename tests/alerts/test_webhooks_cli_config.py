@@ -111,6 +111,14 @@ def test_cli_silence_unsilence_and_ack(tmp_path: Path, sqlite_url: str, slack: F
     run(n, clock, 31)
     assert slack.posts() == []  # silenced
 
+    # the whole record, evidence included, and that it is silenced
+    assert main(["alerts", "show", rec["fingerprint"][:6], "--config", cfg]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out) == rec and rec["evidence"]
+    assert shown.err.strip() == f"[silenced {sid}]"
+    assert main(["alerts", "show", "no-such-alert", "--config", cfg]) == 1
+    assert "no stored alert match 'no-such-alert'" in capsys.readouterr().err
+
     assert main(["alerts", "unsilence", sid[:5], "--config", cfg]) == 0
     assert main(["alerts", "ack", rec["fingerprint"][:8], "--config", cfg, "--by", "bob",
                  "--why", "key revoked"]) == 0
