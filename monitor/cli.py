@@ -51,7 +51,18 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     if args.show:
         print(msgspec.json.encode(config.redacted()).decode())
-    return 0
+    if not args.connect:
+        return 0
+    from monitor.preflight import preflight
+
+    logging.disable(logging.ERROR)  # the clients' own retries would bury the answers
+    try:
+        checks = preflight(config)
+    finally:
+        logging.disable(logging.NOTSET)
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -143,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config and say what is wrong")
     p.add_argument("--config", required=True)
     p.add_argument("--show", action="store_true", help="print the effective config (redacted)")
+    p.add_argument("--connect", action="store_true",
+                   help="also reach Kafka (topics, partitions), the store and the Slack "
+                        "receivers; exit 1 if one fails")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("replay", help="run the detectors over archived events (JSONL)")

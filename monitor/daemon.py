@@ -25,6 +25,7 @@ from detectors.neighbours import compile_walk
 from monitor.checkpoint import Checkpointer
 from monitor.config import Config
 from monitor.http import HealthServer
+from monitor.logs import short_error
 from monitor.metrics import Metrics
 from monitor.pipeline import Pipeline
 from monitor.scheduler import JobService
@@ -141,7 +142,7 @@ class Daemon:
                 if store:
                     self.store_ok = False
                 self.last_loop = time.monotonic()
-                log.warning("%s (%s); retrying in %.1fs", failing, _short(exc), delay)
+                log.warning("%s (%s); retrying in %.1fs", failing, short_error(exc), delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, max_delay_s)
         return None
@@ -231,7 +232,7 @@ class Daemon:
                 self.dispatcher.deliver()
             except Exception as exc:  # the next checkpoint retries the store
                 self.store_ok = False
-                log.warning("alert delivery paused: store unreachable (%s)", _short(exc))
+                log.warning("alert delivery paused: store unreachable (%s)", short_error(exc))
         cp = self.config.checkpoint
         due = (now - self.last_checkpoint >= cp.interval_s
                or self.pipeline.events_since_checkpoint >= cp.max_events)
@@ -273,7 +274,7 @@ class Daemon:
         except Exception as exc:
             self.store_ok = False
             log.warning("alert records wait for the store (%s); the next checkpoint retries",
-                        _short(exc))
+                        short_error(exc))
             return
         self.pending_since = None
 
@@ -330,7 +331,7 @@ class Daemon:
         try:
             waiting = self.source.flush_dead_letters(DEAD_LETTER_WAIT_S)
         except Exception as exc:
-            return self._checkpoint_failed(f"dead-letter records: {_short(exc)}")
+            return self._checkpoint_failed(f"dead-letter records: {short_error(exc)}")
         self.dead_letters_waiting = waiting
         if waiting:
             return self._checkpoint_failed(
@@ -339,7 +340,7 @@ class Daemon:
             offsets = self.checkpointer.save()
         except Exception as exc:
             self.store_ok = False
-            return self._checkpoint_failed(_short(exc))
+            return self._checkpoint_failed(short_error(exc))
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
         if not self.store_ok or self._checkpoint_backoff:
             log.info("checkpoint succeeded; resuming consumption")
@@ -351,7 +352,7 @@ class Daemon:
             try:
                 self.source.commit(offsets, blocking=blocking_commit)
             except Exception as exc:
-                log.warning("offset commit to Kafka failed (%s); the store has them", _short(exc))
+                log.warning("offset commit to Kafka failed (%s); the store has them", short_error(exc))
         else:
             log.debug("offset commit skipped: the group coordinator is unreachable")
         self.metrics.tracked_clients.set(self.pipeline.tracked_clients())
@@ -440,13 +441,6 @@ class Daemon:
 
     def _delivery_result(self, sink: str, result: str, n: int) -> None:
         self.metrics.notifications.labels(sink, result).inc(n)
-
-
-def _short(exc: BaseException) -> str:
-    """``Type: first line of the message`` (kafka-python's errors name their type
-    in the message already: not twice)."""
-    name, text = type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else ""
-    return text if text.startswith(f"{name}:") else f"{name}: {text}"
 
 
 def _version() -> str:

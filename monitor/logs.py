@@ -56,6 +56,13 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+def short_error(exc: BaseException) -> str:
+    """``Type: first line of the message`` (kafka-python's errors name their type
+    in the message already: not twice)."""
+    name, text = type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else ""
+    return text if text.startswith(f"{name}:") else f"{name}: {text}"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {

@@ -1,0 +1,71 @@
+"""``inferwatch check-config --connect`` against real parts: the test broker through
+each Kafka client, this machine's PostgreSQL, and a local Slack Web API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.broker import EmbeddedBroker, free_port
+from monitor.cli import main
+from tests.alerts.fake_slack import Failure, FakeSlack
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack()
+    yield fake
+    fake.close()
+
+
+def _config(tmp_path: Path, **sections: object) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return str(path)
+
+
+def test_every_part_reached_says_what_it_found(
+        tmp_path: Path, broker: EmbeddedBroker, pg_url: str, slack: FakeSlack,
+        kafka_client: str, capsys: pytest.CaptureFixture[str]) -> None:
+    topic = f"preflight-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, 3)
+    cfg = _config(tmp_path, kafka={"bootstrap_servers": [broker.bootstrap], "topics": [topic],
+                                   "client": kafka_client},
+                  store={"url": pg_url},
+                  alerts={"slack": {"token": "xoxb-preflight-secret", "base_url": slack.base_url}})
+    assert main(["check-config", "--config", cfg, "--connect"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (f"kafka: OK — {broker.bootstrap} (PLAINTEXT, {kafka_client}): "
+                      f"{topic} 3 partitions")
+    assert out[2].startswith("store: OK — postgresql") and "answered in" in out[2]
+    assert sorted(out[3:]) == [f"receiver {name}: OK — authenticated as inferwatch in Test, "
+                               f"posting to {channel}"
+                               for name, channel in (("ml", "ml-alerts"),
+                                                     ("security", "security-oncall"))]
+    assert [r.method for r in slack.requests] == ["auth.test", "auth.test"]  # nothing posted
+    assert "xoxb-preflight-secret" not in "\n".join(out)
+
+
+def test_a_missing_topic_an_unreachable_store_and_a_bad_token_fail_by_name(
+        tmp_path: Path, broker: EmbeddedBroker, slack: FakeSlack, kafka_client: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    topic, missing = f"preflight-{uuid.uuid4().hex[:8]}", f"missing-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, 2)
+    slack.method_failures["auth.test"] = [Failure(200, "invalid_auth")] * 2
+    cfg = _config(tmp_path, kafka={"bootstrap_servers": [broker.bootstrap],
+                                   "topics": [topic, missing], "client": kafka_client},
+                  store={"url": f"postgresql://inferwatch:db-secret@127.0.0.1:{free_port()}/x"},
+                  alerts={"slack": {"token": "xoxb-bad", "base_url": slack.base_url}})
+    assert main(["check-config", "--config", cfg, "--connect"]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1] == (f"kafka: FAILED — {broker.bootstrap} (PLAINTEXT, {kafka_client}): "
+                        f"no topic {missing} (inferwatch creates none); found {topic} "
+                        "2 partitions")
+    assert lines[2].startswith("store: FAILED — OperationalError") and "refused" in lines[2]
+    assert all("invalid_auth" in line and "FAILED" in line for line in lines[3:]), out
+    assert "db-secret" not in out and "xoxb-bad" not in out
