@@ -62,7 +62,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         logging.disable(logging.NOTSET)
     for check in checks:
         print(check.line())
-    return 0 if all(c.ok for c in checks) else 1
+    return 1 if any(c.ok is False for c in checks) else 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -20,11 +20,12 @@ KAFKA_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Check:
     name: str
-    ok: bool
+    ok: bool | None  # None: not checked
     detail: str
 
     def line(self) -> str:
-        return f"{self.name}: {'OK' if self.ok else 'FAILED'} — {self.detail}"
+        verdict = "NOT CHECKED" if self.ok is None else "OK" if self.ok else "FAILED"
+        return f"{self.name}: {verdict} — {self.detail}"
 
 
 def preflight(config: Config) -> list[Check]:
@@ -38,7 +39,7 @@ def preflight(config: Config) -> list[Check]:
         check = getattr(receiver, "check", None)
         label = f"receiver {name}"
         if check is None:
-            checks.append(Check(label, True, "a webhook: not called (no request to it is "
+            checks.append(Check(label, None, "a webhook: not called (no request to it is "
                                              "harmless)"))
             continue
         checks.append(_guarded(label, functools.partial(_slack, receiver, check)))

@@ -50,6 +50,23 @@ def test_every_part_reached_says_what_it_found(
     assert "xoxb-preflight-secret" not in "\n".join(out)
 
 
+def test_a_webhook_receiver_is_not_called_and_says_so(
+        tmp_path: Path, broker: EmbeddedBroker, slack: FakeSlack,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    topic = f"preflight-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, 1)
+    cfg = _config(tmp_path, kafka={"bootstrap_servers": [broker.bootstrap], "topics": [topic]},
+                  store={"url": f"sqlite:///{tmp_path / 's.db'}"},
+                  alerts={"receivers": {"oncall": {"webhook_url": slack.webhook_url}},
+                          "route": {"receiver": "oncall"}})
+    assert main(["check-config", "--config", cfg, "--connect"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith(f"{topic} 1 partition")
+    assert lines[3:] == ["receiver oncall: NOT CHECKED — a webhook: not called (no request "
+                         "to it is harmless)"]
+    assert slack.requests == []
+
+
 def test_a_missing_topic_an_unreachable_store_and_a_bad_token_fail_by_name(
         tmp_path: Path, broker: EmbeddedBroker, slack: FakeSlack, kafka_client: str,
         capsys: pytest.CaptureFixture[str]) -> None:
