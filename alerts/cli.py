@@ -16,6 +16,7 @@ from typing import Any
 
 from alerts import db
 from alerts.matchers import Matcher
+from alerts.sinks import NO_CONTROL
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -34,7 +35,8 @@ def parse_duration(text: str) -> float:
     return float(sum(float(n) * _UNIT[u] for n, u in parts))
 
 
-def _matcher(text: str) -> str:
+def label_matcher(text: str) -> str:
+    """An argparse type: a label matcher as text, refused with the parser's reason."""
     try:
         Matcher.parse(text)
     except ValueError as exc:
@@ -133,7 +135,7 @@ def cmd_ack(args: argparse.Namespace, config: Any) -> int:
         return 1
     db.add_ack(store.engine, rec, acked_by=args.by or _who(), comment=args.why, now=time.time())
     print(f"acknowledged {rec['fingerprint']} ({rec['kind']} on {rec['model']}): no more "
-          "reminders for this episode")
+          "reminders for this episode".translate(NO_CONTROL))
     return 0
 
 
@@ -181,7 +183,7 @@ def add_commands(sub: Any, config_or_exit: Callable[[str | None], Any]) -> None:
     p.set_defaults(func=wrap(cmd_ack))
 
     p = sub.add_parser("silence", help="mute notifications of matching alerts for a while")
-    p.add_argument("-m", "--match", action="append", required=True, type=_matcher,
+    p.add_argument("-m", "--match", action="append", required=True, type=label_matcher,
                    help="label matcher: name=value, name!=value, name=~regex, name!~regex "
                         "(labels: kind, severity, model, model_version, detector, fingerprint, "
                         "client_id, …); repeat to AND them")

@@ -116,20 +116,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+LIST_SCAN = 100_000  # stored alerts ``alerts list --match`` looks through, newest first
+
+
 def cmd_alerts_list(args: argparse.Namespace) -> int:
+    from alerts.cli import marks
+    from alerts.matchers import labels_of, match_all, parse_all
+    from alerts.sinks import NO_CONTROL
     from monitor.store import Store
 
     config = _config_or_exit(args.config)
     store = Store(config.store.url.get_secret_value())
     store.migrate()
-    from alerts.cli import marks
-
     mark = marks(store)
-    for record in store.list_alerts(args.status, args.limit):
+    matchers = parse_all(args.match or ())
+    shown = 0
+    # with matchers, the newest matching ones (among the newest LIST_SCAN stored)
+    for record in store.list_alerts(args.status, LIST_SCAN if matchers else args.limit):
         rec = msgspec.json.decode(record)
+        if matchers and not match_all(matchers, labels_of(rec)):
+            continue
         subject = " ".join(f"{k}={v}" for k, v in sorted(rec["subject"].items()))
-        print(f"{rec['fingerprint']}  {rec['status']:8} {rec['severity']:8} {rec['kind']:10} "
-              f"{rec['model']} {subject}  {rec['summary']}{mark(rec)}")
+        line = (f"{rec['fingerprint']}  {rec['status']:8} {rec['severity']:8} {rec['kind']:10} "
+                f"{rec['model']} {subject}  {rec['summary']}{mark(rec)}")
+        print(line.translate(NO_CONTROL))  # client ids must not drive the terminal
+        shown += 1
+        if shown >= args.limit:
+            break
     return 0
 
 
@@ -174,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--config", required=True)
     q.add_argument("--status", choices=["firing", "resolved"])
     q.add_argument("--limit", type=int, default=50)
+    from alerts.cli import label_matcher
+
+    q.add_argument("-m", "--match", action="append", type=label_matcher,
+                   help="label matcher as for silences (client_id=key-17, kind=~flooding|"
+                        "extraction, model!=x); repeat to AND them")
     q.set_defaults(func=cmd_alerts_list)
     from alerts.cli import add_commands as add_alert_commands
 

@@ -131,6 +131,35 @@ def test_cli_silence_unsilence_and_ack(tmp_path: Path, sqlite_url: str, slack: F
     assert "Acknowledged by bob: key revoked" in json.dumps(post.body)
 
 
+def test_cli_lists_alerts_by_label_and_masks_control_characters(
+        tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(_write_config(tmp_path, sqlite_url))
+    alerts, store = Alerts(), Store(sqlite_url)
+    store.migrate()
+    for client, kind in (("key-1", "flooding"), ("key-2", "extraction"),
+                         ("evil\x1b[2J\x07", "flooding")):  # a client id chosen by a client
+        raw = alerts.fire(client, kind=kind)
+        rec = json.loads(raw)
+        alert = alerts.manager.firing[rec["fingerprint"]]
+        store.save_checkpoint("a", {}, [OutboxEntry(delivery_key("g", rec), rec["fingerprint"],
+                                                    raw)],
+                              [StoredAlert(alert.fingerprint, "firing", raw, b"")],
+                              {alert.fingerprint: _meta(alert)})
+    assert main(["alerts", "list", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 3
+    assert "\x1b" not in out and "\x07" not in out and "client_id=evil?[2J?" in out
+    assert main(["alerts", "list", "--config", cfg, "-m", "kind=flooding",
+                 "-m", "client_id!=key-1"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "client_id=evil" in line
+    assert main(["alerts", "list", "--config", cfg, "-m", "client_id=~key-.*",
+                 "--limit", "1"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["alerts", "list", "--config", cfg, "-m", "client_id"])
+
+
 def test_cli_refuses_bad_matchers_and_durations(tmp_path: Path, sqlite_url: str) -> None:
     cfg = str(_write_config(tmp_path, sqlite_url))
     for argv in (["-m", "client_id"], ["-m", "a=b", "-d", "soon"], ["-m", "x=~("]):
