@@ -33,6 +33,7 @@ class OutboxStore(Protocol):
     def outbox_after(self, sink: str, producer: str | None = None,
                      limit: int = 500) -> Sequence[_Row]: ...
     def advance_cursor(self, sink: str, seq: int) -> None: ...
+    def outbox_depth(self, sink: str, producer: str | None = None) -> int: ...
 
 
 class Dispatcher:
@@ -51,6 +52,9 @@ class Dispatcher:
         self._retry_at: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._checked_prefix: set[str] = set()
+        # per sink: records stored and not delivered to it, as of its last attempt (0 once
+        # it has caught up; counted again at each failed attempt)
+        self.depth: dict[str, int] = {}
 
     def _cursor_name(self, sink: Sink) -> str:
         return f"{sink.name}@{self.producer}" if sink.local else sink.name
@@ -83,6 +87,7 @@ class Dispatcher:
         while True:
             rows = self.store.outbox_after(cursor, self.producer if sink.local else None)
             if not rows:
+                self.depth[sink.name] = 0
                 return total
             records = [r.record for r in rows]
             # _checked_prefix: the cursors known to match what their sink holds. A sink
@@ -103,6 +108,8 @@ class Dispatcher:
                 sink.send(records)
             except DeliveryError as exc:
                 self._failed(sink, exc, now)
+                self.depth[sink.name] = self.store.outbox_depth(
+                    cursor, self.producer if sink.local else None)
                 return total
             self.store.advance_cursor(cursor, rows[-1].seq)
             self._checked_prefix.add(cursor)

@@ -92,8 +92,8 @@ class JsonlSink:
     def send(self, records: Sequence[str]) -> None:
         if not records:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write("".join(r + "\n" for r in records))
                 fh.flush()

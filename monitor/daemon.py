@@ -230,6 +230,8 @@ class Daemon:
         if self.store_ok:  # while the store is away, the outbox waits in it
             try:
                 self.dispatcher.deliver()
+                for sink, depth in self.dispatcher.depth.items():
+                    self.metrics.outbox_depth.labels(sink).set(depth)
             except Exception as exc:  # the next checkpoint retries the store
                 self.store_ok = False
                 log.warning("alert delivery paused: store unreachable (%s)", short_error(exc))

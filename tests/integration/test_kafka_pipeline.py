@@ -80,6 +80,9 @@ def test_malformed_records_are_counted_and_skipped_and_alerts_match_replay(
     ok = sum(metrics.get_sample_value("inferwatch_events_total", {"model": m, "result": "ok"})
              or 0 for m in ALLOWED_MODELS)
     assert ok == len(good)
+    # every alert record delivered to the file: nothing left for the chart's alert rule
+    assert metrics.get_sample_value("inferwatch_outbox_depth",
+                                    {"sink": f"jsonl:{jsonl.resolve()}"}) == 0
 
     kafka_alerts = read_alerts(jsonl)
     kinds = {(r["kind"], r["subject"].get("client_id")) for r in kafka_alerts}

@@ -244,6 +244,33 @@ def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice
     store.close()
 
 
+def test_a_sink_that_cannot_write_shows_its_undelivered_records_then_catches_up(
+    tmp_path: Path,
+) -> None:
+    """``Dispatcher.depth`` (the daemon's ``inferwatch_outbox_depth{sink}``, which the
+    Helm chart alerts on): the records a failing sink has not taken, 0 once it has."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    p = Pipeline(CONFIG)
+    p.process(("logs", 0), stream_records())
+    Checkpointer(store, p, group="g", producer="a").save()
+    rows = store.outbox_after("x", limit=10_000)
+    assert len(rows) >= 3
+    blocker = tmp_path / "alerts"
+    blocker.write_text("a file where the sink's directory should be")
+    sink = JsonlSink(blocker / "alerts.jsonl")
+    now = [0.0]
+    dispatcher = Dispatcher(store, [sink], "a", clock=lambda: now[0])
+    assert dispatcher.deliver() == 0  # a retryable failure, not an exception
+    assert dispatcher.depth == {sink.name: len(rows)}
+    blocker.unlink()
+    now[0] += 1.0  # past the first backoff
+    assert dispatcher.deliver() == len(rows)
+    assert dispatcher.depth == {sink.name: 0}
+    assert (blocker / "alerts.jsonl").read_text().splitlines() == [r.record for r in rows]
+    store.close()
+
+
 def test_jsonl_records_written_just_before_the_database_went_away_are_not_written_again(
     tmp_path: Path, pg_url: str
 ) -> None:
