@@ -160,13 +160,25 @@ def _progress(sent: int, total: int, event_s: float, daemon: object) -> None:
 
 
 def _drain(daemon: object, total: int, timeout_s: float = 60.0) -> None:
+    """Wait for the daemon to consume every event, close the windows they fall in and
+    deliver the alerts: on a busy machine that takes seconds after the last read."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if daemon.pipeline.records_seen >= total:  # type: ignore[attr-defined]
-            time.sleep(2.5)  # the next steps deliver the last alerts
+        if daemon.pipeline.records_seen >= total and _settled(daemon):  # type: ignore[attr-defined]
+            time.sleep(0.5)  # the notifier's own queue, if one is configured
             return
         time.sleep(0.5)
-    _say("warning: the daemon did not consume every event within a minute")
+    _say("warning: the daemon did not consume every event and deliver its alerts "
+         f"within {timeout_s:g} s")
+
+
+def _settled(daemon: object) -> bool:
+    """The watermark has passed every event read, and every sink has every record."""
+    pipeline = daemon.pipeline  # type: ignore[attr-defined]
+    newest = max((s.max_ts for s in pipeline.partitions.values()), default=float("-inf"))
+    depth = daemon.dispatcher.depth  # type: ignore[attr-defined]
+    return (pipeline.models.watermark >= newest and not pipeline.pending
+            and bool(depth) and not any(depth.values()))
 
 
 def _summary(workdir: Path, s: Scenario) -> int:
