@@ -20,7 +20,7 @@ from monitor import store as store_module
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
-from monitor.store import POSTGRES_CONNECT_ARGS, Store
+from monitor.store import POSTGRES_CONNECT_ARGS, OutboxRow, Store
 from tests.integration.proxy import TcpProxy
 from tests.monitor.streams import SCENARIO, stream_records
 
@@ -225,15 +225,20 @@ def test_a_failed_checkpoint_keeps_the_pending_alerts(tmp_path: Path) -> None:
     assert p.pending == [] and len(store.outbox_after("x", limit=10_000)) == len(pending)
 
 
-def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice(
-    tmp_path: Path,
-) -> None:
+def _stored_outbox(tmp_path: Path) -> tuple[Store, list[OutboxRow]]:
+    """A SQLite store whose outbox holds the alert records of the test stream."""
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     p = Pipeline(CONFIG)
     p.process(("logs", 0), stream_records())
     Checkpointer(store, p, group="g", producer="a").save()
-    rows = store.outbox_after("jsonl", limit=10_000)
+    return store, list(store.outbox_after("jsonl", limit=10_000))
+
+
+def test_jsonl_delivery_interrupted_before_its_cursor_moved_is_not_written_twice(
+    tmp_path: Path,
+) -> None:
+    store, rows = _stored_outbox(tmp_path)
     out = tmp_path / "alerts.jsonl"
     sink = JsonlSink(out)
     sink.send([r.record for r in rows[:2]])  # written, then "crash" before the cursor moved
@@ -249,12 +254,7 @@ def test_a_sink_that_cannot_write_shows_its_undelivered_records_then_catches_up(
 ) -> None:
     """``Dispatcher.depth`` (the daemon's ``inferwatch_outbox_depth{sink}``, which the
     Helm chart alerts on): the records a failing sink has not taken, 0 once it has."""
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    store.migrate()
-    p = Pipeline(CONFIG)
-    p.process(("logs", 0), stream_records())
-    Checkpointer(store, p, group="g", producer="a").save()
-    rows = store.outbox_after("x", limit=10_000)
+    store, rows = _stored_outbox(tmp_path)
     assert len(rows) >= 3
     blocker = tmp_path / "alerts"
     blocker.write_text("a file where the sink's directory should be")
