@@ -50,8 +50,12 @@ class RepeatFilter(logging.Filter):
             self._shapes.clear()
         self._shapes[shape] = [now, 0]
         if seen is not None and seen[1]:
-            record.msg = (f"{record.getMessage()} ({int(seen[1])} more like it held back in "
-                          f"the last {self.every_s:g}s)")
+            try:
+                text = record.getMessage()
+            except Exception:  # a library's malformed call: the handler reports it, not us
+                return True
+            record.msg = f"{text} ({int(seen[1])} more like it held back in the last " \
+                         f"{self.every_s:g}s)"
             record.args = None
         return True
 

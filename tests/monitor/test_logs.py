@@ -50,6 +50,17 @@ def test_other_shapes_levels_and_the_daemons_own_lines_are_never_held() -> None:
     assert kept == [True, False, True, True, True, True, True, True, True, True]
 
 
+def test_a_malformed_client_line_is_left_to_the_handler_not_raised_in_the_client() -> None:
+    now = [0.0]
+    f = RepeatFilter(every_s=60.0, clock=lambda: now[0])
+    assert f.filter(_record("kafka.conn", "sent %s to %s", "x"))  # one argument short
+    assert not f.filter(_record("kafka.conn", "sent %s to %s", "x"))
+    now[0] = 61.0
+    late = _record("kafka.conn", "sent %s to %s", "x")
+    assert f.filter(late)  # let through unchanged: logging reports the bad call itself
+    assert late.msg == "sent %s to %s"
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
