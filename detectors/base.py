@@ -184,6 +184,9 @@ class SlotState:
     # fields holding ``array`` counts: a checkpoint row stores them as bytes (pickling
     # an array costs a Python-level reduce, eight times the bytes' cost)
     counters: ClassVar[tuple[str, ...]] = ()
+    # slots added after a release stored objects of the class, with the value such an
+    # object gets: its pickled tuple lacks them (``__setstate__``)
+    added_slots: ClassVar[dict[str, Any]] = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
         return _GETTERS["slots"](type(self))(self)
@@ -210,7 +213,14 @@ class SlotState:
         _SETTERS["state"](cls)(self, state)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        _SETTERS["slots"](type(self))(self, state)
+        cls = type(self)
+        added = cls.added_slots
+        if added:
+            names = _slot_names(cls)
+            if len(state) == len(names) - len(added):  # stored before they were added
+                values = iter(state)
+                state = tuple(added[n] if n in added else next(values) for n in names)
+        _SETTERS["slots"](cls)(self, state)
 
     def blank(self) -> Self:
         """A detector with these parameters and no state yet (``import_state`` fills

@@ -11,11 +11,11 @@ stricter one for anonymous keys.
 from __future__ import annotations
 
 from array import array
-from typing import Any
+from typing import Any, ClassVar
 
 from detectors import ring
 from detectors.allow import named
-from detectors.base import Detector, SlotState, _slot_names, subject_name
+from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 from detectors.queries import query_input
 
@@ -49,7 +49,8 @@ class CountRule(SlotState, Detector):
     __slots__ = ("_detected", "_head", "_peak", "_recent", "_request_ids", "_ring", "_seen",
                  "_width", "atlas", "buckets", "clients", "distinct", "kind", "max_events",
                  "models", "rule", "severity", "window_s")
-    SCOPE = ("clients", "models")  # slots added after the first stored releases (__setstate__)
+    # a rule stored before scopes counts every model and every client
+    added_slots: ClassVar[dict[str, Any]] = {"clients": (), "models": ()}
 
     def __init__(
         self,
@@ -83,14 +84,6 @@ class CountRule(SlotState, Detector):
         self._detected = False
         self._peak = 0
         self._request_ids: tuple[str, ...] = ()
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        names = _slot_names(type(self))
-        if len(state) == len(names) - len(self.SCOPE):
-            # a rule stored before it could be scoped: every model, every client
-            values = iter(state)
-            state = tuple(() if n in self.SCOPE else next(values) for n in names)
-        super().__setstate__(state)
 
     @property
     def name(self) -> str:  # type: ignore[override]
