@@ -169,7 +169,7 @@ class Decoder:
         return None
 
     def _validate(self, w: _Wire | Event) -> Event | BadRecord:
-        ts = _timestamp(w.ts)
+        ts = parse_timestamp(w.ts)
         if ts is None:
             return BadRecord("bad_timestamp", f"ts {str(w.ts)[:40]!r} is not RFC 3339 or Unix seconds")
         ahead = ts - time.time()
@@ -241,7 +241,9 @@ def _all_finite_numbers(values: Any) -> bool:
     return total - total == 0.0
 
 
-def _timestamp(value: str | float) -> float | None:
+def parse_timestamp(value: str | float) -> float | None:
+    """Unix seconds from the event contract's ``ts``: a non-negative finite number, or
+    RFC 3339 text (without an offset, UTC); None when it is neither."""
     if isinstance(value, float):
         return value if math.isfinite(value) and value >= 0 else None
     try:

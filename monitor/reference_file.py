@@ -16,9 +16,10 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from monitor.decode import parse_timestamp
 
 if TYPE_CHECKING:
     from detectors.reference import Reference
@@ -72,14 +73,10 @@ def table_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _ts(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
+    """An archived event's ``ts`` read as the daemon reads it (``parse_timestamp``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return parse_timestamp(value) if isinstance(value, float | str) else None
 
 
 class _Reservoir:

@@ -3,7 +3,10 @@ a uniform sample of at most ``--max-rows`` rows kept."""
 
 from __future__ import annotations
 
+import json
+import time
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +115,21 @@ def test_a_jsonl_line_that_is_not_an_object_is_named(tmp_path: Path) -> None:
     path.write_text('{"a": 1.0}\n\n[1, 2]\n')
     with pytest.raises(ValueError, match=r"rows\.jsonl:3: not a JSON object"):
         reference_from_file(path, model="m")
+
+
+def test_a_pinned_period_reads_times_without_an_offset_as_utc_as_the_daemon_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")  # a machine not on UTC
+    time.tzset()
+    try:
+        path = tmp_path / "archive.jsonl"
+        path.write_text("".join(
+            json.dumps({"ts": f"2026-01-01T00:00:{s:02d}", "model": "m", "model_version": "1",
+                        "features": {"a": float(s)}}) + "\n" for s in range(60)))
+        t0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+        built = reference_from_file(path, model="m", since=t0 + 10, until=t0 + 40)
+        assert built.rows_matching == 30
+        assert (built.reference.start, built.reference.end) == (t0 + 10, t0 + 39)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
