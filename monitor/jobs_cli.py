@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from alerts.sinks import NO_CONTROL
 from monitor.config import Config
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -56,6 +57,12 @@ def _setup(args: argparse.Namespace) -> tuple[Config, object]:
     return config, JobContext(config, store, config.instance_id)
 
 
+def _say(text: str) -> None:
+    """Print ``text`` line by line with control characters masked: model names and
+    versions come from the producers' events and must not drive the terminal."""
+    print("\n".join(line.translate(NO_CONTROL) for line in text.split("\n")))
+
+
 def _range(args: argparse.Namespace, config: Config, default_s: float) -> tuple[float, float]:
     now = time.time()
     try:
@@ -73,7 +80,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config, ctx = _setup(args)
     if args.list:
         for r in list_comparisons(ctx.store, args.model, args.limit):  # type: ignore[attr-defined]
-            print(f"{r['created_at'][:16]}  {r['verdict']:13} {r['headline']}")
+            _say(f"{r['created_at'][:16]}  {r['verdict']:13} {r['headline']}")
         return 0
     if bool(args.baseline) != bool(args.candidate) or (args.baseline and not args.model):
         print("inferwatch: --baseline and --candidate go together, with --model",
@@ -84,13 +91,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results = run_comparisons(ctx, until, model=args.model, pairs=pairs,  # type: ignore[arg-type]
                               since=since, post=args.post)
     if not results:
-        print(f"compare: no model{f' {args.model}' if args.model else ''} had two versions "
+        _say(f"compare: no model{f' {args.model}' if args.model else ''} had two versions "
               f"live between {datetime.fromtimestamp(since, UTC):%Y-%m-%d %H:%M} and "
               f"{datetime.fromtimestamp(until, UTC):%Y-%m-%d %H:%M} UTC")
     for r in results:
-        print(f"{r['verdict']:13} {r['headline']}")
+        _say(f"{r['verdict']:13} {r['headline']}")
         for note in r["notes"]:
-            print(f"{'':14}note: {note}")
+            _say(f"{'':14}note: {note}")
         if args.json:
             print(json.dumps(r["numbers"], indent=1, sort_keys=True, default=str))
     return 0
@@ -102,7 +109,7 @@ def cmd_report_drift(args: argparse.Namespace) -> int:
     config, ctx = _setup(args)
     since, until = _range(args, config, config.jobs.drift_report.days * 86400)
     out = Path(args.out) if args.out else None
-    print(report_job(ctx, time.time(), model=args.model, since=since,  # type: ignore[arg-type]
+    _say(report_job(ctx, time.time(), model=args.model, since=since,  # type: ignore[arg-type]
                      until=until, out_dir=out, post=args.post))
     return 0
 
@@ -117,7 +124,7 @@ def cmd_jobs_status(args: argparse.Namespace) -> int:
     for r in status_rows(store):
         last_ok = (datetime.fromtimestamp(r["last_success_at"], UTC).isoformat(timespec="minutes")
                    if r["last_success_at"] else "never")
-        print(f"{r['job']:13} runs {r['runs']:4}  failures {r['failures']:3} "
+        _say(f"{r['job']:13} runs {r['runs']:4}  failures {r['failures']:3} "
               f"(in a row {r['consecutive_failures']})  last success {last_ok}  "
               f"last: {(r['last_message'] or '').splitlines()[0][:100] if r['last_message'] else ''}")
     return 0

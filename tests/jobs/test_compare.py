@@ -140,3 +140,26 @@ def test_the_drift_report_says_whether_the_newest_version_is_worse(
     assert summary["headline"].endswith("2.0 vs 1.0: worse")
     assert "looks WORSE than 1.0" in (tmp_path / Path(summary["path"]).relative_to(tmp_path)
                                       ).read_text()
+
+
+def test_the_job_commands_mask_control_characters_in_model_names(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model name is the producer's string: printed raw, an escape sequence in it
+    would drive the reader's terminal (clear it, retitle it, hide lines)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    evil = "scorer\x1b[2J\x1b]0;owned\x07"
+    t0 = MONDAY + 2 * DAY
+    ingest(config(url, str(tmp_path)),
+           [*stream(model=evil, version="1.0", start=t0, hours=6, per_hour=60, seed=5),
+            *stream(model=evil, version="2.0", start=t0, hours=6, per_hour=60, seed=6)])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"store": {"url": url},
+                               "jobs": {"drift_report": {"evidently": False}}}))
+    span = ["--since", "2026-01-07", "--until", "2026-01-08"]
+    assert main(["compare", "--config", str(cfg), *span]) == 0
+    assert main(["compare", "--config", str(cfg), "--list"]) == 0
+    assert main(["report", "drift", "--config", str(cfg), *span,
+                 "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.count("scorer?[2J?]0;owned?") == 3, out  # the verdict, the list, the report
