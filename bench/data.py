@@ -67,10 +67,6 @@ def generate(n: int, *, clients: int = 20_000, rate_per_s: float = 500.0, seed: 
     return out
 
 
-def client_of(value: bytes) -> bytes:
-    return msgspec.json.decode(value)["client_id"].encode()
-
-
 def dataset(n: int = 300_000) -> Path:
     """Path of the cached JSONL file of ``n`` events (generated on first use)."""
     CACHE.mkdir(exist_ok=True)

@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Literal, Self, TypeVar
 from detectors.event import Event
 
 Status = Literal["firing", "resolved"]
-SEVERITIES = ("info", "warning", "critical")
 
 
 @dataclass(frozen=True, slots=True)

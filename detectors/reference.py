@@ -131,15 +131,6 @@ class Layout:
     def n_slices(self) -> int:
         return 1 + len(self.segments)
 
-    def cell_names(self, j: int) -> list[str]:
-        """Human names of feature ``j``'s cells (for evidence and reports)."""
-        if j < len(self.numeric):
-            e = self.edges[j]
-            bins = [f"[{e[i]:.4g}, {e[i + 1]:.4g}{']' if i == len(e) - 2 else ')'}"
-                    for i in range(len(e) - 1)]
-            return ["below_min", *bins, "above_max", "missing"]
-        return [*self.categories[j - len(self.numeric)], "other", "unseen", "missing"]
-
     def widened_range(self, margin: float) -> tuple[np.ndarray, np.ndarray]:
         """Each numeric feature's reference minimum and maximum (its outer edges),
         widened on each side by ``margin`` times its range, or for a feature constant
@@ -393,13 +384,6 @@ class Counts:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.cells, self.n, self.m1, self.m2 = state
-
-    def moments(self, slice_: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation per numeric feature, in reference SDs
-        around the reference mean (NaN where a feature has no values)."""
-        m1 = self.m1[slice_].astype(float) / SCALE
-        m2 = self.m2[slice_].astype(float) / (SCALE * SCALE)
-        return m1, m2  # callers divide by the non-missing counts they know
 
     def to_dict(self) -> dict[str, Any]:
         return {"cells": self.cells.tolist(), "n": self.n.tolist(),

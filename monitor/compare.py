@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from monitor.scheduler import JobContext
 
 log = logging.getLogger(__name__)
-VERDICTS = ("no_difference", "worse", "better", "unknown")
 # requests per version kept for the shadow-traffic match: the smallest hashes of
 # request_id, so both versions keep the same requests when both scored them
 SHADOW_SAMPLE = 20_000

@@ -320,14 +320,6 @@ class Store:
                 conn.execute(schema_info.update().values(
                     version=SCHEMA_VERSION, migrated_at=_now()))
 
-    def ping(self) -> bool:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-            return True
-        except sa.exc.SQLAlchemyError:
-            return False
-
     # -- helpers --------------------------------------------------------------------
     def _insert(self, table: sa.Table) -> Any:
         """This dialect's INSERT, which takes ON CONFLICT clauses."""

@@ -559,12 +559,6 @@ def _inferwatch() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "monitor.cli"]
 
 
-def _slack_in_config() -> bool:
-    from monitor.config import AlertsConfig
-
-    return "slack" in AlertsConfig.model_fields
-
-
 CHECK_CONFIG_CASES = {
     "postgresql": merged(PROD, **{"secrets.slackToken.enabled": False,
                                   "secrets.kafkaSaslPassword.enabled": True,
