@@ -75,3 +75,21 @@ def test_a_port_already_taken_stops_the_daemon_with_one_clear_line(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"inferwatch: cannot serve /metrics and the probes on 127.0.0.1:{port} "
         "(Address already in use): free the port or set http.port")
+
+
+def test_every_exported_metric_is_documented_in_the_readme() -> None:
+    """An SRE writes alert rules and dashboards from the README's metric list."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from monitor.scheduler import JobMetrics
+
+    registry = CollectorRegistry()
+    Metrics(registry)
+    JobMetrics(registry)
+    exported = {line.split()[2] for line in generate_latest(registry).decode().splitlines()
+                if line.startswith("# TYPE ")}
+    # prometheus_client's own per-series creation times
+    exported = {name for name in exported if not name.endswith("_created")}
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert len(exported) >= 20
+    assert sorted(name for name in exported if f"`{name}" not in readme) == []
