@@ -24,9 +24,18 @@ import sqlalchemy as sa
 from scipy.special import kolmogorov
 from scipy.stats import norm
 
+from detectors.reference import label
 from monitor.config import CompareJobConfig
 from monitor.store import Store, reports
-from monitor.summaries import CONF_BINS, Sketch, Summary, load_buckets, merge_all, version_traffic
+from monitor.summaries import (
+    CONF_BINS,
+    OTHER,
+    Sketch,
+    Summary,
+    load_buckets,
+    merge_all,
+    version_traffic,
+)
 
 if TYPE_CHECKING:
     from monitor.scheduler import JobContext
@@ -75,9 +84,23 @@ def psi_props(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
 
 
 def _aligned(a: dict[str, int], b: dict[str, int]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Both count tables over one list of categories. A table that lists only its
+    most frequent categories (the rest counted under ``OTHER``: a summary's cap, a
+    reference's top-k) cannot tell a category it did not list from one it never saw,
+    so the other table's counts of those go to ``OTHER`` too."""
+    a, b = _folded(a, b) if OTHER in b else a, _folded(b, a) if OTHER in a else b
     keys = sorted(set(a) | set(b))
     return keys, np.array([a.get(k, 0) for k in keys], float), np.array([b.get(k, 0) for k in keys],
                                                                         float)
+
+
+def _folded(counts: dict[str, int], listed: dict[str, int]) -> dict[str, int]:
+    """``counts`` with the categories ``listed`` does not name counted as ``OTHER``."""
+    out: dict[str, int] = {}
+    for k, v in counts.items():
+        key = k if k in listed else OTHER
+        out[key] = out.get(key, 0) + v
+    return out
 
 
 def js_distance(a: dict[str, int], b: dict[str, int]) -> float:
@@ -156,13 +179,13 @@ def _r(x: float, digits: int = 4) -> float | None:
 
 def shadow_agreement(a: Summary, b: Summary) -> dict[str, Any]:
     """Requests both versions scored (same request_id in both bottom-k samples)."""
-    pa = {s[1]: s[4] for s in a.sample if s[1] is not None}
-    pb = {s[1]: s[4] for s in b.sample if s[1] is not None}
+    pa = {s[1]: label(s[4]) for s in a.sample if s[1] is not None}
+    pb = {s[1]: label(s[4]) for s in b.sample if s[1] is not None}
     shared = pa.keys() & pb.keys()
     if not shared:
         return {"shared_requests": 0}
-    agree = sum(1 for r in shared if str(pa[r]) == str(pb[r]))
-    pairs = Counter(f"{pa[r]} -> {pb[r]}" for r in shared if str(pa[r]) != str(pb[r]))
+    agree = sum(1 for r in shared if pa[r] == pb[r])
+    pairs = Counter(f"{pa[r]} -> {pb[r]}" for r in shared if pa[r] != pb[r])
     return {"shared_requests": len(shared), "agreement": round(agree / len(shared), 4),
             "disagreements": dict(pairs.most_common(5))}
 
@@ -220,7 +243,7 @@ def compare_summaries(model: str, baseline: str, candidate: str, base: Summary, 
             labels_decide = True
             (worse if ec > eb else better).append(f"error rate {eb:.2%} -> {ec:.2%}")
     # predictions
-    if base.classes and cand.classes:
+    if base.predicts_classes() and cand.predicts_classes():
         js = js_distance(base.classes, cand.classes)
         total_b, total_c = sum(base.classes.values()), sum(cand.classes.values())
         numbers["prediction"] = {

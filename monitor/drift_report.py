@@ -31,6 +31,7 @@ import msgspec
 import numpy as np
 import sqlalchemy as sa
 
+from detectors.reference import CONFIDENCE, PREDICTION, label
 from monitor.compare import (
     compare_stored,
     confidence_sketch,
@@ -93,8 +94,6 @@ def summary_from_reference(ref: Any) -> Summary:
     """A stored reference (cell counts on fixed bins, plus a sample of rows) as a
     ``Summary``: each bin's count spread evenly over the bin, so PSI over the
     reference's own (equal-frequency) bins is exact and KS is close."""
-    from detectors.reference import CONFIDENCE, PREDICTION
-
     lay = ref.layout
     cells = np.asarray(ref.counts.cells)
     cells = cells[0] if cells.ndim == 2 else cells
@@ -268,7 +267,7 @@ def headline(s: dict[str, Any]) -> str:
 
 
 def _prediction_drift(ref: Summary, cur: Summary) -> dict[str, Any]:
-    if ref.classes and cur.classes:
+    if ref.predicts_classes() and cur.predicts_classes():
         psi = psi_counts(ref.classes, cur.classes)
         tr, tc = sum(ref.classes.values()), sum(cur.classes.values())
         return {"type": "classes", "psi": _r(psi), "js": _r(js_distance(ref.classes, cur.classes)),
@@ -379,7 +378,7 @@ def _frame(s: Summary, numeric: list[str], categorical: list[str]) -> Any:
     for _h, _rid, _ts, values, pred, conf, _lat in s.sample:
         feats = values or {}
         row = {n: feats.get(n) for n in numeric + categorical}
-        row["prediction"] = None if pred is None else str(pred)
+        row["prediction"] = None if pred is None else label(pred)  # class 1 read as 1.0 too
         row["confidence"] = conf
         rows.append(row)
     df = pd.DataFrame(rows, columns=[*numeric, *categorical, "prediction", "confidence"])
@@ -399,10 +398,14 @@ def _evidently(ref: Summary, cur: Summary, folder: Path) -> dict[str, Any]:
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset
 
-        cols_num = [*numeric, "confidence"]
-        cols_cat = [*categorical, "prediction"]
-        definition = DataDefinition(numerical_columns=cols_num, categorical_columns=cols_cat)
         ref_df, cur_df = _frame(ref, numeric, categorical), _frame(cur, numeric, categorical)
+        # Evidently refuses a column empty on either side (a training file has no
+        # confidence, a regression model no classes, a feature was not sampled)
+        present = [c for c in ref_df.columns if ref_df[c].notna().any() and cur_df[c].notna().any()]
+        ref_df, cur_df = ref_df[present], cur_df[present]
+        definition = DataDefinition(
+            numerical_columns=[c for c in [*numeric, "confidence"] if c in present],
+            categorical_columns=[c for c in [*categorical, "prediction"] if c in present])
         snapshot = Report([DataDriftPreset()]).run(
             current_data=Dataset.from_pandas(cur_df, data_definition=definition),
             reference_data=Dataset.from_pandas(ref_df, data_definition=definition))

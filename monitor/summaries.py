@@ -339,7 +339,7 @@ class Summary:
             idx = np.clip((conf * CONF_BINS).astype(np.int64), 0, CONF_BINS - 1)
             self.confidence += np.bincount(idx, minlength=CONF_BINS)
         self.latency.add(np.array([e.latency_ms for e in events], dtype=float))
-        labelled = [str(e.label) == str(e.prediction) for e in events
+        labelled = [label(e.label) == label(e.prediction) for e in events
                     if e.label is not None and e.prediction is not None]
         self.labelled += len(labelled)
         self.correct += sum(labelled)
@@ -373,13 +373,22 @@ class Summary:
         if all(type(p) is str for p in counts):  # class labels only (the common case)
             _count_into(self.classes, counts, max_categories)
             return
-        preds = [p for p in predictions if p is not None]
-        num_preds = [p for p in preds if isinstance(p, int | float) and not isinstance(p, bool)]
-        if num_preds:
-            self.prediction.add(np.asarray(num_preds, dtype=float))
-        if len(num_preds) < len(preds):
-            _count_into(self.classes, Counter(p for p in preds if isinstance(p, str | bool)),
-                        max_categories)
+        # numbers go to the numeric sketch (a regression's output); labels and whole
+        # numbers to the classes (class ids: a JSON decoder reads class 1 as 1.0), so
+        # class ids count as classes, as the drift detectors count them
+        numbers = [p for p in counts.elements()
+                   if isinstance(p, int | float) and not isinstance(p, bool)]
+        if numbers:
+            self.prediction.add(np.asarray(numbers, dtype=float))
+        _count_into(self.classes, {p: c for p, c in counts.items()
+                                   if not (isinstance(p, float) and not p.is_integer())},
+                    max_categories)
+
+    def predicts_classes(self) -> bool:
+        """Whether the predictions are classes (labels or class ids) rather than a
+        regression's numbers: the classes hold at least as many predictions as the
+        numeric sketch (a regression's whole-numbered outputs are a few)."""
+        return bool(self.classes) and sum(self.classes.values()) >= self.prediction.n
 
     def _sample(self, events: Sequence[Event], k: int) -> None:
         if k <= 0:
