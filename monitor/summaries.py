@@ -593,10 +593,11 @@ class Bucket:
 
 def load_buckets(engine: sa.Engine, model: str | None, since: float, until: float,
                  *, version: str | None = None, sample_size: int | None = None) -> list[Bucket]:
-    """Merged summaries per (model, version, bucket) with since <= bucket start < until."""
+    """Merged summaries per (model, version, bucket) of the buckets that overlap
+    [since, until) (``overlapping``)."""
     t = window_summaries
     q = sa.select(t.c.model, t.c.model_version, t.c.bucket_start, t.c.payload).where(
-        t.c.bucket_start >= since, t.c.bucket_start < until)
+        *overlapping(since, until))
     if model is not None:
         q = q.where(t.c.model == model)
     if version is not None:
@@ -613,13 +614,21 @@ def load_buckets(engine: sa.Engine, model: str | None, since: float, until: floa
     return [Bucket(m, v, b, s) for (m, v, b), s in sorted(merged.items())]
 
 
+def overlapping(since: float, until: float) -> tuple[sa.ColumnElement[bool], ...]:
+    """The summary rows whose bucket overlaps [since, until): a period that starts
+    inside a bucket (the last 24 h from a cron run at 07:00:00.05) keeps that bucket
+    rather than dropping its hour."""
+    t = window_summaries
+    return (t.c.bucket_start + t.c.bucket_s > since, t.c.bucket_start < until)
+
+
 def version_traffic(engine: sa.Engine, since: float, until: float) -> dict[str, dict[str, dict]]:
     """Per model, per version: events, first and last bucket start, in a time range."""
     t = window_summaries
     q = (sa.select(t.c.model, t.c.model_version, sa.func.sum(t.c.n).label("n"),
                    sa.func.min(t.c.bucket_start).label("first"),
                    sa.func.max(t.c.bucket_start).label("last"))
-         .where(t.c.bucket_start >= since, t.c.bucket_start < until)
+         .where(*overlapping(since, until))
          .group_by(t.c.model, t.c.model_version))
     out: dict[str, dict[str, dict]] = defaultdict(dict)
     with engine.connect() as conn:

@@ -163,3 +163,23 @@ def test_the_job_commands_mask_control_characters_in_model_names(
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert out.count("scorer?[2J?]0;owned?") == 3, out  # the verdict, the list, the report
+
+
+def test_the_last_24_hours_keep_their_first_hour_when_the_cron_fires_late(
+        tmp_path: Path) -> None:
+    """Cron fires a little after the hour; the hour-long bucket the period starts in
+    is part of the period, not dropped (which compared 23 h, and reported 7 d - 1 h)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    cfg = config(url, str(tmp_path))
+    events = [e for v, seed in (("1", 1), ("2", 2))
+              for e in stream(model="m", version=v, start=MONDAY, hours=48, per_hour=20,
+                              seed=seed, rid_prefix=v)]
+    ingest(cfg, events)
+    store = Store(url)
+    store.migrate()
+    on_time = MONDAY + 2 * DAY
+    last_day = sum(1 for e in events if e["ts"] >= on_time - DAY and e["model_version"] == "1")
+    for now in (on_time, on_time + 0.05, on_time + 1800):
+        ctx = JobContext(cfg, store, "test", clock=lambda now=now: now)
+        counted = run_comparisons(ctx, now, post=False)[0]["numbers"]["events"]["1"]
+        assert last_day <= counted <= last_day + 20, now - on_time  # + at most one hour's
