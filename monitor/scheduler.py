@@ -353,7 +353,7 @@ class JobService:
 
     def _schedule(self, sched: Any) -> None:
         """Put this configuration's jobs in the (paused) scheduler's job table: a job
-        whose cron is unchanged keeps its next run time (a missed run's too), a job no
+        whose cron and time zone are unchanged keeps its next run time (a missed run's too), a job no
         longer configured goes."""
         tz = self.config.jobs.timezone
         stored = {job.id: job for job in sched.get_jobs()}
@@ -361,7 +361,8 @@ class JobService:
             trigger = cron_trigger(job.cron, tz)
             old = stored.pop(name, None)
             extra: dict[str, Any] = {}
-            if old is not None and str(old.trigger) == str(trigger) and old.next_run_time:
+            # repr, not str: str leaves out the time zone
+            if old is not None and repr(old.trigger) == repr(trigger) and old.next_run_time:
                 extra["next_run_time"] = old.next_run_time  # keep a missed run's time
             sched.add_job(_run_scheduled, trigger, id=name, name=name, args=[self.key, name],
                           replace_existing=True, **extra)

@@ -220,3 +220,23 @@ def test_a_bad_cron_or_time_zone_is_reported_with_its_key() -> None:
     assert "jobs.timezone: Value error, unknown time zone 'Europe/Berln'" in problems
     assert "jobs.drift_report.cron:" in problems and "0-7" in problems
     assert "jobs.compare.cron:" in problems and "5 fields" in problems
+
+
+def test_a_new_time_zone_moves_the_next_run_of_an_unchanged_cron(tmp_path: Path) -> None:
+    """The stored next run time is kept only when the schedule is the same; the same
+    cron line in another time zone is another schedule."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    store.migrate()
+    job = Job("compare", "0 7 * * *", lambda ctx, now: "ok")
+    next_runs = {}
+    for tz in ("UTC", "America/New_York"):
+        service = JobService(config(url, str(tmp_path), timezone=tz), store, instance_id="a",
+                             registry=CollectorRegistry(), jobs={"compare": job})
+        assert service.tick()
+        assert service.scheduler is not None
+        next_runs[tz] = service.scheduler.get_job("compare").next_run_time
+        service.stop()
+    store.close()
+    assert (next_runs["UTC"].hour, next_runs["America/New_York"].hour) == (7, 7)
+    assert next_runs["America/New_York"].utcoffset() != timedelta(0)
