@@ -98,6 +98,12 @@ class _Reservoir:
             self.items[j] = item
 
 
+def _is_event(row: Mapping[str, Any]) -> bool:
+    """Whether a row is an archived inference-log event rather than a table row (an
+    event need not carry features, but it always has its time and model)."""
+    return isinstance(row.get("features"), Mapping) or ("ts" in row and "model" in row)
+
+
 def reference_from_file(
     path: str | Path,
     *,
@@ -114,10 +120,11 @@ def reference_from_file(
 ) -> FileReference:
     """A reference from a table of feature rows, or from archived events.
 
-    Rows that carry a ``features`` object are read as inference-log events (the
-    event contract): only ``model`` (and ``model_version`` when given) within
-    [``since``, ``until``) count, and their prediction and confidence go in too.
-    Other files are plain tables: one column per feature. ``progress(rows read)``
+    A file whose first row is an inference-log event (``ts`` and ``model``, or a
+    ``features`` object: the event contract) is read as an archive of events: only
+    ``model`` (and ``model_version`` when given) within [``since``, ``until``)
+    count, and their prediction and confidence go in too. Other files are plain
+    tables: one column per feature (``since``/``until`` are refused). ``progress(rows read)``
     is called every few seconds of a long read.
     """
     # imported here: the command line reads DEFAULT_MAX_ROWS at start, numpy only when building
@@ -136,7 +143,10 @@ def reference_from_file(
             progress(read)
             reported = time.monotonic()
         if events is None:
-            events = isinstance(rec.get("features"), Mapping)
+            events = _is_event(rec)
+            if not events and (since is not None or until is not None):
+                raise ValueError(f"{path}: --since/--until pick a period of archived "
+                                 "inference-log events; this file is a table of feature rows")
         if events:
             if rec.get("model") != model or (model_version and
                                              rec.get("model_version") != model_version):

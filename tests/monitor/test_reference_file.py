@@ -133,3 +133,26 @@ def test_a_pinned_period_reads_times_without_an_offset_as_utc_as_the_daemon_does
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_an_archive_whose_first_event_has_no_features_is_still_an_archive(
+        tmp_path: Path) -> None:
+    """The event contract makes features optional: an archive starting with such an
+    event was read as a table of rows, mixing every model and period into the
+    reference and taking ts, model and features for feature columns."""
+    path = tmp_path / "archive.jsonl"
+    lines = [{"ts": 100.0, "model": "other", "model_version": "1", "prediction": "a"}]
+    lines += [{"ts": 1000.0 + i, "model": "fraud" if i % 2 else "other", "model_version": "1",
+               "features": {"amount": float(i)}, "prediction": "a", "confidence": 0.9}
+              for i in range(1000)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    built = reference_from_file(path, model="fraud", since=1500.0, until=1600.0)
+    assert built.rows_matching == 50
+    assert built.reference.layout.features == ("@confidence", "amount", "@prediction")
+
+
+def test_a_period_is_refused_for_a_table_of_rows(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    _write(path, 100)
+    with pytest.raises(ValueError, match="--since/--until pick a period of archived"):
+        reference_from_file(path, model="m", since=0.0)
