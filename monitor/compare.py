@@ -358,7 +358,35 @@ def run_comparisons(ctx: JobContext, now: float, *, model: str | None = None,
         if post:
             _post(ctx, result)
         results.append(result)
+    if post:
+        _resolve_superseded(ctx, pairs, since, until, model)
     return results
+
+
+def _resolve_superseded(ctx: JobContext, pairs: list[tuple[str, str, str]], since: float,
+                        until: float, model: str | None) -> None:
+    """Resolve the regressions of pairs no longer compared: a newer pair of the model
+    was compared instead (a third version shipped), or the worse version serves no
+    more traffic (rolled back). A worse version that now serves alone stays firing:
+    nothing says it got better."""
+    traffic = version_traffic(ctx.store.engine, since, until)
+    for alert in ctx.firing_alerts("jobs.version_comparison"):
+        m, subject = alert.model, alert.subject
+        b, c = subject.get("baseline"), subject.get("candidate")
+        if (model is not None and m != model) or (m, b, c) in pairs:
+            continue
+        newer = [(b2, c2) for m2, b2, c2 in pairs if m2 == m]
+        if newer:
+            why = f"{m} {newer[0][1]} is compared with {newer[0][0]} now"
+        elif c not in traffic.get(m, {}):
+            why = f"{m} {c} served no traffic in this period"
+        else:
+            continue
+        ctx.emit(detector="jobs.version_comparison", kind="version_regression",
+                 severity="info", model=m, model_version=alert.model_version,
+                 subject=subject, summary=f"{m} {c} is no longer compared with {b}: {why}.",
+                 evidence={"superseded_by": newer[0] if newer else None},
+                 status="resolved", keep=True)
 
 
 def _post(ctx: JobContext, result: dict[str, Any]) -> None:
@@ -400,9 +428,25 @@ def compare_job(ctx: JobContext, now: float) -> str:
 
 
 def versions_job(ctx: JobContext, now: float) -> str:
-    """Alert (once per version) on a version serving traffic that is not released."""
+    """Alert (once per version) on a version serving traffic that is not released;
+    resolve it once the version is released, or serves no more traffic."""
     released = ctx.config.jobs.compare.released_versions
     traffic = version_traffic(ctx.store.engine, now - 86_400, now + 86_400)
+    from alerts.model import fingerprint
+
+    for alert in ctx.firing_alerts("jobs.unannounced_version"):
+        version = alert.subject.get("model_version", "")
+        if alert.model in released and version not in released[alert.model] \
+                and version in traffic.get(alert.model, {}):
+            continue  # still unannounced and serving
+        why = ("is now released" if version in released.get(alert.model, ())
+               else "is no longer watched" if alert.model not in released
+               else "served no traffic in the last day")
+        ctx.emit(detector="jobs.unannounced_version", kind="version_regression",
+                 severity="info", model=alert.model, model_version=version,
+                 subject=alert.subject, summary=f"Version {version} of {alert.model} {why}.",
+                 evidence={"released": released.get(alert.model, [])},
+                 status="resolved", keep=True)
     new = []
     for model, versions in sorted(traffic.items()):
         if model not in released:
@@ -411,8 +455,6 @@ def versions_job(ctx: JobContext, now: float) -> str:
             if version in released[model]:
                 continue
             subject = {"model_version": version}
-            from alerts.model import fingerprint
-
             if ctx.firing_alert(fingerprint("jobs.unannounced_version", model, subject)):
                 continue
             ctx.emit(detector="jobs.unannounced_version", kind="version_regression",

@@ -189,6 +189,13 @@ class JobContext:
         self.store.save_checkpoint(self.instance_id, {}, [entry], stored, meta)
         return record
 
+    def firing_alerts(self, detector: str) -> list[Alert]:
+        """The stored alerts of ``detector`` that are firing."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(alerts.c.state).where(
+                alerts.c.detector == detector, alerts.c.status == "firing")).all()
+        return [pickle.loads(row.state) for row in rows]
+
     def firing_alert(self, fp: str) -> Alert | None:
         with self.store.engine.connect() as conn:
             row = conn.execute(sa.select(alerts.c.state).where(

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from monitor.cli import main
-from monitor.compare import list_comparisons, run_comparisons
+from monitor.compare import list_comparisons, run_comparisons, versions_job
 from monitor.scheduler import JobContext, JobService
 from monitor.store import Store
 from tests.jobs.seeded import DAY, MONDAY, config, ingest, stream
@@ -183,3 +183,45 @@ def test_the_last_24_hours_keep_their_first_hour_when_the_cron_fires_late(
         ctx = JobContext(cfg, store, "test", clock=lambda now=now: now)
         counted = run_comparisons(ctx, now, post=False)[0]["numbers"]["events"]["1"]
         assert last_day <= counted <= last_day + 20, now - on_time  # + at most one hour's
+
+
+def _outbox(ctx: JobContext) -> list[dict[str, object]]:
+    return [msgspec.json.decode(r.record) for r in ctx.store.outbox_after("x", limit=100)]
+
+
+def test_an_unannounced_version_resolves_once_it_is_released(
+        seeded: tuple[str, str], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'copy.db'}"
+    Path(tmp_path / "copy.db").write_bytes(Path(seeded[0].removeprefix("sqlite:///"))
+                                           .read_bytes())
+    now = MONDAY + 3 * DAY
+    before = _ctx(url, str(tmp_path), compare={"released_versions": {"same": ["1.0"]}})
+    assert versions_job(before, now) == "versions: unannounced same 2.0"
+    after = _ctx(url, str(tmp_path), compare={"released_versions": {"same": ["1.0", "2.0"]}})
+    assert versions_job(after, now + 600) == "versions: no unannounced model version"
+    assert versions_job(after, now + 1200) == "versions: no unannounced model version"
+    rows = _outbox(after)
+    assert [(r["detector"], r["status"]) for r in rows] == [
+        ("jobs.unannounced_version", "firing"), ("jobs.unannounced_version", "resolved")]
+    assert rows[1]["summary"] == "Version 2.0 of same is now released."
+
+
+def test_a_regression_resolves_when_a_newer_version_is_compared_instead(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    t0 = MONDAY + 2 * DAY
+    events = [*stream(model="m", version="1", start=t0, hours=26, per_hour=60, seed=1),
+              *stream(model="m", version="2", start=t0 + 3600, hours=55, per_hour=60, seed=2,
+                      latency_scale=6.0, confidence_bias=-0.1, rid_prefix="b"),
+              *stream(model="m", version="3", start=t0 + 30 * 3600, hours=26, per_hour=60,
+                      seed=3, latency_scale=6.0, confidence_bias=-0.1, rid_prefix="c")]
+    ingest(config(url, str(tmp_path)), events)
+    ctx = _ctx(url, str(tmp_path))
+    first = run_comparisons(ctx, t0 + 26 * 3600)
+    assert [(r["baseline"], r["candidate"], r["verdict"]) for r in first] == [("1", "2", "worse")]
+    later = run_comparisons(ctx, t0 + 56 * 3600)  # version 1 is gone, 3 has shipped
+    assert [(r["baseline"], r["candidate"]) for r in later] == [("2", "3")]
+    regressions = [(r["subject"], r["status"]) for r in _outbox(ctx)
+                   if r["subject"] == {"baseline": "1", "candidate": "2"}]
+    assert regressions == [({"baseline": "1", "candidate": "2"}, "firing"),
+                           ({"baseline": "1", "candidate": "2"}, "resolved")]
