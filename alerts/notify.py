@@ -781,15 +781,33 @@ def build_receivers(config: NotifyConfig) -> dict[str, Receiver]:
     return out
 
 
+def routes_without_transport(alerts_config: Any, receivers: Any) -> dict[str, list[str]]:
+    """Receivers that routes send alerts to but that have no transport (no bot token
+    for their channel, no webhook), each with the matchers of those routes: what is
+    routed there reaches only the console and JSONL sinks."""
+    out: dict[str, list[str]] = {}
+
+    def walk(route: Any, inherited: str | None) -> None:
+        receiver = route.receiver or inherited
+        if receiver is not None and receiver not in receivers:
+            out.setdefault(receiver, []).append(", ".join(route.matchers) or "(every alert)")
+        for child in route.routes:
+            walk(child, receiver)
+
+    walk(alerts_config.route, None)
+    return out
+
+
 def build_notifiers(config: Any, store: Any, metrics: Any = None) -> list[Notifier]:
     """The daemon's notifier (empty when no receiver can deliver, e.g. no token)."""
     receivers = build_receivers(config.alerts)
-    idle = sorted(set(config.alerts.receivers) - set(receivers))
     if not receivers:
         log.info("alert notifications: no receiver configured (set alerts.slack.token or a "
                  "receiver's webhook_url); alerts go to the console/JSONL sinks only")
         return []
-    if idle:
-        log.info("alert receivers without a transport (skipped): %s", ", ".join(idle))
+    for name, routes in sorted(routes_without_transport(config.alerts, receivers).items()):
+        log.warning("alert receiver %s has no transport (no alerts.slack.token, no "
+                    "webhook_url): the alerts routed to it (%s) reach the console/JSONL "
+                    "sinks only", name, "; ".join(routes))
     return [Notifier(store, config.alerts, receivers, instance=config.instance_id,
                      metrics=metrics)]

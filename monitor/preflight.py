@@ -33,9 +33,10 @@ def preflight(config: Config) -> list[Check]:
     Slack receivers. A check that fails says why; none raises."""
     checks = [_guarded("kafka", lambda: _kafka(config.kafka)),
               _guarded("store", lambda: _store(config.store.url.get_secret_value()))]
-    from alerts.notify import build_receivers
+    from alerts.notify import build_receivers, routes_without_transport
 
-    for name, receiver in sorted(build_receivers(config.alerts).items()):
+    receivers = build_receivers(config.alerts)
+    for name, receiver in sorted(receivers.items()):
         check = getattr(receiver, "check", None)
         label = f"receiver {name}"
         if check is None:
@@ -43,6 +44,11 @@ def preflight(config: Config) -> list[Check]:
                                              "harmless)"))
             continue
         checks.append(_guarded(label, functools.partial(_slack, receiver, check)))
+    if receivers:  # with none at all, alerts go to the local sinks by design
+        for name, routes in sorted(routes_without_transport(config.alerts, receivers).items()):
+            checks.append(Check(f"receiver {name}", False,
+                                "no transport (no alerts.slack.token, no webhook_url): the "
+                                f"alerts routed to it ({'; '.join(routes)}) would not be sent"))
     return checks
 
 

@@ -86,3 +86,38 @@ def test_a_missing_topic_an_unreachable_store_and_a_bad_token_fail_by_name(
     assert lines[2].startswith("store: FAILED — OperationalError") and "refused" in lines[2]
     assert all("invalid_auth" in line and "FAILED" in line for line in lines[3:]), out
     assert "db-secret" not in out and "xoxb-bad" not in out
+
+
+def test_a_routed_receiver_without_a_transport_fails_and_the_daemon_warns(
+        tmp_path: Path, broker: EmbeddedBroker, slack: FakeSlack,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Only the ML receiver given a webhook (no bot token): the default route still
+    sends flooding, extraction and evasion alerts to the security receiver, which has
+    no way to post them."""
+    import logging
+
+    from alerts.notify import build_notifiers
+    from monitor.config import load_config
+    from monitor.store import Store
+
+    topic = f"preflight-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, 1)
+    cfg = _config(tmp_path, kafka={"bootstrap_servers": [broker.bootstrap], "topics": [topic]},
+                  store={"url": f"sqlite:///{tmp_path / 's.db'}"},
+                  alerts={"receivers": {"ml": {"webhook_url": slack.webhook_url}}})
+    assert main(["check-config", "--config", cfg, "--connect"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "receiver security: FAILED — no transport (no alerts.slack.token, no webhook_url): " \
+           "the alerts routed to it (kind=~flooding|extraction|evasion) would not be sent" \
+           in lines
+
+    config = load_config(cfg)
+    store = Store(config.store.url.get_secret_value())
+    store.migrate()
+    with caplog.at_level(logging.WARNING, logger="alerts.notify"):
+        assert len(build_notifiers(config, store)) == 1  # the ML receiver still posts
+    store.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "alerts.notify"] == [
+        "alert receiver security has no transport (no alerts.slack.token, no webhook_url): "
+        "the alerts routed to it (kind=~flooding|extraction|evasion) reach the console/JSONL "
+        "sinks only"]
