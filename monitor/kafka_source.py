@@ -20,7 +20,6 @@ from monitor.pipeline import Record
 from monitor.source import (
     OnAssign,
     OnRevoke,
-    StoppedWhileRestoring,
     dead_letter_record,
     fmt_partitions,
     security_settings,
@@ -29,14 +28,6 @@ from monitor.state import PartitionId
 
 log = logging.getLogger(__name__)
 
-
-def _not_a_stop(record: logging.LogRecord) -> bool:
-    """kafka-python logs a rebalance listener's exception with its traceback; a stop
-    during the state's restore is no error (``KafkaSource.poll`` raises it on)."""
-    return not (record.exc_info and isinstance(record.exc_info[1], StoppedWhileRestoring))
-
-
-logging.getLogger("kafka.coordinator.consumer").addFilter(_not_a_stop)
 
 # the dead-letter producer; a send() waits at most max_block_ms for metadata or room
 # Not idempotent (librdkafka's default too): after a letter expired in flight (stored,
@@ -76,19 +67,28 @@ class _Listener(ConsumerRebalanceListener):
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
+    """kafka-python calls these on its IO thread, which also sends the heartbeats."""
+
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         pids = [(tp.topic, tp.partition) for tp in revoked]
         if pids:
             log.info("partitions revoked: %s", fmt_partitions(pids))
-            self.source.on_revoke(pids)
+            held = self.source.unrestored
+            self.source.unrestored = [pid for pid in held if pid not in pids]
+            # a partition revoked before its state was restored has nothing to store
+            if owned := [pid for pid in pids if pid not in held]:
+                self.source.on_revoke(owned)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """Hold the new partitions (paused) until ``poll`` restores their state on
+        the caller's thread. Restored here, a restore longer than the session timeout
+        (a large state, a store outage) would stop the heartbeats: the member would
+        be evicted, its partitions reassigned and restored again."""
         pids = [(tp.topic, tp.partition) for tp in assigned]
         log.info("partitions assigned: %s", fmt_partitions(pids))
-        resume = self.source.on_assign(pids)
-        for pid, offset in resume.items():
-            if offset is not None:
-                self.source.consumer.seek(TopicPartition(*pid), offset)
+        if pids:
+            self.source.consumer.pause(*[TopicPartition(*pid) for pid in pids])
+            self.source.unrestored.extend(pids)
 
 
 class KafkaSource:
@@ -121,6 +121,8 @@ class KafkaSource:
             **connection_settings(cfg),
         )
         self.poll_failing_since: float | None = None
+        self.unrestored: list[PartitionId] = []  # assigned, paused until poll restores them
+        self._paused = False  # paused by the daemon (pause()), not just while restoring
         self._dlq: KafkaProducer | None = None
         if cfg.dead_letter_topic:
             self._dlq = KafkaProducer(**DEAD_LETTER_PRODUCER, **connection_settings(cfg))
@@ -135,13 +137,13 @@ class KafkaSource:
             polled = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
                                         max_records=self.cfg.max_poll_records)
         except KafkaError as exc:
-            if isinstance(exc.__cause__, StoppedWhileRestoring):  # wrapped by kafka-python
-                raise exc.__cause__ from None
             if self.poll_failing_since is None:
                 self.poll_failing_since = time.monotonic()
                 log.warning("cannot consume (%s: %s); retrying", type(exc).__name__, exc)
             time.sleep(min(1.0, self.cfg.poll_timeout_ms / 1000))
             return {}
+        finally:
+            self._restore_assigned()
         if self.poll_failing_since is not None:
             log.info("consuming again after %.0fs", time.monotonic() - self.poll_failing_since)
             self.poll_failing_since = None
@@ -149,6 +151,21 @@ class KafkaSource:
             (tp.topic, tp.partition): [Record(m.offset, m.value, m.key) for m in msgs]
             for tp, msgs in polled.items()
         }
+
+    def _restore_assigned(self) -> None:
+        """Restore the state of the partitions assigned during the last poll (the
+        daemon's ``on_assign``; a stop while it waits for the store raises
+        ``StoppedWhileRestoring``), move each to its stored offset and let it fetch."""
+        pids, self.unrestored = self.unrestored, []
+        owned = self.assignment()
+        pids = [pid for pid in pids if pid in owned]
+        if not pids:
+            return
+        for pid, offset in self.on_assign(pids).items():
+            if offset is not None:
+                self.consumer.seek(TopicPartition(*pid), offset)
+        if not self._paused:
+            self.consumer.resume(*[TopicPartition(*pid) for pid in pids])
 
     def connected(self) -> bool:
         """False once the group coordinator has not answered a heartbeat for a whole
@@ -201,9 +218,11 @@ class KafkaSource:
         return self._letters.unacknowledged()
 
     def pause(self) -> None:
+        self._paused = True
         self.consumer.pause(*self.consumer.assignment())
 
     def resume(self) -> None:
+        self._paused = False
         self.consumer.resume(*self.consumer.paused())
 
     def highwater(self, pid: PartitionId) -> int | None:
