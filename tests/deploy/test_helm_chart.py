@@ -542,6 +542,30 @@ def test_keda_scales_the_deployment_on_the_groups_lag(chart: helm.Chart) -> None
     assert triggers[0]["metadata"]["allowIdleConsumers"] == "false"
 
 
+def test_large_thresholds_render_as_whole_numbers(chart: helm.Chart) -> None:
+    """Helm reads values as float64: a million would print as 1e+06, which KEDA
+    refuses as a lagThreshold and which reads badly in an alert's text."""
+    values = merged(PROD, **{"keda.enabled": True, "keda.lagThreshold": 1_000_000,
+                             "keda.cooldownPeriod": 1_000_000,
+                             "prometheusRule.lagThreshold": 1_000_000,
+                             "prometheusRule.noEventsMinutes": 1_000_000,
+                             "prometheusRule.jobOverdueHours": 1_000_000})
+    objs = render(chart, values)
+    scaled = one(objs, "ScaledObject")["spec"]
+    assert {t["metadata"]["lagThreshold"] for t in scaled["triggers"]} == {"1000000"}
+    assert scaled["cooldownPeriod"] == 1_000_000
+    rules = {r["alert"]: r for r in one(objs, "PrometheusRule")["spec"]["groups"][0]["rules"]}
+    lag = rules["InferwatchConsumerLagGrowing"]
+    assert "> 1000000)" in lag["expr"] and "above 1000000 records" in lag["annotations"]["description"]
+    assert "[1000000m]" in rules["InferwatchNoEvents"]["expr"]
+    assert "> 3600000000" in rules["InferwatchJobOverdue"]["expr"]
+    assert all("e+" not in r["expr"] for r in rules.values())
+    # A string, as KEDA's own examples write it, is still taken; a non-number is not.
+    scaled = one(render(chart, merged(values, **{"keda.lagThreshold": "20000"})), "ScaledObject")
+    assert scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "20000"
+    assert "/keda/lagThreshold" in refused(chart, merged(values, **{"keda.lagThreshold": "20k"}))
+
+
 def test_notes_tell_the_operator_what_to_check(chart: helm.Chart) -> None:
     notes = render_files(chart, PROD)["inferwatch/templates/NOTES.txt"]
     assert "port-forward deployment/iw-inferwatch 9108:9108" in notes
