@@ -443,6 +443,31 @@ def test_schema_refuses_sqlite_with_two_replicas(chart: helm.Chart) -> None:
     assert "keda/enabled" in refused(chart, merged(TRIAL, **{"keda.enabled": True}))
 
 
+@pytest.mark.parametrize("scaling", [{"replicaCount": 2},
+                                     {"keda.enabled": True, "keda.maxReplicaCount": 12}],
+                         ids=["replicas", "keda"])
+def test_replicas_never_share_a_read_write_once_reports_volume(chart: helm.Chart,
+                                                              scaling: dict[str, Any]) -> None:
+    """Every replica mounts the reports volume: a ReadWriteOnce claim attaches to one
+    node, and a pod scheduled on another hangs in ContainerCreating (Multi-Attach)."""
+    rwo = merged(PROD, **{"reports.persistence.accessModes": ["ReadWriteOnce"], **scaling})
+    message = refused(chart, rwo)
+    assert "reports.persistence" in message and "ReadWriteMany" in message
+    assert "Multi-Attach" in message
+    # ReadWriteMany, an operator's own claim, or no claim at all: installed.
+    for fixed in ({"reports.persistence.accessModes": ["ReadWriteMany"]},
+                  {"reports.persistence.existingClaim": "reports-nfs"},
+                  {"reports.persistence.enabled": False}):
+        pod = one(render(chart, merged(rwo, **fixed)), "Deployment")["spec"]["template"]["spec"]
+        assert "reports" in {v["name"] for v in pod["volumes"]}
+    notes = render_files(chart, merged(rwo, **{"reports.persistence.existingClaim": "reports-nfs"}))
+    assert "reports-nfs: it must be\n      ReadWriteMany" in notes["inferwatch/templates/NOTES.txt"]
+    # One replica (and KEDA capped at one) may keep a ReadWriteOnce claim.
+    one_pod = merged(rwo, replicaCount=1, **{"keda.maxReplicaCount": 1})
+    claims = [o for o in render(chart, one_pod) if o["kind"] == "PersistentVolumeClaim"]
+    assert [c["spec"]["accessModes"] for c in claims] == [["ReadWriteOnce"]]
+
+
 def test_sqlite_trial_gets_one_replica_a_volume_and_no_secret(chart: helm.Chart) -> None:
     objs = render(chart, TRIAL)
     dep = one(objs, "Deployment")
