@@ -240,6 +240,25 @@ def test_alert_rules_are_valid_promql_on_the_daemons_metrics(chart: helm.Chart) 
     assert "InferwatchJobOverdue" not in {r["alert"] for r in rules}
 
 
+def test_alert_rules_select_the_job_that_scrapes_the_pods(chart: helm.Chart) -> None:
+    """The rules select the scrape's ``job`` label. The chart's ServiceMonitor gives
+    the full name; without it (an SRE's own PodMonitor) nothing carries that job, and
+    InferwatchNoEvents' absent() branch would fire for good while every other rule
+    stayed silent: the job is then named, or the chart refuses."""
+    def jobs(values: dict[str, Any]) -> set[str]:
+        rules = one(render(chart, values), "PrometheusRule")["spec"]["groups"][0]["rules"]
+        return {job for r in rules for job in re.findall(r'\bjob="([^"]*)"', r["expr"])}
+
+    assert jobs(PROD) == {"iw-inferwatch"} == {
+        one(render(chart, PROD), "Service")["metadata"]["name"]}
+    own = merged(PROD, **{"serviceMonitor.enabled": False,
+                          "prometheusRule.jobLabel": "monitoring/inferwatch"})
+    assert jobs(own) == {"monitoring/inferwatch"}
+    assert "ServiceMonitor" not in kinds(render(chart, own))
+    message = refused(chart, merged(own, **{"prometheusRule.jobLabel": ""}))
+    assert "prometheusRule.jobLabel is required when serviceMonitor.enabled is false" in message
+
+
 # -- the workload ---------------------------------------------------------------------
 
 def test_pods_run_hardened_by_default(chart: helm.Chart) -> None:
@@ -524,7 +543,8 @@ def test_default_values_demand_a_kafka_bootstrap_and_a_database(chart: helm.Char
 ])
 def test_flags_turn_optional_objects_on_and_off(chart: helm.Chart, flag: str, kind: str) -> None:
     off = merged(PROD, **{"serviceMonitor.enabled": False, "podDisruptionBudget.enabled": False,
-                          "networkPolicy.enabled": False, "prometheusRule.enabled": False})
+                          "networkPolicy.enabled": False, "prometheusRule.enabled": False,
+                          "prometheusRule.jobLabel": "monitoring/inferwatch"})
     assert kind not in kinds(render(chart, off))
     assert kind in kinds(render(chart, merged(off, **{flag: True})))
 
