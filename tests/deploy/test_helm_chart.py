@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import itertools
 import json
+import operator
 import re
 import subprocess
 import sys
@@ -219,6 +221,13 @@ def test_every_rendered_object_is_valid_for_kubernetes(chart: helm.Chart, case: 
             kubernetes_validate.validate(obj, kube, strict=True)
 
 
+def histogram_of(series: str, exported: set[str]) -> str:
+    """The metric a series belongs to: a histogram's ``_count``/``_sum``/``_bucket`` series
+    to the histogram."""
+    stem = re.sub(r"_(count|sum|bucket)$", "", series)
+    return stem if stem in exported else series
+
+
 def test_alert_rules_are_valid_promql_on_the_daemons_metrics(chart: helm.Chart) -> None:
     rule = one(render(chart, merged(PROD, **{"prometheusRule.enabled": True})), "PrometheusRule")
     rules = rule["spec"]["groups"][0]["rules"]
@@ -232,7 +241,7 @@ def test_alert_rules_are_valid_promql_on_the_daemons_metrics(chart: helm.Chart) 
     for r in rules:
         promql_parser.parse(r["expr"])  # raises on a syntax error
         assert f'namespace="{NAMESPACE}"' in r["expr"], r["alert"]
-        used = set(re.findall(r"\b(inferwatch_[a-z_]+)\{", r["expr"]))
+        used = {histogram_of(m, exported) for m in re.findall(r"\b(inferwatch_[a-z_]+)\{", r["expr"])}
         assert used <= exported, (r["alert"], used - exported)
     # Without scheduled jobs there is no job to be overdue.
     no_jobs = merged(PROD, **{"prometheusRule.enabled": True, "config.jobs": {"enabled": False}})
@@ -257,6 +266,97 @@ def test_alert_rules_select_the_job_that_scrapes_the_pods(chart: helm.Chart) -> 
     assert "ServiceMonitor" not in kinds(render(chart, own))
     message = refused(chart, merged(own, **{"prometheusRule.jobLabel": ""}))
     assert "prometheusRule.jobLabel is required when serviceMonitor.enabled is false" in message
+
+
+# A pod's counters as Prometheus would hold them: metric -> {pod: [(t, value), ...]}.
+Series = dict[str, dict[str, list[tuple[float, float]]]]
+
+
+def evaluate(node: Any, series: Series, t: float) -> dict[str, float]:
+    """The instant vector of a rule expression at ``t``, by pod: the subset of PromQL
+    the rules below use (``sum by (pod)``, ``increase``, comparisons with a number,
+    ``and`` / ``unless on (pod)``). Matchers are not applied (one pod's series only);
+    ``increase`` is last minus first sample of the range, without Prometheus'
+    extrapolation, which scales a rise but never turns one into none or back."""
+    kind = type(node).__name__
+    if kind == "ParenExpr":
+        return evaluate(node.expr, series, t)
+    if kind == "AggregateExpr":
+        assert str(node.op) == "sum" and list(node.modifier.labels) == ["pod"], node
+        return evaluate(node.expr, series, t)  # one series per pod already
+    if kind == "Call":
+        assert node.func.name == "increase", node
+        (matrix,) = node.args
+        since = t - matrix.range.total_seconds()
+        out = {}
+        for pod, samples in series.get(matrix.vector_selector.name, {}).items():
+            window = [v for at, v in samples if since < at <= t]
+            if len(window) >= 2:
+                out[pod] = sum(b - a if b >= a else b for a, b in itertools.pairwise(window))
+        return out
+    assert kind == "BinaryExpr", node
+    op = str(node.op)
+    if op in ("and", "unless"):
+        assert list(node.modifier.matching.labels) == ["pod"], node
+        left, right = evaluate(node.lhs, series, t), evaluate(node.rhs, series, t)
+        return {pod: v for pod, v in left.items() if (pod in right) == (op == "and")}
+    compare = {">": operator.gt, "==": operator.eq, "<": operator.lt}[op]
+    bound = node.rhs.val
+    return {pod: v for pod, v in evaluate(node.lhs, series, t).items() if compare(v, bound)}
+
+
+def firing_since(rule: dict[str, Any], series: Series, until: float) -> float | None:
+    """When the rule first fires (its expression holds at every 30 s evaluation for its
+    ``for``), evaluated from 0 to ``until`` seconds; None if it never does."""
+    expr = promql_parser.parse(rule["expr"])
+    hold = int(rule["for"].rstrip("m")) * 60
+    pending = None
+    for t in range(0, int(until) + 1, 30):
+        if evaluate(expr, series, t):
+            pending = t if pending is None else pending
+            if t - pending >= hold:
+                return t
+        else:
+            pending = None
+    return None
+
+
+def checkpoint_counters(attempts: list[tuple[float, bool]], until: float) -> Series:
+    """Scrapes every 30 s of the two counters a run of checkpoint attempts (time, ok) moves."""
+    failed: list[tuple[float, float]] = []
+    done: list[tuple[float, float]] = []
+    for scrape in range(0, int(until) + 1, 30):
+        failed.append((scrape, sum(1.0 for at, ok in attempts if at <= scrape and not ok)))
+        done.append((scrape, sum(1.0 for at, ok in attempts if at <= scrape and ok)))
+    return {"inferwatch_checkpoint_failures_total": {"iw-0": failed},
+            "inferwatch_checkpoint_seconds_count": {"iw-0": done}}
+
+
+def test_checkpoint_alert_pages_on_a_lasting_failure_not_on_one(chart: helm.Chart) -> None:
+    """InferwatchCheckpointsFailing is critical: it must not page for one failed
+    checkpoint (a store blip, dead-letter records Kafka acknowledged after the 2 s
+    wait: the next attempt succeeds seconds later), and must page when checkpoints
+    keep failing (the daemon retries with backoff up to checkpoint.retry_max_s)."""
+    rules = one(render(chart, PROD), "PrometheusRule")["spec"]["groups"][0]["rules"]
+    (rule,) = [r for r in rules if r["alert"] == "InferwatchCheckpointsFailing"]
+    hour = 3600.0
+    healthy = [(float(t), True) for t in range(0, int(hour), 5)]  # checkpoint.interval_s
+    # One failure, and one every few minutes: the store answers in between.
+    for failures in ([600.0], [float(t) for t in range(300, int(hour), 240)]):
+        attempts = sorted([a for a in healthy if a[0] not in failures]
+                          + [(t, False) for t in failures])
+        assert firing_since(rule, checkpoint_counters(attempts, hour), hour) is None
+    # The store goes away at 10 min for 30 min: attempts back off 1, 2, 4 ... 30 s.
+    outage, back = 600.0, 2400.0
+    attempts, t, delay = [a for a in healthy if a[0] < outage], outage, 1.0
+    while t < back:
+        attempts.append((t, False))
+        t, delay = t + delay, min(delay * 2, 30.0)
+    attempts += [a for a in healthy if a[0] >= t]
+    fired = firing_since(rule, checkpoint_counters(attempts, hour), hour)
+    assert fired is not None and fired - outage <= 16 * 60, fired
+    description = rule["annotations"]["description"]
+    assert "store" in description and "dead-letter" in description
 
 
 # -- the workload ---------------------------------------------------------------------
