@@ -426,14 +426,31 @@ def test_schema_keeps_the_probes_port_reachable(chart: helm.Chart, http: dict[st
     assert "/config/http/" in refused(chart, merged(PROD, **{"config.http": http}))
 
 
-def test_grace_period_outlasts_the_checkpoint_retry_budget(chart: helm.Chart) -> None:
-    pod = one(render(chart, PROD), "Deployment")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > 30  # config.checkpoint.retry_max_s default
-    message = refused(chart, merged(PROD, **{"config.checkpoint": {"retry_max_s": 90}}))
-    assert "terminationGracePeriodSeconds (60) must exceed config.checkpoint.retry_max_s" in message
-    ok = render(chart, merged(PROD, **{"config.checkpoint": {"retry_max_s": 90},
-                                       "terminationGracePeriodSeconds": 120}))
-    assert one(ok, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
+def test_grace_period_outlasts_the_daemons_longest_stop(chart: helm.Chart) -> None:
+    """After SIGTERM the daemon (monitor/daemon.py ``_shutdown``) makes one checkpoint
+    attempt: 2 s of dead-letter wait, the store write (30 s at worst), the offset
+    commit (a session timeout, kafka-python); then the alert sends
+    (``send_budget_s``) and those in flight (Slack's timeout), leaving the group
+    (a session timeout) and the jobs thread (10 s). Kubernetes kills the pod after
+    terminationGracePeriodSeconds: it must outlast all of that."""
+    def grace(values: dict[str, Any]) -> int:
+        pod = one(render(chart, values), "Deployment")["spec"]["template"]["spec"]
+        return int(pod["terminationGracePeriodSeconds"])
+
+    assert grace(PROD) > 2 + 30 + 10 + 2 + 10 + 10 + 10  # the defaults' 74 s
+    message = refused(chart, merged(PROD, terminationGracePeriodSeconds=74))
+    assert "terminationGracePeriodSeconds (74) must exceed the daemon's longest stop, 74 s" in message
+    assert "kafka.session_timeout_ms" in message and "alerts.slack.timeout_s" in message
+    # A longer session timeout counts twice (commit and leave), Slack's timeout once.
+    slow = {"config.kafka.session_timeout_ms": 45_000, "config.alerts.slack": {"timeout_s": 30}}
+    assert "longest stop, 164 s" in refused(chart, merged(PROD, **slow))
+    assert grace(merged(PROD, terminationGracePeriodSeconds=165, **slow)) == 165
+    # confluent-kafka's commit is part of leaving; without jobs there is no thread to join.
+    lean = merged(PROD, **{"config.kafka.client": "confluent-kafka", "config.jobs": {"enabled": False}})
+    assert "longest stop, 54 s" in refused(chart, merged(lean, terminationGracePeriodSeconds=54))
+    assert grace(merged(lean, terminationGracePeriodSeconds=55)) == 55
+    # The store's retry backoff is not part of a stop: a stop ends it at once.
+    assert grace(merged(PROD, **{"config.checkpoint": {"retry_max_s": 300}})) == grace(PROD)
 
 
 def test_config_change_rolls_the_pods_and_nothing_else_does(chart: helm.Chart) -> None:
