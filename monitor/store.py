@@ -233,6 +233,11 @@ SERVER_KEEPALIVES = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
                      "tcp_keepalives_count": 3}
 
 
+# An advisory lock held until the transaction ends, keyed by the outbox table (its
+# oid: one per schema); see Store._append_outbox
+_OUTBOX_LOCK = "SELECT pg_advisory_xact_lock(1769366893, 'alert_outbox'::regclass::oid::int)"
+
+
 def _transaction_settings(options: str) -> str:
     """The ``SET LOCAL`` statements, but for the settings the URL's ``options`` gives
     (``?options=-c lock_timeout=30s``: the URL's own settings win)."""
@@ -363,12 +368,12 @@ class Store:
                  "updated_at": now}
                 for scope, cp in states.items()
             ], ["scope"])
-            self._append_outbox(conn, producer, outbox, now)
             self._upsert(conn, alerts, [
                 {"fingerprint": a.fingerprint, "status": a.status, "record": a.record,
                  "state": a.state, "updated_at": now, **alert_meta[a.fingerprint]}
                 for a in changed_alerts
             ], ["fingerprint"])
+            self._append_outbox(conn, producer, outbox, now)  # last: it locks until commit
 
     def append_outbox(self, producer: str, outbox: Iterable[OutboxEntry]) -> None:
         """Put alert records in the outbox ahead of the checkpoint that stores the
@@ -378,9 +383,19 @@ class Store:
 
     def _append_outbox(self, conn: Connection, producer: str, outbox: Iterable[OutboxEntry],
                        now: datetime) -> None:
+        """Insert outbox rows in ``conn``'s transaction, which must commit right after.
+
+        The dispatchers deliver in ``seq`` order past a cursor, so a row must never
+        become visible after a row of higher ``seq``. On PostgreSQL ``seq`` is taken
+        from a sequence at INSERT, not at commit: appending transactions (replicas,
+        the jobs thread) are serialised from their first row to their commit by
+        ``_OUTBOX_LOCK``. SQLite needs none: one write transaction at a time holds
+        the database, and a rowid is max + 1 (outbox rows are never deleted)."""
         rows = [{"producer": producer, "fingerprint": e.fingerprint, "record": e.record,
                  "delivery_key": e.delivery_key, "created_at": now} for e in outbox]
         if rows:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(_OUTBOX_LOCK)
             conn.execute(self._insert(alert_outbox)
                          .on_conflict_do_nothing(index_elements=["delivery_key"]), rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +139,33 @@ def test_alerts_put_in_the_outbox_before_a_crash_are_not_doubled_when_raised_aga
     cp.save()
     assert [r.record for r in store.outbox_after("x", limit=10_000)] == expected
     store.close()
+
+
+def test_an_outbox_row_committed_after_a_later_one_was_delivered_is_not_skipped(
+    store_url: str, tmp_path: Path,
+) -> None:
+    """Two writers append to the outbox at once (a checkpoint, and the jobs thread of
+    the same replica): the one that took its ``seq`` first commits last, after the
+    other's row was delivered. Its row must still be delivered, after the cursor."""
+    store, other = Store(store_url), Store(store_url)
+    store.migrate()
+    out = tmp_path / "alerts.jsonl"
+    sink = JsonlSink(out)
+    dispatcher = Dispatcher(store, [sink], "a")
+    with store.engine.begin() as conn:  # a checkpoint's transaction, not committed yet
+        store._append_outbox(conn, "a", [OutboxEntry("k1", "fp1", '{"n":1}')],
+                             store_module._now())
+        job = threading.Thread(target=other.append_outbox,
+                               args=("a", [OutboxEntry(None, "fp2", '{"n":2}')]))
+        job.start()
+        job.join(1.0)  # on both databases it waits for the checkpoint's commit
+        dispatcher.deliver()
+    job.join()
+    dispatcher.deliver()
+    assert out.read_text().splitlines() == ['{"n":1}', '{"n":2}']
+    assert dispatcher.depth == {sink.name: 0}
+    store.close()
+    other.close()
 
 
 def test_a_process_without_partitions_stores_no_model_wide_state_but_its_alerts(
