@@ -34,7 +34,7 @@ from detectors.keyed import Changes, Keyed
 from monitor import reconfigure
 from monitor.pipeline import Pipeline
 from monitor.reference import load_references, save_new_references
-from monitor.row_chunks import ChunkError, RowChunks
+from monitor.row_chunks import RowChunks
 from monitor.state import ModelState, PartitionId, PartitionState
 from monitor.store import Checkpoint, ChunkWrites, ClientRows, Store, StoredAlert
 from monitor.summaries import write_deltas
@@ -189,30 +189,54 @@ class Checkpointer:
         if fresh:
             scope = self.model_scope(pids)
             cp = self.store.load_checkpoint(scope)
-            if cp is not None:
-                try:
-                    models = _load_state(cp.state)
-                    if isinstance(models, bytes):  # format 6 on: rows stored apart
-                        models = self._chunks.load(scope, models, self.store.load_chunks(scope))
-                except (StateFormatError, ChunkError) as exc:
-                    log.error("the stored model-wide state cannot be read (%s): drift and "
-                              "confidence windows start afresh", exc)
-                else:
-                    assert isinstance(models, ModelState)
-                    done = reconfigure.model_wide(models.detectors, p.models.detectors)
-                    for note in done.notes:
-                        log.warning("model-wide state under the new configuration: %s", note)
-                    models.detectors = done.detectors
-                    p.models = models
-                    self._resolved += done.resolved
-                    log.info("restored model-wide state (watermark %s)", models.watermark)
-        p.alerts.load(pickle.loads(a.state) for a in self.store.firing_alerts())
+            models = None if cp is None else self._load_models(scope, cp)
+            if models is not None:
+                done = reconfigure.model_wide(models.detectors, p.models.detectors)
+                for note in done.notes:
+                    log.warning("model-wide state under the new configuration: %s", note)
+                models.detectors = done.detectors
+                p.models = models
+                self._resolved += done.resolved
+                log.info("restored model-wide state (watermark %s)", models.watermark)
+        p.alerts.load(self._load_alerts())
         # the keys a configuration change dropped: their open alerts resolve
         resolved, self._resolved = self._resolved, []
         p.alert(resolved)
         p.use_references(load_references(self.store))
         return offsets
 
+    def _load_models(self, scope: str, cp: Checkpoint) -> ModelState | None:
+        """The stored model-wide state, or None when it cannot be read (another
+        format, or damaged): its windows start afresh, and the next save replaces it."""
+        try:
+            models = _load_state(cp.state)
+            if isinstance(models, bytes):  # format 6 on: rows stored apart
+                models = self._chunks.load(scope, models, self.store.load_chunks(scope))
+            if not isinstance(models, ModelState):
+                raise StateFormatError(f"a {type(models).__name__}, not a ModelState")
+            return models
+        except SQLAlchemyError:
+            raise  # the store is away: the caller retries
+        except Exception as exc:  # StateFormatError, ChunkError, any unpickling failure
+            log.error("the stored model-wide state cannot be read (%s: %s): drift and "
+                      "confidence windows start afresh", type(exc).__name__, exc)
+            return None
+
+    def _load_alerts(self) -> list[Alert]:
+        """The stored firing alerts; one that cannot be read is left out (its alert
+        starts a new episode if it fires again)."""
+        loaded = []
+        for row in self.store.firing_alerts():
+            try:
+                alert = pickle.loads(row.state)
+                if not isinstance(alert, Alert):
+                    raise TypeError(f"a {type(alert).__name__}, not an Alert")
+            except Exception as exc:  # any unpickling failure
+                log.error("the stored firing alert %s cannot be read (%s: %s); it starts "
+                          "afresh", row.fingerprint, type(exc).__name__, exc)
+                continue
+            loaded.append(alert)
+        return loaded
 
     def _load_or_start_afresh(self, pid: PartitionId, cp: Checkpoint) -> PartitionState:
         """The stored state, or — when this version cannot read it (written by an

@@ -426,6 +426,50 @@ def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_s
     store.close()
 
 
+def test_a_damaged_model_wide_state_or_alert_row_starts_that_part_afresh(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Like a partition's rows: one error line each, and the restore goes on (it
+    used to raise, and the daemon retried it for ever, never ready)."""
+    records = stream_records()
+    pid = ("logs", 0)
+    store = Store(store_url)
+    store.migrate()
+    first = Pipeline(CONFIG)
+    cp = Checkpointer(store, first, group="g", producer="a")
+    first.process(pid, records[:500])
+    first.advance()
+    cp.save()
+    firing = store.firing_alerts()
+    assert firing
+    damaged = firing[0].fingerprint
+    with store.engine.begin() as conn:  # torn writes, a bad restore from a backup
+        conn.execute(sa.text("UPDATE checkpoints SET state = :junk WHERE scope = :scope"),
+                     {"junk": b"\x80\x05junk", "scope": cp.model_scope([pid])})
+        conn.execute(sa.text("UPDATE alerts SET state = :junk WHERE fingerprint = :fp"),
+                     {"junk": b"\x80\x05junk", "fp": damaged})
+
+    second = Pipeline(CONFIG)
+    cp = Checkpointer(store, second, group="g", producer="a")
+    assert cp.restore([pid]) == {pid: 500}
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2
+    assert "model-wide state cannot be read (UnpicklingError" in errors[0]
+    assert f"firing alert {damaged} cannot be read (UnpicklingError" in errors[1]
+    assert not any(k.slots for k in second.models.detectors)
+    assert set(second.alerts.firing) == {a.fingerprint for a in firing[1:]}
+    assert len(second.partitions[pid].detectors[0]) > 0  # the partition's state is whole
+    second.process(pid, records[500:600])
+    second.advance()
+    cp.save()  # replaces the damaged model-wide row
+    caplog.clear()
+    third = Pipeline(CONFIG)
+    assert Checkpointer(store, third, group="g", producer="a").restore([pid]) == {pid: 600}
+    assert "model-wide state cannot be read" not in caplog.text
+    assert any(k.slots for k in third.models.detectors)  # the new state, stored whole
+    store.close()
+
+
 def test_state_of_another_format_is_set_aside_for_fresh_detectors(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
