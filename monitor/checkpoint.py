@@ -36,7 +36,14 @@ from monitor.pipeline import Pipeline
 from monitor.reference import load_references, save_new_references
 from monitor.row_chunks import RowChunks
 from monitor.state import ModelState, PartitionId, PartitionState
-from monitor.store import Checkpoint, ChunkWrites, ClientRows, Store, StoredAlert
+from monitor.store import (
+    Checkpoint,
+    ChunkWrites,
+    ClientRows,
+    PartitionsTakenError,
+    Store,
+    StoredAlert,
+)
 from monitor.summaries import write_deltas
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,9 @@ class Checkpointer:
         self._replace: set[str] = set()  # scopes whose stored clients the next save replaces
         self._resolved: list[Finding] = []  # of keys a configuration change dropped at restore
         self._chunks = RowChunks()  # the model-wide state's warm-up rows, stored apart
+        # the epoch restore() took for each partition (Store.take_partitions): a save
+        # stores them only while no other member has taken them since
+        self._epochs: dict[PartitionId, int] = {}
 
     def partition_scope(self, pid: PartitionId) -> str:
         return f"partition:{self.group}:{pid[0]}:{pid[1]}"
@@ -101,7 +111,22 @@ class Checkpointer:
     def save(self, pids: Iterable[PartitionId] | None = None) -> dict[PartitionId, int]:
         """Store the state of ``pids`` (default: all owned) with the model-wide state
         and the pending alert records; return the offsets now safe to commit.
-        On failure nothing is lost: the pending records and changes stay queued."""
+        On failure nothing is lost: the pending records and changes stay queued.
+        Partitions another member has taken since their restore are dropped from the
+        pipeline, unsaved, and the rest saved without them."""
+        while True:
+            try:
+                return self._save(pids)
+            except PartitionsTakenError as exc:
+                lost = [pid for pid in self._epochs if self.partition_scope(pid) in exc.scopes]
+                log.error("partitions %s were given to another member of the group (this one "
+                          "was evicted): their state here is dropped, not stored",
+                          ", ".join(f"{t}[{n}]" for t, n in lost))
+                for pid in lost:
+                    self.pipeline.release(pid)
+                    del self._epochs[pid]
+
+    def _save(self, pids: Iterable[PartitionId] | None) -> dict[PartitionId, int]:
         p = self.pipeline
         pids = list(p.partitions) if pids is None else list(pids)
         pids = [pid for pid in pids if pid in p.partitions]
@@ -142,8 +167,12 @@ class Checkpointer:
         def write_summaries(conn: Connection) -> None:
             write_deltas(conn, scopes, summaries, sc.bucket_s, sc.sample_size)
 
+        # every partition the model-wide row covers, not only those saved
+        owners = {self.partition_scope(pid): self._epochs[pid] for pid in p.partitions
+                  if pid in self._epochs}
         self.store.save_checkpoint(self.producer, states, pending, stored, meta, clients=clients,
-                                   chunks=chunks, extra=write_summaries if summaries else None)
+                                   chunks=chunks, extra=write_summaries if summaries else None,
+                                   owners=owners)
         if owned:
             self._chunks.committed()
         for keyed, found in changes:
@@ -180,6 +209,11 @@ class Checkpointer:
         pids = list(pids)
         self._resolved = []  # (a retried restore starts over)
         offsets: dict[PartitionId, int | None] = {}
+        # taken first: what a former owner stores from now on is refused, what it
+        # stored before is read below
+        epochs = self.store.take_partitions([self.partition_scope(pid) for pid in pids],
+                                            self.producer)
+        self._epochs.update((pid, epochs[self.partition_scope(pid)]) for pid in pids)
         for pid in pids:
             cp = self.store.load_checkpoint(self.partition_scope(pid))
             state = None if cp is None else self._load_or_start_afresh(pid, cp)

@@ -215,6 +215,8 @@ class Daemon:
                 self.last_records.update((pid, now) for pid in self.pipeline.partitions)
             with self.metrics.batch_seconds.time():
                 for pid, records in batches.items():
+                    if pid not in self.pipeline.partitions:
+                        continue  # another member has it since (Checkpointer.save)
                     result = self.pipeline.process(pid, records)
                     self.last_records[pid] = now
                     self.ends_unsure.pop(pid, None)  # this fetch brought its end

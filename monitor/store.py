@@ -90,6 +90,17 @@ checkpoints = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# who may checkpoint a partition: its restore takes the next epoch, and a checkpoint
+# stores the partition only at the epoch it took (a member the group evicted, still
+# reaching the store, must not write over the new owner's state)
+partition_owners = sa.Table(
+    "partition_owners", metadata,
+    sa.Column("scope", sa.String(1024), primary_key=True),  # the partition's checkpoint scope
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),  # instance_id, for the operator
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 # per-client detector state, one row per (partition scope, keyed detector, client):
 # a checkpoint writes only the clients that changed since the last one
 client_checkpoints = sa.Table(
@@ -195,6 +206,15 @@ class ChunkWrites:
     drop_before: list[tuple[str, str, int]]
     drop: list[tuple[str, str]]
     keep_only: list[tuple[str, list[str]]]
+
+
+class PartitionsTakenError(RuntimeError):
+    """A checkpoint's partitions that another member has taken since (``scopes``);
+    nothing of the checkpoint was stored."""
+
+    def __init__(self, scopes: list[str]) -> None:
+        super().__init__(f"taken by another member: {', '.join(scopes)}")
+        self.scopes = scopes
 
 
 @dataclass(frozen=True)
@@ -350,13 +370,18 @@ class Store:
         clients: dict[str, ClientRows] | None = None,
         chunks: ChunkWrites | None = None,
         extra: Callable[[Connection], None] | None = None,
+        owners: dict[str, int] | None = None,
     ) -> None:
         """One transaction: detector states with their offsets (and the changed
         per-client states of each scope, and the row chunks they refer to), the
         alert records they produced (into the outbox) and the alerts' current state;
-        ``extra`` writes more in the same transaction (window summaries)."""
+        ``extra`` writes more in the same transaction (window summaries). ``owners``:
+        the epoch taken for each partition scope (``take_partitions``); if another
+        member has taken one since, nothing is stored (``PartitionsTakenError``)."""
         now = _now()
         with self.engine.begin() as conn:
+            if owners:
+                self._fence(conn, owners)
             if extra is not None:
                 extra(conn)
             for scope, client_rows in (clients or {}).items():
@@ -374,6 +399,30 @@ class Store:
                 for a in changed_alerts
             ], ["fingerprint"])
             self._append_outbox(conn, producer, outbox, now)  # last: it locks until commit
+
+    def take_partitions(self, scopes: Iterable[str], owner: str) -> dict[str, int]:
+        """Take the next epoch of each partition scope: from now on only a checkpoint
+        at that epoch stores the partition."""
+        t = partition_owners
+        taken = {}
+        with self.engine.begin() as conn:
+            for scope in sorted(scopes):  # one order: takers never wait on each other in a cycle
+                stmt = self._insert(t).values(scope=scope, epoch=1, owner=owner, taken_at=_now())
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["scope"],
+                    set_={"epoch": t.c.epoch + 1, "owner": owner, "taken_at": stmt.excluded.taken_at})
+                taken[scope] = conn.execute(stmt.returning(t.c.epoch)).scalar_one()
+        return taken
+
+    def _fence(self, conn: Connection, owners: dict[str, int]) -> None:
+        """Raise ``PartitionsTakenError`` unless each scope is still at its epoch; lock those
+        rows until the transaction ends, so no member takes one meanwhile."""
+        t = partition_owners
+        lock = t.update().where(t.c.scope.in_(owners)).values(epoch=t.c.epoch)
+        held = {r.scope: r.epoch for r in conn.execute(lock.returning(t.c.scope, t.c.epoch))}
+        lost = sorted(scope for scope, epoch in owners.items() if held.get(scope) != epoch)
+        if lost:
+            raise PartitionsTakenError(lost)
 
     def append_outbox(self, producer: str, outbox: Iterable[OutboxEntry]) -> None:
         """Put alert records in the outbox ahead of the checkpoint that stores the

@@ -13,6 +13,10 @@ import sqlalchemy as sa
 from kafka import KafkaAdminClient
 
 from monitor.broker import EmbeddedBroker
+from monitor.checkpoint import Checkpointer
+from monitor.config import build_config
+from monitor.pipeline import Pipeline
+from monitor.store import Store
 from tests.integration.proxy import ProxiedBroker, TcpProxy
 from tests.integration.s3 import LocalS3
 from tests.integration.scenario import good_events
@@ -519,3 +523,35 @@ def test_a_member_joining_and_leaving_mid_stream_loses_and_doubles_no_alert(
     single = replayed_alerts(tmp_path, cfg(tmp_path / "x.jsonl"), events)
     assert per_client(single), "the scenario must raise per-client alerts"
     assert per_client(together) == per_client(single)
+
+
+def test_a_member_whose_partitions_another_took_stops_storing_and_reading_them(
+    broker: EmbeddedBroker, topic: str, tmp_path: Path, pg_url: str
+) -> None:
+    """A member the group evicted while it still reaches the store (its path to Kafka
+    gone): once another member has restored its partitions, its checkpoints drop
+    them, unstored, and the records it still fetches for them are not its own."""
+    events = good_events()
+    half = len(events) // 2
+    produce(broker.bootstrap, topic, encode_events(events[:half]))
+    group = "evicted"
+    cfg = daemon_config(broker.bootstrap, topic, pg_url, tmp_path / "alerts.jsonl",
+                        group=group, detectors=small_detectors(),
+                        checkpoint={"interval_s": 0.2})
+    d = start_daemon(cfg)
+    try:
+        wait_until(lambda: len(_consumed(d)) == 3, 60, "every partition read")
+        pids = list(d.daemon.pipeline.partitions)
+        store = Store(pg_url)
+        new_owner = Checkpointer(store, Pipeline(build_config(cfg, env={})), group=group,
+                                 producer="other")
+        taken = new_owner.restore(pids)
+        wait_until(lambda: not d.daemon.pipeline.partitions, 10, "the taken partitions dropped")
+        produce(broker.bootstrap, topic, encode_events(events[half:]))
+        time.sleep(3)  # fetched by the evicted member, which still holds the assignment
+        assert not d.daemon.pipeline.partitions
+        assert {pid: store.load_checkpoint(new_owner.partition_scope(pid)).next_offset
+                for pid in pids} == taken
+        store.close()
+    finally:
+        d.stop()

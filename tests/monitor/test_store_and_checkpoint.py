@@ -397,6 +397,58 @@ def test_checkpoints_write_only_changed_clients_and_restarts_rebuild_the_same_st
     store.close()
 
 
+def test_a_member_evicted_from_the_group_stores_nothing_over_the_new_owner(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Member a, cut off from Kafka, was evicted and its partition given to b; a
+    still reaches the store. Its checkpoints must not write its stale state over
+    b's: it drops the partition instead. A hand-over in a rebalance (a saves when
+    revoked, then b restores) keeps a's last state."""
+    records = stream_records()
+    pid = ("logs", 0)
+    n = len(records)
+    whole = Pipeline(CONFIG)
+    whole.process(pid, records)
+    whole.advance()
+    store = Store(store_url)
+    store.migrate()
+
+    a = Pipeline(CONFIG)
+    cp_a = Checkpointer(store, a, group="g", producer="a")
+    cp_a.restore([pid])
+    a.process(pid, records[:n // 4])
+    a.advance()
+    assert cp_a.save() == {pid: n // 4}  # revoked in a rebalance: saved, then released
+    a.release(pid)
+    assert cp_a.restore([pid]) == {pid: n // 4}  # given back to a: its state resumes
+    a.process(pid, records[n // 4:n // 2])
+    a.advance()  # a's path to Kafka goes; the group gives the partition to b
+
+    b = Pipeline(CONFIG)
+    cp_b = Checkpointer(store, b, group="g", producer="b")
+    assert cp_b.restore([pid]) == {pid: n // 4}
+    b.process(pid, records[n // 4:])
+    b.advance()
+    assert cp_b.save() == {pid: n}
+
+    assert cp_a.save() == {}  # a's periodic checkpoint: refused, the partition dropped
+    assert "partitions logs[0] were given to another member" in caplog.text
+    assert pid not in a.partitions
+    assert cp_a.save() == {}
+    assert cp_b.save() == {pid: n}  # b goes on
+
+    restored = Pipeline(CONFIG)
+    assert Checkpointer(store, restored, group="g", producer="c").restore([pid]) == {pid: n}
+    for resumed, straight in zip(restored.partitions[pid].detectors,
+                                 whole.partitions[pid].detectors, strict=True):
+        assert list(resumed.slots) == list(straight.slots)
+        assert [s.detector.evidence() for s in resumed.slots.values()] == [
+            s.detector.evidence() for s in straight.slots.values()]
+    assert [k.slots.keys() for k in restored.models.detectors] == [
+        k.slots.keys() for k in whole.models.detectors]
+    store.close()
+
+
 def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_stored_offset(
     store_url: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
