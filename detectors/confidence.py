@@ -12,12 +12,12 @@ while some signal's ADWIN estimate (the mean of its adaptive window) is at least
 ``min_effect`` reference SDs away from the reference; ADWIN forgets the old
 regime as soon as it detects the change, so the estimate follows a shift fast and
 returns once it is over. With labels (the ``label`` field, compared with
-``prediction``), the first ``reference_labels`` labelled events give the
-reference accuracy and calibration gap (mean confidence minus accuracy); every
-window of ``min_labels`` labelled events is tested with a two-proportion z-test
-and fires on a drop of at least ``min_accuracy_drop`` with ``z <= -z_threshold``,
-and on a calibration gap moved by at least ``min_calibration_shift`` with
-``|z| >= z_threshold``.
+``prediction`` as a class, ``reference.label``: 1, 1.0 and "1" are one class), the
+first ``reference_labels`` labelled events give the reference accuracy and
+calibration gap (mean confidence minus accuracy); every window of ``min_labels``
+labelled events is tested with a two-proportion z-test and fires on a drop of at
+least ``min_accuracy_drop`` with ``z <= -z_threshold``, and on a calibration gap
+moved by at least ``min_calibration_shift`` with ``|z| >= z_threshold``.
 The low-confidence rate is tested by the drift detector on the confidence
 histogram (``@confidence``), with the features. The evidence also carries an
 accuracy estimated from confidence alone (CBPE-style, see ``_estimated_accuracy``).
@@ -34,7 +34,7 @@ from detectors.adwin import ADWIN
 from detectors.base import Detector
 from detectors.event import Event
 from detectors.queries import row_sums
-from detectors.reference import uniform_columns
+from detectors.reference import label, uniform_columns
 from detectors.windows import TumblingWindows
 
 _Q = 1 << 20
@@ -89,7 +89,10 @@ class _Sums:
             self.s2[i] += _isum(q2[:, i])
         rows = [r for r, e in enumerate(events) if e.label is not None and e.prediction is not None]
         if rows:
-            ok = np.array([str(events[r].label) == str(events[r].prediction) for r in rows])
+            # as classes are counted everywhere (``reference.label``): a decoder reads
+            # class 1 as 1.0, a label joiner may send "1"; str() would tell them apart
+            ok = np.array([label(events[r].label) == label(events[r].prediction)
+                           for r in rows])
             self.labelled += len(rows)
             self.correct += int(ok.sum())
             self.lconf += _isum(q[rows, 0])
@@ -232,6 +235,20 @@ class ConfidenceDrift(Detector):
         self._detected = False
         self._decided: float | None = None
         self._last: dict[str, Any] = {}
+        self._labels_as_classes = True  # absent from state stored before (see __setstate__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "_labels_as_classes" not in state:
+            # stored by a release that compared str(label) with str(prediction): a
+            # labelled reference it never found right (labels "1", predictions 1.0) is
+            # that mismatch, not the model: it is learnt again, comparing classes
+            ref = state.get("_lab_ref")
+            if ref is not None and ref.labelled and not ref.correct:
+                state.update(_lab_ref=_Sums(), _lab_win=_Sums(), _lab_start=math.nan,
+                             _accuracy={}, _accuracy_alarm=False, _calibration_alarm=False)
+            state["_labels_as_classes"] = True
+        self.__dict__.update(state)
 
     def update(self, event: Event) -> None:
         self.update_many([event])

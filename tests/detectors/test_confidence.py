@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import msgspec
 import numpy as np
+import pytest
 
 from detectors.confidence import ConfidenceDrift, signal_table
 from detectors.event import Event
@@ -135,3 +136,71 @@ def test_the_signal_table_of_a_batch_is_that_of_its_answers_one_by_one() -> None
     for batch in (uniform, [*uniform[:50], reordered, listed, bare, *uniform[50:60]]):
         alone = np.vstack([signal_table([e]) for e in batch])
         np.testing.assert_array_equal(signal_table(batch), alone)
+
+
+def _class_ids(seed: int, label_as: Callable[[float, int], object]) -> Callable[[int], Event]:
+    """A calibrated binary model (about 85% right) answering with class ids the JSON
+    decoder reads as floats (0.0 / 1.0); ``label_as`` writes the true class."""
+    rng = np.random.default_rng(seed)
+
+    def make(i: int) -> Event:
+        c = float(rng.uniform(0.7, 1.0))
+        pred = float(rng.integers(0, 2))
+        truth = pred if rng.random() < c else 1.0 - pred
+        return Event(ts=1_700_000_000 + i / RATE, model="m", model_version="1",
+                     confidence=c, prediction=pred, label=label_as(truth, i))
+    return make
+
+
+@pytest.mark.parametrize("label_as", [
+    lambda y, i: str(int(y)),  # "1": a label joiner writing strings
+    lambda y, i: int(y),  # 1
+    lambda y, i: y if i < 3000 else str(int(y)),  # the joiner switches to strings mid-stream
+], ids=["string", "int", "switch"])
+def test_a_label_is_compared_with_the_prediction_as_a_class_whatever_its_type(
+        label_as: Callable[[float, int], object]) -> None:
+    """Class 1 arrives as prediction 1.0; its label as 1.0, 1 or "1" is the same class:
+    accuracy and calibration are those of float labels, and a joiner that changes
+    how it writes labels raises nothing (it raised "accuracy fell to 0.0%")."""
+
+    def run(make: Callable[[int], Event]) -> ConfidenceDrift:
+        det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=500,
+                              reference_labels=300, min_labels=200)
+        _run(det, 6000, make)
+        return det
+
+    floats, other = run(_class_ids(7, lambda y, i: y)), run(_class_ids(7, label_as))
+    acc = other.evidence()["accuracy"]
+    assert acc == floats.evidence()["accuracy"]
+    assert 0.75 < acc["reference_accuracy"] < 0.95 and abs(acc["calibration_gap"]) < 0.1
+    assert not other.detected and not acc["firing"] and not acc["calibration_firing"]
+
+
+def test_state_stored_before_labels_were_classes_loads_and_relearns_a_never_right_reference(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint of the previous release holds a labelled reference built with
+    str(label) == str(prediction): string labels against 1.0 made it 0% right. After
+    the upgrade that reference is learnt again (else the corrected accuracy reads as
+    a calibration shift of 0.8 and fires); one that was right some of the time is kept."""
+    make = _class_ids(8, lambda y, i: str(int(y)))
+    events = [make(i) for i in range(8000)]
+    good = _class_ids(8, lambda y, i: y)
+    floats = [good(i) for i in range(3000)]
+
+    def old_release(stream: list[Event]) -> ConfidenceDrift:
+        det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=500,
+                              reference_labels=300, min_labels=200)
+        with monkeypatch.context() as m:
+            m.setattr("detectors.confidence.label", str)  # the old comparison
+            _run(det, len(stream), lambda i: stream[i])
+        del det._labels_as_classes  # the field this release adds
+        return pickle.loads(pickle.dumps(det))
+
+    det = old_release(events[:3000])
+    rest = events[3000:]
+    trace = _run(det, len(rest), lambda i: rest[i])
+    acc = det.evidence()["accuracy"]
+    assert not any(d for _, d in trace) and not acc["calibration_firing"]
+    assert acc["reference_accuracy"] > 0.75 and abs(acc["calibration_gap"]) < 0.1
+    kept = old_release(floats)
+    assert kept._lab_ref.labelled >= 300 and kept._lab_ref.correct > 0.75 * kept._lab_ref.labelled
