@@ -9,7 +9,8 @@ normalised entropy of ``probabilities``. Each later bucket's mean, standardised
 by the reference (in reference SDs, times 10), feeds one ADWIN per signal (Bifet and
 Gavaldà 2007, river's implementation, checked every bucket). The incident holds
 while some signal's ADWIN estimate (the mean of its adaptive window) is at least
-``min_effect`` reference SDs away from the reference; ADWIN forgets the old
+``min_effect`` reference SDs (an SD counts as at least ``_SD_FLOOR``, 0.02) and
+``_MIN_SHIFT`` (0.01) away from the reference; ADWIN forgets the old
 regime as soon as it detects the change, so the estimate follows a shift fast and
 returns once it is over. With labels (the ``label`` field, compared with
 ``prediction`` as a class, ``reference.label``: 1, 1.0 and "1" are one class), the
@@ -42,6 +43,12 @@ _Q = 1 << 20
 # reference SDs are fed at 10x so the variance term, which scales with them, decides.
 _GAIN = 10.0
 SIGNALS = ("confidence", "margin", "entropy")
+# A signal's reference SD counts as at least this, 2% of its [0, 1] range: a model
+# answering one-hot has none, and a floor of 1e-4 read a 0.001 change as 8 SDs.
+_SD_FLOOR = 0.02
+# A shift of a signal's mean smaller than this never counts, whatever ``min_effect``
+# (in SDs) says: an absolute effect no one would act on.
+_MIN_SHIFT = 0.01
 _SUM_ROWS = 1 << 22  # q^2 < 2^40: 2^22 of them sum inside int64
 _FOLD_ROWS = 2048
 
@@ -185,8 +192,8 @@ class ConfidenceDrift(Detector):
     ...     d.update(Event(ts=t, model="m", model_version="1", confidence=c,
     ...                    probabilities={"a": c, "b": 1 - c}))
     ...     d.tick(t)
-    >>> d.detected, d.evidence()["shifted"][0]["signal"]
-    (True, 'confidence')
+    >>> d.detected, [(s["signal"], s["current_mean"]) for s in d.evidence()["shifted"]][:2]
+    (True, [('margin', 0.5601), ('confidence', 0.78)])
     """
 
     name = "confidence.adwin"
@@ -248,6 +255,14 @@ class ConfidenceDrift(Detector):
                 state.update(_lab_ref=_Sums(), _lab_win=_Sums(), _lab_start=math.nan,
                              _accuracy={}, _accuracy_alarm=False, _calibration_alarm=False)
             state["_labels_as_classes"] = True
+        sd = state.get("_sd")
+        if sd is not None and min(sd) < _SD_FLOOR:  # stored before the floor: 1e-4
+            state["_sd"] = [max(v, _SD_FLOOR) for v in sd]
+            adwins = list(state["_adwins"])  # what they hold is on the old scale
+            for i, v in enumerate(sd):
+                if v < _SD_FLOOR:
+                    adwins[i] = ADWIN(delta=state["delta"], clock=1)
+            state["_adwins"] = adwins
         self.__dict__.update(state)
 
     def update(self, event: Event) -> None:
@@ -280,7 +295,7 @@ class ConfidenceDrift(Detector):
                     m = self._ref.s1[i] / _Q / n
                     var = self._ref.s2[i] / (_Q * _Q) / n - m * m
                     self._mean[i] = m
-                    self._sd[i] = math.sqrt(var) if var > 1e-8 else 1e-4
+                    self._sd[i] = max(math.sqrt(max(var, 0.0)), _SD_FLOOR)
             return
         if b.n >= self.min_bucket_events:
             means = [b.s1[i] / _Q / b.n for i in range(3)]
@@ -326,7 +341,8 @@ class ConfidenceDrift(Detector):
         shifted: list[dict[str, Any]] = []
         for i, a in enumerate(self._adwins):
             est = a.estimation / _GAIN
-            if a.width >= 3 and abs(est) >= self.min_effect:
+            if (a.width >= 3 and abs(est) >= self.min_effect
+                    and abs(est) * self._sd[i] >= _MIN_SHIFT):
                 shifted.append({"signal": SIGNALS[i], "shift_sd": round(est, 3),
                                 "reference_mean": round(self._mean[i], 4),
                                 "current_mean": round(self._mean[i] + est * self._sd[i], 4),

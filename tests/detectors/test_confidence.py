@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from detectors.confidence import ConfidenceDrift, signal_table
+from detectors.confidence import SIGNALS, ConfidenceDrift, signal_table
 from detectors.event import Event
 
 RATE = 50  # events per second; buckets of 1 s
@@ -204,3 +204,55 @@ def test_state_stored_before_labels_were_classes_loads_and_relearns_a_never_righ
     assert acc["reference_accuracy"] > 0.75 and abs(acc["calibration_gap"]) < 0.1
     kept = old_release(floats)
     assert kept._lab_ref.labelled >= 300 and kept._lab_ref.correct > 0.75 * kept._lab_ref.labelled
+
+
+def _one_hot(seed: int, after: Callable[[np.random.Generator], float]) -> Callable[[int], Event]:
+    """A model answering one-hot (confidence 1.0, no spread at all) for its first
+    4,000 answers (the reference is the first 2,000), then ``after(rng)``."""
+    rng = np.random.default_rng(seed)
+
+    def make(i: int) -> Event:
+        c = 1.0 if i < 4000 else after(rng)
+        return Event(ts=1_700_000_000 + i / RATE, model="m", model_version="1",
+                     confidence=c, probabilities={"a": c, "b": 1 - c})
+    return make
+
+
+@pytest.mark.parametrize("min_effect", [0.5, 0.01])
+def test_a_signal_constant_in_the_reference_needs_a_real_change_to_fire(min_effect: float) -> None:
+    """One-hot answers have zero reference SD. One answer in 500 at 0.9 moves the
+    mean entropy by 0.001, which read as an 8-SD shift; it is no alert, even at a
+    tiny ``min_effect``. A mean confidence going from 1.0 to 0.8 still fires, within
+    a few buckets."""
+    det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=2000,
+                          min_effect=min_effect)
+    rare = _run(det, 20_000, _one_hot(9, lambda rng: 0.9 if rng.random() < 0.002 else 1.0))
+    assert len(rare) > 300 and not any(d for _, d in rare), det.evidence()["shifted"]
+
+    det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=2000,
+                          min_effect=min_effect)
+    drop = _run(det, 6000, _one_hot(9, lambda rng: float(rng.uniform(0.7, 0.9))))
+    fired = [t for t, d in drop if d]
+    assert fired and fired[0] <= 1_700_000_000 + 4000 / RATE + 5 and drop[-1][1]
+    shifted = {s["signal"]: s for s in det.evidence()["shifted"]}
+    assert set(shifted) == set(SIGNALS)
+    assert shifted["confidence"]["reference_mean"] == 1.0
+    assert abs(shifted["confidence"]["current_mean"] - 0.8) < 0.02
+    assert abs(shifted["margin"]["current_mean"] - 0.6) < 0.04
+    assert "mean margin dropped from 1.000 to 0.5" in det.summary({}, "m")
+
+
+def test_state_stored_with_a_tiny_reference_sd_loads_on_the_floor() -> None:
+    """The previous release stored 1e-4 for a constant signal: it loads as the floor,
+    with that signal's ADWIN started afresh (its contents were on the old scale),
+    and the rare uncertain answer raises nothing from then on."""
+    make = _one_hot(10, lambda rng: 0.9 if rng.random() < 0.002 else 1.0)
+    events = [make(i) for i in range(12_000)]
+    det = ConfidenceDrift(bucket_s=1.0, lateness_s=0.0, reference_events=2000)
+    _run(det, 6000, lambda i: events[i])
+    det._sd = [1e-4, 1e-4, 1e-4]  # as the previous release stored them
+    del det._labels_as_classes
+    det = pickle.loads(pickle.dumps(det))
+    assert det._sd == [0.02, 0.02, 0.02] and all(a.width == 0 for a in det._adwins)
+    rest = events[6000:]
+    assert not any(d for _, d in _run(det, len(rest), lambda i: rest[i]))
