@@ -7,7 +7,9 @@ Per model version, events are summed per ``bucket_s`` bucket of event time
 deviation of the confidence, the margin (top-1 minus top-2 probability) and the
 normalised entropy of ``probabilities``. Each later bucket's mean, standardised
 by the reference (in reference SDs, times 10), feeds one ADWIN per signal (Bifet and
-Gavaldà 2007, river's implementation, checked every bucket). The incident holds
+Gavaldà 2007, river's implementation, checked every bucket); buckets with fewer than
+``min_bucket_events`` answers are joined with the next ones until they hold that
+many (``_gather_bucket``). The incident holds
 while some signal's ADWIN estimate (the mean of its adaptive window) is at least
 ``min_effect`` reference SDs (an SD counts as at least ``_SD_FLOOR``, 0.02) and
 ``_MIN_SHIFT`` (0.01) away from the reference; ADWIN forgets the old
@@ -49,6 +51,10 @@ _SD_FLOOR = 0.02
 # A shift of a signal's mean smaller than this never counts, whatever ``min_effect``
 # (in SDs) says: an absolute effect no one would act on.
 _MIN_SHIFT = 0.01
+# Buckets with fewer than ``min_bucket_events`` answers are joined with the next
+# ones, over at most this many bucket widths (600 s of 10-s buckets, drift's
+# ``max_window_s``): a group that cannot fill in that span is dropped.
+_MAX_GATHER_BUCKETS = 60
 _SUM_ROWS = 1 << 22  # q^2 < 2^40: 2^22 of them sum inside int64
 _FOLD_ROWS = 2048
 
@@ -243,6 +249,8 @@ class ConfidenceDrift(Detector):
         self._decided: float | None = None
         self._last: dict[str, Any] = {}
         self._labels_as_classes = True  # absent from state stored before (see __setstate__)
+        self._gather: _Sums | None = None  # closed buckets short of min_bucket_events
+        self._gather_start = math.nan
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
@@ -255,6 +263,8 @@ class ConfidenceDrift(Detector):
                 state.update(_lab_ref=_Sums(), _lab_win=_Sums(), _lab_start=math.nan,
                              _accuracy={}, _accuracy_alarm=False, _calibration_alarm=False)
             state["_labels_as_classes"] = True
+        state.setdefault("_gather", None)  # stored before short buckets were joined
+        state.setdefault("_gather_start", math.nan)
         sd = state.get("_sd")
         if sd is not None and min(sd) < _SD_FLOOR:  # stored before the floor: 1e-4
             state["_sd"] = [max(v, _SD_FLOOR) for v in sd]
@@ -297,14 +307,32 @@ class ConfidenceDrift(Detector):
                     self._mean[i] = m
                     self._sd[i] = max(math.sqrt(max(var, 0.0)), _SD_FLOOR)
             return
-        if b.n >= self.min_bucket_events:
-            means = [b.s1[i] / _Q / b.n for i in range(3)]
-            for i, a in enumerate(self._adwins):
-                a.update(_GAIN * (means[i] - self._mean[i]) / self._sd[i])
-            self._last_bucket = {"bucket_start": start, "bucket_end": end, "events": b.n,
-                                 **{f"{s}_mean": round(means[i], 4)
-                                    for i, s in enumerate(SIGNALS)}}
+        self._gather_bucket(start, end, b)
         self._decide(end)
+
+    def _gather_bucket(self, start: float, end: float, b: _Sums) -> None:
+        """Feed ADWIN the mean of each group of closed buckets holding at least
+        ``min_bucket_events`` answers: a bucket alone when it has them, else joined
+        with the following ones (at 0.4 answers/s no 10-s bucket has 5, and none was
+        ever seen). The groups follow from the closed buckets alone, whatever the
+        batches; a group still short after ``_MAX_GATHER_BUCKETS`` bucket widths is
+        dropped, so each ADWIN value stays a local mean, and the state is one sum."""
+        g = self._gather
+        if g is not None and end - self._gather_start > _MAX_GATHER_BUCKETS * self.bucket_s:
+            g = None  # too few answers to fill a group in the span: dropped
+        if g is None:
+            g, self._gather_start = _Sums(), start
+        g.add(b)
+        if g.n < self.min_bucket_events:
+            self._gather = g
+            return
+        self._gather = None
+        means = [g.s1[i] / _Q / g.n for i in range(3)]
+        for i, a in enumerate(self._adwins):
+            a.update(_GAIN * (means[i] - self._mean[i]) / self._sd[i])
+        self._last_bucket = {"bucket_start": self._gather_start, "bucket_end": end,
+                             "events": g.n, **{f"{s}_mean": round(means[i], 4)
+                                               for i, s in enumerate(SIGNALS)}}
 
     def _labels(self, start: float, end: float, b: _Sums) -> None:
         if not b.labelled:

@@ -256,3 +256,72 @@ def test_state_stored_with_a_tiny_reference_sd_loads_on_the_floor() -> None:
     assert det._sd == [0.02, 0.02, 0.02] and all(a.width == 0 for a in det._adwins)
     rest = events[6000:]
     assert not any(d for _, d in _run(det, len(rest), lambda i: rest[i]))
+
+
+def _slow(seed: int, gap_s: float, drop_at: int | None) -> Callable[[int], Event]:
+    """One answer every ``gap_s`` seconds, confidence about 0.9, about 0.6 from
+    answer ``drop_at`` on."""
+    rng = np.random.default_rng(seed)
+
+    def make(i: int) -> Event:
+        mean = 0.6 if drop_at is not None and i >= drop_at else 0.9
+        c = float(np.clip(rng.normal(mean, 0.05), 0.0, 1.0))
+        return Event(ts=1_700_000_000 + i * gap_s, model="m", model_version="1",
+                     confidence=c, probabilities={"a": c, "b": 1 - c})
+    return make
+
+
+def _run_each(det: ConfidenceDrift, n: int, make: Callable[[int], Event]) -> list[tuple[float, bool]]:
+    trace = []
+    for i in range(n):
+        ev = make(i)
+        det.update(ev)
+        det.tick(ev.ts)
+        if det.decided_at is not None and (not trace or trace[-1][0] != det.decided_at):
+            trace.append((det.decided_at, det.detected))
+    return trace
+
+
+def test_a_model_below_half_an_answer_a_second_is_watched_too() -> None:
+    """At 0.4 answers/s no 10-s bucket holds ``min_bucket_events`` (5): short buckets
+    are joined until they do, so a drop from 0.9 to 0.6 fires within minutes (it
+    was never seen: ADWIN got nothing), a steady model raises nothing, and every
+    value ADWIN got spans at most 600 s."""
+    t0, drop_at = 1_700_000_000, 1500
+    det = ConfidenceDrift(reference_events=500)  # buckets of 10 s, 5 answers each
+    trace = _run_each(det, 2500, _slow(11, 2.5, drop_at))
+    fired = [t for t, d in trace if d]
+    assert fired and t0 + drop_at * 2.5 < fired[0] <= t0 + drop_at * 2.5 + 300
+    assert trace[-1][1] and "mean confidence dropped from 0.90" in det.summary({}, "m")
+    last = det.evidence()["last_bucket"]
+    assert last["events"] >= 5 and last["bucket_end"] - last["bucket_start"] <= 20
+
+    steady = ConfidenceDrift(reference_events=500)
+    assert not any(d for _, d in _run_each(steady, 5000, _slow(12, 2.5, None)))
+    assert steady._adwins[0].width > 500  # it was watched all along
+
+
+def test_a_group_that_cannot_fill_in_ten_minutes_is_dropped() -> None:
+    """At one answer every 150 s, 5 answers take 750 s: no group fills within the
+    600-s cap, so ADWIN never mixes answers further apart, and nothing is held
+    beyond the one group being filled."""
+    det = ConfidenceDrift(reference_events=50)
+    _run_each(det, 400, _slow(13, 150.0, 200))
+    assert det._adwins[0].width == 0 and not det.detected
+    assert det._gather is not None and det._gather.n < 5
+
+
+def test_state_stored_before_short_buckets_were_joined_continues_identically() -> None:
+    """The previous release stored no group being filled: such a state loads with
+    none and goes on exactly as a state of this release would."""
+    rng = np.random.default_rng(14)
+    events = [_answer(rng, i, sharp=1.0 if i > 6000 else 3.0) for i in range(9000)]
+    det = _det()
+    _run(det, 5000, lambda i: events[i])
+    assert det._gather is None  # 50 answers a bucket: every bucket fills its own group
+    old = pickle.loads(pickle.dumps(det))
+    del old._gather, old._gather_start, old._labels_as_classes
+    old = pickle.loads(pickle.dumps(old))
+    rest = events[5000:]
+    assert _run(old, len(rest), lambda i: rest[i]) == _run(det, len(rest), lambda i: rest[i])
+    assert old.evidence() == det.evidence() and det.detected
