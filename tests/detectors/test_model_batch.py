@@ -154,9 +154,11 @@ def _configured_reference() -> ReferenceSet:
     (3, lambda: _drift(predictions=False, segment_by=None)),
     (4, lambda: ConfidenceDrift(bucket_s=1.0, lateness_s=1.0, reference_events=600,
                                 reference_labels=200, min_labels=100, min_effect=0.3)),
-    # ~100 answers a bucket: groups of 3-4 buckets, some across the 2-6 s gaps
+    # ~100 answers a bucket: groups of 3-4 buckets, some across the 2-6 s gaps (no
+    # labelled reference: the incident must come from the groups)
     (5, lambda: ConfidenceDrift(bucket_s=1.0, lateness_s=1.0, reference_events=600,
-                                min_bucket_events=250, min_effect=0.3)),
+                                reference_labels=10**9, min_bucket_events=250,
+                                min_effect=0.3)),
 ])
 def test_batching_changes_nothing(seed: int, make: Any) -> None:
     events = _stream(seed, 9000)
