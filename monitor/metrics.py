@@ -32,7 +32,8 @@ class Metrics:
             registry=r,
         )
         self.checkpoint_failures = Counter(
-            "inferwatch_checkpoint_failures_total", "Checkpoints that failed (store unreachable).",
+            "inferwatch_checkpoint_failures_total",
+            "Checkpoints that failed (the store unreachable, or dead-letter copies unacknowledged).",
             registry=r,
         )
         self.consumer_lag = Gauge(
