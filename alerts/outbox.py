@@ -94,7 +94,11 @@ class Dispatcher:
             # may hold records past its cursor after a crash, or when the store went
             # away between a send and the cursor's move: those are not sent again.
             if cursor not in self._checked_prefix:
-                done = sink.delivered_prefix(records)
+                try:
+                    done = sink.delivered_prefix(records)
+                except Exception as exc:
+                    self._blocked(sink, cursor, exc, now)
+                    return total
                 if done:
                     log.info("%s already holds %d pending record(s); not writing them again",
                              sink.name, done)
@@ -106,16 +110,24 @@ class Dispatcher:
             self._checked_prefix.discard(cursor)
             try:
                 sink.send(records)
-            except DeliveryError as exc:
-                self._failed(sink, exc, now)
-                self.depth[sink.name] = self.store.outbox_depth(
-                    cursor, self.producer if sink.local else None)
+            except Exception as exc:
+                self._blocked(sink, cursor, exc, now)
                 return total
             self.store.advance_cursor(cursor, rows[-1].seq)
             self._checked_prefix.add(cursor)
             self._backoff.pop(sink.name, None)
             self._report(sink.name, "sent", len(rows))
             total += len(rows)
+
+    def _blocked(self, sink: Sink, cursor: str, exc: Exception, now: float) -> None:
+        """The sink itself failed: it alone waits. An exception other than
+        DeliveryError (the console on a full disk, a file path that is a directory)
+        is retried with backoff."""
+        if not isinstance(exc, DeliveryError):
+            exc = DeliveryError(f"{type(exc).__name__}: {exc}", retryable=True, reason="error")
+        self._failed(sink, exc, now)
+        self.depth[sink.name] = self.store.outbox_depth(
+            cursor, self.producer if sink.local else None)
 
     def _failed(self, sink: Sink, exc: DeliveryError, now: float) -> None:
         self._report(sink.name, exc.reason, 1)

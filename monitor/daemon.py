@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import sqlalchemy as sa
 from kafka.errors import KafkaError
 
 from alerts.notify import build_notifiers
@@ -234,7 +235,7 @@ class Daemon:
                 self.dispatcher.deliver()
                 for sink, depth in self.dispatcher.depth.items():
                     self.metrics.outbox_depth.labels(sink).set(depth)
-            except Exception as exc:  # the next checkpoint retries the store
+            except sa.exc.SQLAlchemyError as exc:  # the next checkpoint retries the store
                 self.store_ok = False
                 log.warning("alert delivery paused: store unreachable (%s)", short_error(exc))
         cp = self.config.checkpoint

@@ -65,3 +65,28 @@ def test_the_daemon_posts_its_alerts_to_slack_once_each(
     assert d.daemon.metrics.registry.get_sample_value(
         "inferwatch_receiver_notifications_total",
         {"receiver": "security", "result": "sent"}) >= 1
+
+
+def test_a_jsonl_file_that_cannot_be_written_does_not_hold_back_slack_or_readiness(
+        broker: EmbeddedBroker, topic: str, tmp_path: Path, slack: FakeSlack,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A sink's own failure is not a store outage: the other sinks deliver and the
+    daemon stays ready; the log names the sink and the cause."""
+    jsonl = tmp_path / "alerts.jsonl"
+    jsonl.mkdir()  # the configured path is a directory
+    cfg = daemon_config(broker.bootstrap, topic, f"sqlite:///{tmp_path / 'store.db'}", jsonl,
+                        group=f"g-{topic}", detectors=small_detectors())
+    cfg["alerts"] |= {"slack": {"token": "xoxb-test", "base_url": slack.base_url},
+                      "route": {"receiver": "ml", "group_wait_s": 0}, "tick_s": 0.2}
+    produce(broker.bootstrap, topic, encode_events(good_events()))
+
+    d = start_daemon(cfg)
+    try:
+        wait_until(lambda: any(SMALL.flooder in m["text"] for m in slack.messages.values()),
+                   60, "the flooding alert in Slack")
+        assert d.daemon.ready() == (True, "ok")
+    finally:
+        d.stop()
+    assert f"delivery to jsonl:{jsonl} failed" in caplog.text
+    assert "Is a directory" in caplog.text
+    assert "store unreachable" not in caplog.text
