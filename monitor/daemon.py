@@ -417,10 +417,11 @@ class Daemon:
     def _shutdown(self) -> None:
         try:
             if self.source is not None:
-                if self.checkpoint():
-                    self.dispatcher.deliver()
-                    self.dispatcher.finish()
-                self._leave_group()
+                try:
+                    self.checkpoint()
+                    self._finish_delivery()
+                finally:
+                    self._leave_group()
         finally:
             if self.jobs is not None:
                 self.jobs.stop()
@@ -428,19 +429,43 @@ class Daemon:
                 self.http.stop()
             self.store.close()
 
+    def _finish_delivery(self) -> None:
+        """Deliver what the outbox holds, then wait for the sends in flight and record
+        them (``Dispatcher.finish``), whether or not the last checkpoint succeeded: a
+        message Slack took is not posted again after the restart."""
+        try:
+            if self.store_ok:
+                self.dispatcher.deliver()
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("alert delivery stopped: store unreachable (%s); the restart "
+                        "delivers the rest", short_error(exc))
+        finally:
+            self.dispatcher.finish()
+
     def _leave_group(self) -> None:
         """Close the source, waiting at most a session timeout: by then the group has
         evicted this member anyway, and a broker that drops packets without closing
-        the connection can hold a Kafka client's close for minutes. The state is
-        stored before."""
-        assert self.source is not None
-        closing = threading.Thread(target=self.source.close, name="leave-group", daemon=True)
+        the connection can hold a Kafka client's close for minutes. The last
+        checkpoint is tried before."""
+        source = self.source
+        assert source is not None
+        failed: list[Exception] = []
+
+        def close() -> None:
+            try:
+                source.close()
+            except Exception as exc:  # kafka-python: dead-letter copies never acknowledged
+                failed.append(exc)
+
+        closing = threading.Thread(target=close, name="leave-group", daemon=True)
         closing.start()
         closing.join(self.config.kafka.session_timeout_ms / 1000)
         if closing.is_alive():
             log.warning("leaving the consumer group takes over %.0fs; exiting without it (the "
                         "group evicts this member after its session timeout)",
                         self.config.kafka.session_timeout_ms / 1000)
+        elif failed:
+            log.warning("closing the Kafka clients failed (%s)", short_error(failed[0]))
         else:
             log.info("left the consumer group")
 

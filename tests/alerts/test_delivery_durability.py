@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from alerts.model import delivery_key
+from alerts.notify import Notifier
 from alerts.outbox import Dispatcher, OutboxEntry
+from monitor.config import build_config
+from monitor.daemon import Daemon
 from monitor.metrics import Metrics
+from monitor.pipeline import Record
+from monitor.source import open_source
 from monitor.store import Store, StoredAlert
 from tests.alerts.fake_slack import Failure, FakeSlack
 from tests.alerts.helpers import T0, Alerts, Clock, make_notifier, run
-from tests.integration.proxy import TcpProxy
+from tests.integration.proxy import ProxiedBroker, TcpProxy
+from tests.kafka_helpers import daemon_config
 
 pytestmark = pytest.mark.integration  # PostgreSQL too
 
@@ -120,6 +128,59 @@ def test_a_message_posted_just_before_the_database_went_away_is_not_posted_again
         assert sorted(next(c for c in clients if c in t) for t in tops) == clients
         assert notifier.queue_depth("security") == 0
         store.close()
+
+
+@pytest.mark.slow
+def test_a_stop_whose_last_checkpoint_fails_still_records_the_message_in_flight(
+        tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM while Kafka has not acknowledged a dead-letter copy (the final
+    checkpoint fails) and Slack has not answered yet: the stop waits for the
+    answer and records it, so the restart does not post the alert again; the
+    Kafka client's failure to close is a warning, not a dead thread."""
+    pb = ProxiedBroker(tmp_path)
+    try:
+        pb.create_topic("in", 1)
+        pb.create_topic("in-dlq", 1)
+        cfg = daemon_config(pb.bootstrap, "in", f"sqlite:///{tmp_path / 's.db'}",
+                            tmp_path / "alerts.jsonl", instance="replica-a",
+                            group="stop-in-flight", kafka={"dead_letter_topic": "in-dlq"})
+        cfg["alerts"] |= {"slack": {"token": "xoxb-test", "base_url": slack.base_url},
+                          "route": {"receiver": "ml", "group_wait_s": 0},
+                          "send_budget_s": 0.2}
+
+        def daemon() -> Daemon:
+            config = build_config(cfg, env={})
+            d = Daemon(config)
+            d.store.migrate()
+            d.store_ok = True
+            d.source = open_source(config.kafka, on_assign=dict.fromkeys,
+                                   on_revoke=lambda pids: None)
+            return d
+
+        first = daemon()
+        _fill_outbox(first.store, [Alerts().fire("key-1")])
+        slack.latency_s = 2.0  # longer than the send budget: the post stays in flight
+        first.dispatcher.deliver()
+        assert not slack.posts(), "the post is not in flight"
+        pb.proxy.cut()  # Kafka away: the dead-letter copy is not acknowledged
+        first.source.dead_letter(("in", 0), Record(0, b"{", b"k"), "not_json", "bad")
+        first._shutdown()
+        assert first.dead_letters_waiting == 1  # the final checkpoint failed
+        assert len(slack.posts()) == 1
+        assert "closing the Kafka clients failed (KafkaTimeoutError" in caplog.text
+
+        pb.proxy.restore()
+        slack.latency_s = 0.0
+        second = daemon()
+        (notifier,) = (s for s in second.sinks if isinstance(s, Notifier))
+        for _ in range(10):
+            second.dispatcher.deliver()
+            time.sleep(0.1)
+        assert notifier.queue_depth("ml") == 0
+        assert len(slack.posts()) == 1, "the restart posted the alert again"
+        second._shutdown()
+    finally:
+        pb.close()
 
 
 def test_only_the_lease_holder_sends(store_url: str, slack: FakeSlack) -> None:
