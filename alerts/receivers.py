@@ -2,10 +2,12 @@
 failure is worth retrying (Alertmanager's notifier contract):
 
 - HTTP 429 (with its Retry-After), 5xx and connection errors: retry later;
-- a bad token, an unknown or archived channel: stop this receiver (``DeliveryError``
-  with ``retryable=False``), keep its queue, say so in the log and the metrics;
-- a message Slack refuses (``invalid_blocks``, ``msg_too_long``): skip that one
-  message (``MessageRejectedError``) so it cannot block the ones behind it.
+- a message Slack refuses for its content (``MESSAGE_ERRORS``: ``invalid_blocks``,
+  ``msg_too_long``, …): skip that one message (``MessageRejectedError``) so it cannot
+  block the ones behind it;
+- any other refusal (a bad token, an unknown or archived channel, an error code not
+  known here): stop this receiver (``DeliveryError`` with ``retryable=False``), keep
+  its queue, say so in the log and the metrics; nothing is dropped on a guess.
 
 The Slack clients are slack-sdk's ``WebClient`` and ``WebhookClient`` with their own
 retries off (the outbox retries, with backoff, across restarts) and a logger that
@@ -45,8 +47,21 @@ RECEIVER_ERRORS = {
     "no_service": "the webhook was removed",
     "no_active_hooks": "the webhook was disabled",
     "action_prohibited": "an admin restricted posting to the channel",
+    "posting_to_general_channel_denied": "only admins may post to the channel",
+    "restricted_action": "a workspace preference prevents the bot from posting",
+    "restricted_action_read_only_channel": "the channel is read-only",
+    "not_allowed_token_type": "the token is not a bot token (xoxb-)",
+    "team_access_not_granted": "the token has no access to the workspace",
+    "ekm_access_denied": "the workspace's administrators suspended posting (EKM)",
     "team_disabled": "the workspace is disabled",
 }
+# Slack errors about one message's content (chat.postMessage, chat.update, incoming
+# webhooks): that message is skipped. Only these: an unknown error stops the receiver.
+MESSAGE_ERRORS = {"invalid_blocks", "invalid_blocks_format", "invalid_attachments",
+                  "msg_too_long", "msg_blocks_too_long", "no_text", "too_many_attachments",
+                  "invalid_payload", "invalid_metadata_format", "invalid_metadata_schema",
+                  "metadata_too_large", "message_not_found", "cant_update_message",
+                  "edit_window_closed"}
 RETRYABLE_ERRORS = {"ratelimited", "rate_limited", "internal_error", "fatal_error",
                     "service_unavailable", "request_timeout"}
 
@@ -96,11 +111,13 @@ def _classify(status: int, error: str, headers: Any, what: str) -> DeliveryError
     if status >= 500 or error in RETRYABLE_ERRORS:
         return DeliveryError(f"{what}: HTTP {status} {error}".strip(), retryable=True,
                              reason="server_error")
-    if error in RECEIVER_ERRORS or status in (401, 403, 404, 410):
-        why = RECEIVER_ERRORS.get(error, f"HTTP {status}")
-        return DeliveryError(f"{what}: {error or status} — {why}", retryable=False,
-                             reason=error or f"http_{status}")
-    return MessageRejectedError(f"{what}: HTTP {status} {error}", reason=error or f"http_{status}")
+    if error in MESSAGE_ERRORS or status == 413:  # 413: this message is too large
+        return MessageRejectedError(f"{what}: HTTP {status} {error}",
+                                    reason=error or f"http_{status}")
+    why = RECEIVER_ERRORS.get(error) or (f"Slack's error {error!r}, not known to inferwatch"
+                                         if error else f"HTTP {status}")
+    return DeliveryError(f"{what}: {error or status} — {why}", retryable=False,
+                         reason=error or f"http_{status}")
 
 
 class SlackReceiver:

@@ -153,10 +153,14 @@ def test_429_waits_exactly_the_retry_after(sqlite_url: str, slack: FakeSlack) ->
 
 
 @pytest.mark.parametrize("where,error", [("auth.test", "invalid_auth"),
-                                          ("chat.postMessage", "channel_not_found")])
+                                          ("chat.postMessage", "channel_not_found"),
+                                          ("chat.postMessage", "restricted_action"),
+                                          ("chat.postMessage", "a_code_slack_adds_later")])
 def test_permanent_errors_stop_the_receiver_with_a_clear_log_line_and_a_metric(
         sqlite_url: str, slack: FakeSlack, caplog: pytest.LogCaptureFixture,
         where: str, error: str) -> None:
+    """Only an error known to be about one message skips it: any other, also one
+    inferwatch does not know, stops the receiver and its queue waits."""
     clock, alerts = Clock(), Alerts()
     metrics = Metrics()
     n = make_notifier(sqlite_url, slack, clock, metrics=metrics)
