@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from alerts.matchers import Matcher
+from alerts.severity import LADDER
 
 
 class _Section(BaseModel):
@@ -67,7 +68,8 @@ class ReceiverConfig(_Section):
     webhook_url: SecretStr | None = None
     url: SecretStr | None = None  # generic JSON POST (Alertmanager-like payload)
     mention: str | None = None  # e.g. "<!subteam^S0123ABC>", prefixed to alerts that may mention
-    mention_severities: list[str] = Field(default_factory=lambda: ["critical"])
+    mention_severities: list[str] = Field(
+        default_factory=lambda: [name for name, sev in LADDER.items() if sev.mention])
 
     @field_validator("webhook_url", "url")
     @classmethod
@@ -75,6 +77,15 @@ class ReceiverConfig(_Section):
         """Named without being shown: a webhook URL is a credential."""
         if v is not None and not _http_url(v.get_secret_value()):
             raise ValueError("not an http(s):// URL")
+        return v
+
+    @field_validator("mention_severities")
+    @classmethod
+    def _severities(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in LADDER]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a severity "
+                             f"(one of {', '.join(LADDER)})")
         return v
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """The severity ladder (one mapping table) and the MITRE ATLAS technique names.
 
 Every place that needs to know what a severity means — its rank for inhibition
-and ordering, its Slack colour and emoji, whether it may mention a user group —
+and ordering, its Slack colour and emoji, whether it mentions a user group unless
+a receiver's ``mention_severities`` says otherwise —
 reads it from ``LADDER``; nothing else hard-codes a severity.
 """
 
@@ -15,7 +16,7 @@ class Severity:
     rank: int
     colour: str
     emoji: str
-    mention: bool  # may ping the receiver's user group (security on-call)
+    mention: bool  # pings the receiver's user group by default (mention_severities)
 
 
 LADDER: dict[str, Severity] = {

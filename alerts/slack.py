@@ -102,10 +102,12 @@ class Renderer:
         return ", ".join(f"<{ATLAS_URL}{t}|{t}> {escape(atlas_name(t))}"
                          if _ATLAS_ID.match(t) else escape(t) for t in techniques)
 
-    def _mention(self, rec: Mapping[str, Any]) -> str:
-        sev = rec.get("severity", "")
-        if self.mention and rec.get("status") == "firing" and sev in self.mention_severities \
-                and severity(sev).mention:
+    def _mention(self, records: Iterable[Mapping[str, Any]]) -> str:
+        """The receiver's mention, when any of ``records`` fires at a severity of its
+        ``mention_severities``."""
+        if self.mention and any(r.get("status") == "firing"
+                                and r.get("severity") in self.mention_severities
+                                for r in records):
             return self.mention + " "
         return ""
 
@@ -148,7 +150,7 @@ class Renderer:
         notes.append(f"fingerprint `{escape(rec['fingerprint'])}` · alert `{escape(rec['id'])}`")
         blocks.append({"type": "context",
                        "elements": [_mrkdwn(clip(n, SECTION_MAX)) for n in notes[:10]]})
-        text = clip(f"{self._mention(rec)}[{escape(rec['severity']).upper()}] "
+        text = clip(f"{self._mention([rec])}[{escape(rec['severity']).upper()}] "
                     f"{'RESOLVED ' if resolved else ''}{escape(rec['summary'])}", SECTION_MAX)
         colour = RESOLVED_COLOUR if resolved else sev.colour
         return {"text": text, "attachments": [{"color": colour, "blocks": blocks}]}
@@ -188,7 +190,7 @@ class Renderer:
         if notes:
             blocks.append({"type": "context",
                            "elements": [_mrkdwn(clip(n, SECTION_MAX)) for n in notes]})
-        text = clip(f"{self._mention(firing[0]) if firing else ''}[{escape(top).upper()}] "
+        text = clip(f"{self._mention(firing)}[{escape(top).upper()}] "
                     f"{len(records)} alerts: {what}", SECTION_MAX)
         colour = sev.colour if firing else RESOLVED_COLOUR
         return {"text": text, "attachments": [{"color": colour, "blocks": blocks}]}
@@ -205,7 +207,7 @@ class Renderer:
             r = records[0]
             if reason == "escalated":
                 sev = severity(r["severity"])
-                text = (f"{self._mention(r)}{sev.emoji} Escalated to *{escape(r['severity'])}*: "
+                text = (f"{self._mention([r])}{sev.emoji} Escalated to *{escape(r['severity'])}*: "
                         f"{escape(r['summary'])}")
             elif reason == "resolved":
                 text = (f"{RESOLVED_EMOJI} Resolved at {escape(r['last_seen'])} after "

@@ -241,6 +241,33 @@ def test_alert_storm_gives_one_digest_message_per_group(sqlite_url: str, slack: 
     assert final["attachments"][0]["color"] == "#2EB67D"
 
 
+def test_a_digest_mentions_when_any_alert_in_it_fires_at_a_mentioned_severity(
+        sqlite_url: str, slack: FakeSlack) -> None:
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock,
+                      receivers={"security": {"mention": "<!subteam^S0SEC>"}})
+    n.send([alerts.fire("key-0", severity="warning")]  # the first one ingested is a warning
+           + [alerts.fire(f"key-{i}", severity="critical") for i in range(1, 7)])
+    run(n, clock, 31)
+    (digest,) = _top_level(slack)
+    assert digest["text"].startswith("<!subteam^S0SEC> [CRITICAL] 7 alerts")
+
+
+@pytest.mark.parametrize("severities,pinged", [(["warning", "critical"], True),
+                                               (None, False)])  # the default: critical
+def test_mention_severities_decide_who_is_pinged_for_a_warning(
+        sqlite_url: str, slack: FakeSlack, severities: list[str] | None, pinged: bool) -> None:
+    clock, alerts = Clock(), Alerts()
+    receiver: dict = {"mention": "<!subteam^S0ML>"}
+    if severities is not None:
+        receiver["mention_severities"] = severities
+    n = make_notifier(sqlite_url, slack, clock, receivers={"security": receiver})
+    n.send([alerts.fire("key-1", severity="warning")])
+    run(n, clock, 31)
+    (post,) = _top_level(slack)
+    assert post["text"].startswith("<!subteam^S0ML> ") is pinged
+
+
 def test_silence_and_ack_from_the_store(sqlite_url: str, slack: FakeSlack) -> None:
     clock, alerts = Clock(), Alerts()
     n = make_notifier(sqlite_url, slack, clock,

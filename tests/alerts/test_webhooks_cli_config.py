@@ -216,3 +216,8 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         build_config({"alerts": {"inhibit": [{"source": ["kind"], "target": ["a=b"]}]}}, env={})
     assert "alerts.inhibit.0.source" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:  # a typo would silently never page
+        build_config({"alerts": {"receivers": {"security": {
+            "mention": "<!subteam^S1>", "mention_severities": ["warning", "criticl"]}}}}, env={})
+    assert "alerts.receivers.security.mention_severities: " in str(exc.value)
+    assert "'criticl' is not a severity (one of critical, warning, info)" in str(exc.value)
