@@ -72,7 +72,10 @@ class ConsoleSink:
         return 0
 
 
-NO_CONTROL = {c: "?" for c in range(32)} | {127: "?"}
+# what a terminal may obey, shown as "?": C0 controls, DEL, C1 controls (U+009B is CSI
+# on some terminals) and the bidirectional overrides and isolates that reorder a line
+NO_CONTROL = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+                            *range(0x2066, 0x206A)], "?")
 
 
 class JsonlSink:

@@ -1,4 +1,5 @@
-"""The Dispatcher: a sink that fails, however it fails, holds back only itself."""
+"""The Dispatcher and the local sinks: a sink that fails, however it fails, holds
+back only itself; the console shows client strings without obeying them."""
 
 from __future__ import annotations
 
@@ -92,3 +93,13 @@ def test_a_jsonl_path_that_is_a_directory_is_a_failure_of_that_sink(
     assert dispatcher.deliver() == len(records)
     assert path.read_text().splitlines() == records
     store.close()
+
+
+def test_the_console_shows_control_characters_of_a_client_id_as_question_marks() -> None:
+    """C0 and C1 controls (U+009B is CSI on some terminals: clear the screen, recolour)
+    and bidirectional overrides (U+202E turns the rest of the line around)."""
+    out = io.StringIO()
+    ConsoleSink(out).send([Alerts().fire("\x1b[2J\x9b31mkey\u202e1-yek\u2066")])
+    line = out.getvalue()
+    assert "client_id=?[2J?31mkey?1-yek? " in line
+    assert not {"\x1b", "\x9b", "\u202e", "\u2066"} & set(line)

@@ -137,7 +137,7 @@ def test_cli_lists_alerts_by_label_and_masks_control_characters(
     alerts, store = Alerts(), Store(sqlite_url)
     store.migrate()
     for client, kind in (("key-1", "flooding"), ("key-2", "extraction"),
-                         ("evil\x1b[2J\x07", "flooding")):  # a client id chosen by a client
+                         ("evil\x1b[2J\x07\x9b2J\u202e", "flooding")):  # chosen by a client
         raw = alerts.fire(client, kind=kind)
         rec = json.loads(raw)
         alert = alerts.manager.firing[rec["fingerprint"]]
@@ -148,7 +148,8 @@ def test_cli_lists_alerts_by_label_and_masks_control_characters(
     assert main(["alerts", "list", "--config", cfg]) == 0
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 3
-    assert "\x1b" not in out and "\x07" not in out and "client_id=evil?[2J?" in out
+    assert not {"\x1b", "\x07", "\x9b", "\u202e"} & set(out)
+    assert "client_id=evil?[2J??2J?" in out
     assert main(["alerts", "list", "--config", cfg, "-m", "kind=flooding",
                  "-m", "client_id!=key-1"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
