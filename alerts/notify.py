@@ -231,7 +231,7 @@ class Notifier:
                     known[(r.receiver, r.alert_id)] = {"record": r.record, "gid": r.group_id,
                                                        "new": False, "changed": False}
             groups: dict[tuple[str, str], dict[str, Any]] = {}
-            wake: set[tuple[str, str]] = set()
+            wake: dict[tuple[str, str], bool] = {}  # group → at once (an escalation)
             for raw, rec in batch:
                 # strictly increasing: groups and alerts are told in the order they came
                 now = self._last_ingest = max(now, self._last_ingest + 1e-6)
@@ -256,9 +256,13 @@ class Notifier:
                     if st is not None and st["record"] != raw:
                         before = severity(json.loads(st["record"])["severity"]).rank
                         st["record"], st["status"], st["changed"] = raw, rec["status"], True
-                        # a resolution or an escalation is news; a count is not
-                        if rec["status"] != "firing" or severity(rec["severity"]).rank > before:
-                            wake.add((rcv, st["gid"]))
+                        # a resolution is news for the group's timer, an escalation at
+                        # once; a count is not news
+                        worse = rec["status"] == "firing" and severity(
+                            rec["severity"]).rank > before
+                        if rec["status"] != "firing" or worse:
+                            key = (rcv, st["gid"])
+                            wake[key] = wake.get(key, False) or worse
             inserts = [{**st["row"], "record": st["record"],
                         "status": json.loads(st["record"])["status"]}
                        for st in known.values() if st["new"]]
@@ -280,11 +284,13 @@ class Notifier:
             fresh = [g for key, g in groups.items() if key not in existing]
             if fresh:
                 conn.execute(ng.insert(), fresh)
-            for key in sorted(wake | (set(groups) & existing)):
-                self._wake(conn, key[0], key[1], now)
+            for key in sorted(set(wake) | (set(groups) & existing)):
+                self._wake(conn, key[0], key[1], now, at_once=wake.get(key, False))
 
-    def _wake(self, conn: Connection, receiver: str, group_id: str, now: float) -> None:
-        """Something changed in a group: look at it when its timer allows."""
+    def _wake(self, conn: Connection, receiver: str, group_id: str, now: float, *,
+              at_once: bool = False) -> None:
+        """Something changed in a group: look at it when its timer allows, or at once
+        (an escalation)."""
         ng = db.notify_groups
         g = conn.execute(sa.select(ng.c.route_id, ng.c.first_at, ng.c.last_flush_at,
                                    ng.c.next_at).where(ng.c.receiver == receiver,
@@ -292,8 +298,8 @@ class Notifier:
         if g is None:
             return
         route = self.tree.route(g.route_id)
-        due = (g.first_at + route.group_wait_s if g.last_flush_at is None
-               else g.last_flush_at + route.group_interval_s)
+        due = now if at_once else (g.first_at + route.group_wait_s if g.last_flush_at is None
+                                   else g.last_flush_at + route.group_interval_s)
         if g.next_at is None or due < g.next_at:
             conn.execute(ng.update().where(ng.c.receiver == receiver, ng.c.group_id == group_id)
                          .values(next_at=due))
@@ -374,7 +380,7 @@ class Notifier:
             a = acks.get(alert_id)
             return None if a is None else {"acked_by": a.acked_by, "comment": a.comment}
 
-        # acknowledgements are told at once, whatever the group timers say
+        # acknowledgements and escalations are told at once, whatever the group timers say
         for r in rows:
             a = acks.get(r.alert_id)
             if a is not None and a.announced_at is None and r.notified_status == "firing":
@@ -382,10 +388,27 @@ class Notifier:
                 enqueue("reply", "ack", msg, [recs[r.alert_id]], parent=r.parent_key)
                 conn.execute(db.alert_acks.update().where(db.alert_acks.c.alert_id == r.alert_id)
                              .values(announced_at=now))
+        escalated = [r for r in rows if r.status == "firing" and r.notified_status == "firing"
+                     and not suppressed(recs[r.alert_id]) and r.notified_severity is not None
+                     and severity(recs[r.alert_id]["severity"]).rank
+                     > severity(r.notified_severity).rank]
+        for r in escalated:  # worse than when we last said: say it again, loudly
+            rec = recs[r.alert_id]
+            enqueue("reply", "escalated", render.reply("escalated", [rec]), [rec],
+                    parent=r.parent_key)
+            if threads and r.parent_key and r.parent_key.startswith("alert:"):
+                enqueue("update", "escalated", render.alert(rec, ack=ack_of(r.alert_id)),
+                        [rec], parent=r.parent_key)
+            conn.execute(na.update().where(na.c.receiver == rcv, na.c.alert_id == r.alert_id)
+                         .values(notified_severity=rec["severity"], last_notified_at=now))
 
         due = (g.first_at + route.group_wait_s if g.last_flush_at is None
                else g.last_flush_at + route.group_interval_s)
-        if now >= due:
+        if now < due:  # woken for an escalation: back to the group's own timer
+            conn.execute(ng.update().where(ng.c.receiver == rcv, ng.c.group_id == gid).values(
+                next_at=self._next_at(now, first_at=g.first_at, last_flush=g.last_flush_at,
+                                      route=route, rows=rows, acks=acks)))
+        else:
             # firing and not told yet; or fired and cleared before anyone was told (the
             # daemon caught up on a backlog) and lasted longer than a flap: still news
             new = [r for r in rows if r.notified_status is None
@@ -395,10 +418,6 @@ class Notifier:
                        and r.alert_id not in acks and not suppressed(recs[r.alert_id])
                        and not (recs[r.alert_id].get("evidence") or {}).get("notice")
                        and now - (r.last_notified_at or now) >= route.repeat_interval_s]
-            escalated = [r for r in rows if r.status == "firing" and r.notified_status == "firing"
-                         and not suppressed(recs[r.alert_id]) and r.notified_severity is not None
-                         and severity(recs[r.alert_id]["severity"]).rank
-                         > severity(r.notified_severity).rank]
             repeats = [r for r in repeats if r not in escalated]
             resolved = [r for r in rows if r.status == "resolved"
                         and r.notified_status == "firing"]
@@ -445,16 +464,6 @@ class Notifier:
                                "v": recs[r.alert_id]["severity"]}
                               for r in new])
 
-            for r in escalated:  # worse than when we last said: say it again, loudly
-                rec = recs[r.alert_id]
-                enqueue("reply", "escalated", render.reply("escalated", [rec]), [rec],
-                        parent=r.parent_key)
-                if threads and r.parent_key and r.parent_key.startswith("alert:"):
-                    enqueue("update", "escalated", render.alert(rec, ack=ack_of(r.alert_id)),
-                            [rec], parent=r.parent_key)
-                conn.execute(na.update().where(na.c.receiver == rcv, na.c.alert_id == r.alert_id)
-                             .values(notified_severity=rec["severity"], last_notified_at=now))
-
             for parent, batch in _by_parent(repeats).items():
                 items = [recs[r.alert_id] for r in batch]
                 enqueue("reply", "repeat", render.reply("repeat", items), items, parent=parent)
@@ -496,7 +505,7 @@ class Notifier:
                                            na.c.status == "resolved",
                                            na.c.notified_status.is_(None)))
             values: dict[str, Any] = {"open_digest": open_digest, "digest_n": digest_n}
-            if any(q["reason"] != "ack" for q in queue):
+            if any(q["reason"] not in ("ack", "escalated") for q in queue):
                 values["last_flush_at"] = last_flush = now
             else:
                 last_flush = g.last_flush_at

@@ -462,13 +462,17 @@ def test_an_escalation_to_critical_is_said_at_once_with_the_mention(
     run(n, clock, 31)
     (first,) = slack.posts()
     assert not first.body["text"].startswith("<!subteam")  # a warning does not page
-    n.send([alerts.fire("key-1", severity="critical", ts=T0 + 60)])
-    run(n, clock, 300, step=5)  # at the group's next turn, not after repeat_interval
+    n.send([alerts.fire("key-1", severity="critical", ts=T0 + 60),
+            alerts.fire("key-2", severity="warning", ts=T0 + 60)])  # news of the same group
+    run(n, clock, 5)  # at once, not at the group's next turn (group_interval_s: 300 s)
     (reply,) = _replies(slack)
     assert reply["text"].startswith("<!subteam^S0SEC> ") and "Escalated to *critical*" in reply[
         "text"]
     (update,) = slack.calls("chat.update")
     assert update.body["attachments"][0]["color"] == "#D0021B"
+    assert len(_top_level(slack)) == 1  # the other news waits for the group's turn ...
+    run(n, clock, 295, step=5)  # to 1 s past it: first flush at +30 s, + group_interval_s
+    assert len(_top_level(slack)) == 2  # ... which the escalation did not put off
     n.send([alerts.fire("key-1", severity="critical", ts=T0 + 120)])
     run(n, clock, 600, step=10)
     assert len(_replies(slack)) == 1  # said once
