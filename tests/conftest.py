@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 
 from monitor.broker import EmbeddedBroker
+
+# Property tests run beside three other workers on two shared cores: generating an
+# example can be slow there, which says nothing about the code under test (a
+# decoder test failed once in a loaded run, not again alone or under load)
+settings.register_profile("shared-cores", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-cores")
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DROP_LOCK_TIMEOUT_S = 60
