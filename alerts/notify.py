@@ -463,6 +463,12 @@ class Notifier:
                              [{"a": r.alert_id, "p": parents[r.alert_id], "s": r.status,
                                "v": recs[r.alert_id]["severity"]}
                               for r in new])
+                notices = [r.alert_id for r in new
+                           if (recs[r.alert_id].get("evidence") or {}).get("notice")]
+                if notices:  # a one-off notice (a job's report) is over once told
+                    conn.execute(na.update().where(na.c.receiver == rcv,
+                                                   na.c.alert_id.in_(notices))
+                                 .values(status="resolved", notified_status="resolved"))
 
             for parent, batch in _by_parent(repeats).items():
                 items = [recs[r.alert_id] for r in batch]

@@ -476,3 +476,23 @@ def test_an_escalation_to_critical_is_said_at_once_with_the_mention(
     n.send([alerts.fire("key-1", severity="critical", ts=T0 + 120)])
     run(n, clock, 600, step=10)
     assert len(_replies(slack)) == 1  # said once
+
+
+def test_a_one_off_notice_closes_its_group_once_posted(sqlite_url: str, slack: FakeSlack) -> None:
+    """A job's notice (the weekly drift report) never resolves: told once, its group
+    is over, not kept open (one more row and group every week, and the model's next
+    drift alert added to a weeks-old group)."""
+    import sqlalchemy as sa
+
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock)
+    n.send([alerts.fire(None, kind="drift", evidence={"notice": True, "report": "weekly"},
+                        summary="Drift report: no input feature drifted.")])
+    run(n, clock, 31)
+    top = _top_level(slack)
+    assert len(top) == 1 and "Drift report: no input feature drifted." in top[0]["text"]
+    run(n, clock, 8 * 3600, step=600)
+    with n.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.notify_groups)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.notify_alerts)).scalar() == 0
+    assert len(slack.posts()) == 1  # told once, no reminder
