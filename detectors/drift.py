@@ -433,6 +433,21 @@ class DistributionDrift(Detector):
         self.__dict__.update(state)
 
     def set_reference(self, ref: Reference) -> None:
+        """Compare from now on with ``ref``. Counts are only ever added on one layout:
+        when ``ref`` brings another one than the detector counted on so far (a stored
+        reference given to a version still warming up an automatic one, as a restart
+        does, ``monitor.reference.apply_references``), what was counted on the old
+        layout (the open buckets' folded counts, a window in progress) is dropped, and
+        so are the warm-up rows and counts: the open buckets' rows not yet folded
+        are counted on ``ref``'s layout when they close."""
+        old = self._layout
+        if old is not None and old is not ref.layout and old != ref.layout:
+            for b in self._buckets.open.values():
+                b.counts = None
+            self._acc = None
+        self._ref_rows = RawRows()
+        self._ref_counts = None
+        self._ref_sample = []
         self.reference = ref
         self._layout = ref.layout
         lay = ref.layout

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from detectors.drift import DistributionDrift
 from monitor.cli import main
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
@@ -116,10 +117,11 @@ def _config(**drift: object) -> object:
                                                  **drift}}}, env={})
 
 
-def _feed(pipeline: Pipeline, events: list[dict]) -> list[dict]:
+def _feed(pipeline: Pipeline, events: list[dict], offset: int = 0) -> list[dict]:
     out = []
-    for i in range(0, len(events), 500):
-        recs = [Record(j, msgspec.json.encode(e)) for j, e in enumerate(events[i:i + 500], i)]
+    for i in range(offset, offset + len(events), 500):
+        recs = [Record(j, msgspec.json.encode(e))
+                for j, e in enumerate(events[i - offset:i - offset + 500], i)]
         out += pipeline.process(("replay", 0), recs).alerts
         out += pipeline.advance()
     return out
@@ -187,3 +189,48 @@ def test_replay_uses_the_stored_references_when_asked(tmp_path: Path) -> None:
     stored = drift_alerts("--stored-references")
     assert stored and stored[0]["evidence"]["reference"]["source"] == "file:train.csv"
     assert drift_alerts() == []  # its own first stretch as the reference: nothing moved
+
+
+def test_a_stored_reference_given_to_a_version_mid_warm_up_replaces_its_layout(
+        tmp_path: Path) -> None:
+    """A version past its first 5,000 events (its automatic layout built, its
+    reference still counting) is checkpointed with an open bucket folded on that
+    layout; a reference stored meanwhile, with other cells, is given to it at the
+    restart. The version is then tested against the stored reference alone: the
+    restart does not crash on counts of two layouts (it did: a crash loop), stationary traffic stays quiet
+    and a shift fires."""
+    from detectors.reference import build_reference
+    from monitor.checkpoint import Checkpointer
+    from monitor.reference import drift_detectors
+
+    def drift(pipeline: Pipeline) -> DistributionDrift:
+        keyed, = drift_detectors(pipeline.models.detectors)
+        det, = (slot.detector for slot in keyed.slots.values())
+        assert isinstance(det, DistributionDrift)
+        return det
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    config = _config(reference_events=20_000)
+    first = Pipeline(config)  # type: ignore[arg-type]
+    before = _events(6000, 11) + _events(120, 12, t0=T0 + 300.0)[:120]
+    assert not _feed(first, before)
+    det = drift(first)
+    assert det.reference is None and det._layout is not None  # mid warm-up
+    assert any(b.rows for b in det._buckets.open.values())
+    Checkpointer(store, first, group="g", producer="a").save()
+    train = _table(5000, 13).drop(columns=["label", "pred", "age"])  # fewer cells
+    save_reference(store, build_reference(train.to_dict(orient="records"), model="m",
+                                          source="file:train.csv"))
+
+    second = Pipeline(config)  # type: ignore[arg-type]
+    Checkpointer(store, second, group="g", producer="a").restore([("replay", 0)])
+    quiet = _feed(second, _events(3000, 14, t0=T0 + 306.0), offset=len(before))
+    det = drift(second)
+    assert det.reference is not None and det.reference.source == "file:train.csv"
+    assert det._windows_tested >= 5 and not [a for a in quiet if a["kind"] == "drift"]
+    shifted = _feed(second, _events(3000, 15, shift=0.8, t0=T0 + 456.0),
+                    offset=len(before) + 3000)
+    drift = [a for a in shifted if a["kind"] == "drift"]
+    assert drift and drift[0]["evidence"]["drifted"][0]["feature"] == "amount"
+    store.close()
