@@ -469,7 +469,8 @@ def build_layout(
 ) -> Layout:
     """Cells for ``rows``: a column is categorical when any of its values is a
     string (``@prediction`` also when all its values are whole numbers); numeric
-    columns get ``bins`` equal-frequency bins (fewer when values repeat); columns
+    columns get ``bins`` equal-frequency bins (fewer when values repeat), or one
+    bin per value when they hold at most ``bins`` distinct values; columns
     in ``fixed_edges`` get those edges (``@confidence``: the fixed confidence
     histogram ``CONFIDENCE_EDGES``). At most ``max_columns`` columns: the names
     present in the most rows (feature maps keyed by an open vocabulary, such as
@@ -497,9 +498,8 @@ def build_layout(
         if name in fixed:
             e = np.asarray(fixed[name], dtype=float)
         elif col.size:
-            e = np.unique(np.quantile(col, qs))
-            if e.size == 1:
-                e = np.asarray([e[0], e[0]])
+            by_value = _value_edges(col, bins)
+            e = np.unique(np.quantile(col, qs)) if by_value is None else by_value
         else:
             e = np.zeros(2)
         edges.append(tuple(float(v) for v in e))
@@ -521,6 +521,26 @@ def build_layout(
     return Layout(numeric=numeric, edges=tuple(edges), center=tuple(center), scale=tuple(scale),
                   categorical=categorical, categories=tuple(categories), known=tuple(known),
                   segment_by=segment_by, segments=segments)
+
+
+def _value_edges(col: np.ndarray, bins: int) -> np.ndarray | None:
+    """Edges giving each value its own bin when ``col`` (no NaN) holds at most
+    ``bins`` distinct values (a 0/1 flag, a bool, a small count): the minimum, the
+    midpoints between consecutive values, the maximum; None for more values.
+    Quantile edges would put the largest value in the bin of the one below it
+    (bins are closed on the right at the top edge only), so a flag got one bin
+    and was never tested. A constant gets ``(v, v)``: one bin.
+
+    >>> _value_edges(np.array([0.0, 1.0, 1.0, 2.0]), 10).tolist()
+    [0.0, 0.5, 1.5, 2.0]
+    """
+    values = np.unique(col)
+    if values.size > bins:
+        return None
+    if values.size == 1:
+        return np.asarray([values[0], values[0]])
+    mid = values[:-1] + (values[1:] - values[:-1]) / 2.0
+    return np.concatenate([values[:1], mid, values[-1:]])
 
 
 def build_reference(

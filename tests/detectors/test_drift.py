@@ -21,7 +21,7 @@ from detectors.drift import (
 )
 from detectors.event import Event
 from detectors.keyed import Keyed
-from detectors.reference import CONFIDENCE, PREDICTION, Reference, build_reference
+from detectors.reference import CONFIDENCE, PREDICTION, Layout, Reference, build_reference
 
 RATE = 100.0  # events per second of event time
 WINDOW = 500
@@ -313,3 +313,38 @@ def test_a_rise_in_low_confidence_answers_is_drift_with_both_rates() -> None:
     assert det.detected and set(drifted) == {CONFIDENCE}
     assert drifted[CONFIDENCE]["reference_low_confidence_rate"] == pytest.approx(0.1, abs=0.02)
     assert drifted[CONFIDENCE]["low_confidence_rate"] == pytest.approx(0.3, abs=0.05)
+
+
+@pytest.mark.parametrize("kind", [float, bool])
+def test_a_binary_flag_gets_a_cell_per_value_and_its_rate_change_is_drift(kind: type) -> None:
+    """A 0/1 flag (a float or a bool) and a count of {0, 1, 2} get one cell per value
+    (quantile edges put the top value in the bin below: a flag had one cell and was
+    never tested); the flag's rate going 30% -> 45% fires, and only on it."""
+    rng = np.random.default_rng(19)
+    start = REF + 4 * WINDOW
+
+    def make(i: int) -> Event:
+        flag = kind(rng.random() < (0.45 if i >= start else 0.3))
+        return _event(i, _row(rng, i, flag=flag, k=float(rng.integers(0, 3))))
+
+    det = _detector()
+    seen = _run(det, start + 8 * WINDOW, make)
+    assert det.reference is not None
+    lay = det.reference.layout
+    flag_edges, k_edges = (lay.edges[lay.numeric.index(f)] for f in ("flag", "k"))
+    assert (flag_edges, k_edges) == ((0.0, 0.5, 1.0), (0.0, 0.5, 1.5, 2.0))
+    a = int(lay.offsets[lay.features.index("k")])
+    assert (det.reference.counts.cells[0, a + 1:a + 4] > REF / 4).all()  # 0, 1, 2: a cell each
+    assert not any(d for end, d in seen if end <= _event(start, {}).ts)
+    assert det.detected and {d["feature"] for d in det.evidence()["drifted"]} == {"flag"}
+
+
+def test_a_stored_reference_keeps_the_edges_it_was_built_with() -> None:
+    """A reference stored by an earlier release (quantile edges: the flag in one
+    bin) loads with its own layout and counts as it did."""
+    rows = [{"flag": float(i % 3 == 0)} for i in range(300)]
+    lay = Layout(numeric=("flag",), edges=((0.0, 1.0),), center=(1 / 3,), scale=(0.47,))
+    stored = Reference(lay, lay.count(rows), model="m", source="file:old.csv").to_dict()
+    old = Reference.from_dict(stored)
+    assert old.layout.edges == ((0.0, 1.0),) and old.layout == lay
+    assert old.counts.cells[0].tolist() == old.layout.count(rows).cells[0].tolist() == [0, 300, 0, 0]
