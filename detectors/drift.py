@@ -4,8 +4,13 @@ stated false-alarm budget.
 Per window, every feature (numeric, categorical, and the prediction as the
 pseudo-feature ``@prediction``), in every slice (all traffic and the top
 segments), is tested against the reference with a two-sample chi-square test
-on the reference's cells; sparse reference cells are merged so the test stays
-valid. Each p-value becomes a z-score, and a one-sided CUSUM per (slice,
+on the reference's cells. Cells the reference expects to hold fewer than 5
+events a window (Cochran's rule), never-seen, below-min, above-max and missing
+among them, are pooled into one rare pool per feature, tested apart exactly (the
+conditional binomial test of two Poisson rates) and added to the chi-square as
+its 1-degree-of-freedom component (Lancaster's partition): a feature with one
+populated cell is still tested, and a stray value the reference never saw does
+not look like a break. Each p-value becomes a z-score, and a one-sided CUSUM per (slice,
 feature) accumulates them across windows (Page 1954). The CUSUM threshold comes
 from the false-alarm budget: with ``W`` windows per ``budget_days`` and ``M``
 CUSUMs, each CUSUM needs an in-control run length of ``M * W / false_alarms``
@@ -23,7 +28,7 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri_exp
+from scipy.special import bdtr, bdtrc, ndtri_exp
 from scipy.stats import chi2
 
 from detectors.base import Detector
@@ -141,27 +146,113 @@ def _r(x: float, digits: int = 4) -> float | None:
     return float(f"{x:.{digits}g}")
 
 
+def _pool(layout: Layout, cells: np.ndarray, merge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cells`` (slices x cells) summed into their test cells (``merge_map``): the
+    regular cells (slices x cells; a merged-away cell holds 0) and each feature's
+    rare pool (slices x features)."""
+    n_s, n_c = cells.shape
+    n_f = len(layout.features)
+    out = np.zeros((n_s, n_c + n_f))
+    for s in range(n_s):
+        out[s] = np.bincount(merge[s], weights=cells[s], minlength=n_c + n_f)
+    return out[:, :n_c], out[:, n_c:]
+
+
+_Pooled = tuple[np.ndarray, np.ndarray, np.ndarray]  # test cells, rare pools, events
+
+
+def _effects(layout: Layout, win: _Pooled, ref: _Pooled) -> tuple[np.ndarray, np.ndarray]:
+    """PSI and Jensen-Shannon distance per (slice, feature) over its test cells and
+    its rare pool, from the window's and the reference's ``_pool`` and their events
+    per (slice, feature) (or per slice, as a column). PSI adds half an event to every
+    live cell (both samples' counts), so a cell empty on one side stays finite: a
+    single stray event in a rare pool the reference never filled weighs ~0.006 at
+    1,000 events against 20,000, under the 0.02 floor."""
+    (w, w_rare, n), (r, r_rare, big_n) = win, ref
+    starts = layout.offsets[:-1]
+    sizes = np.diff(layout.offsets)
+    shape = w_rare.shape
+    n = np.broadcast_to(n, shape)
+    big_n = np.broadcast_to(big_n, shape)
+    live = (w + r) > 0
+    live_rare = (w_rare + r_rare) > 0
+    k = np.add.reduceat(live.astype(float), starts, axis=1) + live_rare
+    nc, bc, kc = (np.repeat(a, sizes, axis=1) for a in (n, big_n, k))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pw = np.where(live, (w + 0.5) / (nc + 0.5 * kc), 1.0)
+        pr = np.where(live, (r + 0.5) / (bc + 0.5 * kc), 1.0)
+        pw_rare = np.where(live_rare, (w_rare + 0.5) / (n + 0.5 * k), 1.0)
+        pr_rare = np.where(live_rare, (r_rare + 0.5) / (big_n + 0.5 * k), 1.0)
+        psi = (np.add.reduceat((pw - pr) * np.log(pw / pr), starts, axis=1)
+               + (pw_rare - pr_rare) * np.log(pw_rare / pr_rare))
+
+        def js_terms(qw: np.ndarray, qr: np.ndarray) -> np.ndarray:
+            m = (qw + qr) / 2
+            return (np.where(qw > 0, qw * np.log(qw / m), 0.0)
+                    + np.where(qr > 0, qr * np.log(qr / m), 0.0))
+
+        jt = (np.add.reduceat(js_terms(w / nc, r / bc), starts, axis=1)
+              + js_terms(w_rare / n, r_rare / big_n))
+        js = np.sqrt(np.maximum(jt / (2 * math.log(2)), 0.0))
+    return psi, js
+
+
+def _rare_pool_z(w_rare: np.ndarray, r_rare: np.ndarray, n: np.ndarray,
+                 big_n: np.ndarray) -> np.ndarray:
+    """|z| of the exact two-sided test that the rare pool is as frequent in the
+    window (``w_rare`` of ``n`` events) as in the reference (``r_rare`` of
+    ``big_n``): given the ``k = w_rare + r_rare`` pooled events, the window's share
+    is Binomial(k, n / (n + N)) (the conditional test of two Poisson rates,
+    Przyborowski & Wilenski 1940; Lehmann & Romano, *Testing Statistical
+    Hypotheses*, 4.6), two-sided by doubling the smaller tail. Exact whatever the
+    expected count, and conservative (discrete): a reference count of 0 and one
+    stray event give p = 2n / (n + N), 0.095 at 1,000 events against 20,000, not
+    the chi-square term N/n = 20 (p ~ 1e-5) the cell would add."""
+    wi = w_rare.astype(np.int64)
+    k = wi + r_rare.astype(np.int64)
+    f = np.broadcast_to(n / np.maximum(n + big_n, 1.0), wi.shape)
+    upper = np.where(wi > 0, bdtrc(np.maximum(wi - 1, 0), k, f), 1.0)
+    lower = bdtr(wi, k, f)
+    p = np.clip(2.0 * np.minimum(upper, lower), 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        z = -ndtri_exp(np.log(p) - math.log(2.0))
+    return np.clip(np.nan_to_num(z, nan=0.0, posinf=_Z_MAX), 0.0, _Z_MAX)
+
+
 def window_tests(layout: Layout, ref: Counts, win: Counts, merge: np.ndarray) -> dict[str, np.ndarray]:
-    """Per (slice, feature): two-sample chi-square on merged cells, its p-value and
-    z-score, and effect sizes (PSI, Jensen-Shannon distance, mean shift in
-    reference SDs, missing rates). Arrays of shape (slices, features)."""
+    """Per (slice, feature): a two-sample chi-square of the window against the
+    reference, its p-value and z-score, and effect sizes (PSI, Jensen-Shannon
+    distance, mean shift in reference SDs, missing rates). Arrays of shape
+    (slices, features).
+
+    The chi-square is partitioned (Lancaster 1949): the events of the feature's
+    rare pool (``merge_map``) against the rest, 1 degree of freedom, tested exactly
+    (``_rare_pool_z``; its z squared is the chi-square component), plus the
+    two-sample chi-square (Pearson) of the test cells outside the pool, each
+    expected to hold at least 5 window events. So a feature with a single populated
+    reference cell is still tested (one degree of freedom: the rare pool), and moves
+    into or out of its largest cell count."""
     off = layout.offsets
     starts = off[:-1]
     sizes = np.diff(off)
-    n_s, n_c = win.cells.shape
-    w = np.zeros((n_s, n_c))
-    r = np.zeros((n_s, n_c))
-    for s in range(n_s):
-        w[s] = np.bincount(merge[s], weights=win.cells[s], minlength=n_c)
-        r[s] = np.bincount(merge[s], weights=ref.cells[s], minlength=n_c)
+    w, w_rare = _pool(layout, win.cells, merge)
+    r, r_rare = _pool(layout, ref.cells, merge)
     n = win.n.astype(float)[:, None]
     big_n = ref.n.astype(float)[:, None]
+    n_reg = np.add.reduceat(w, starts, axis=1)  # events outside the rare pool
+    big_reg = np.add.reduceat(r, starts, axis=1)
+    nc, bc = np.repeat(n_reg, sizes, axis=1), np.repeat(big_reg, sizes, axis=1)
     tot = w + r
     live = tot > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.where(live, (big_n * w - n * r) ** 2 / (n * big_n * tot), 0.0)
+        term = np.where(live & (nc > 0) & (bc > 0),
+                        (bc * w - nc * r) ** 2 / (nc * bc * tot), 0.0)
         stat = np.add.reduceat(term, starts, axis=1)
-        df = np.add.reduceat(live.astype(float), starts, axis=1) - 1.0
+        cells = np.add.reduceat(live.astype(float), starts, axis=1)
+        df = np.where((n_reg > 0) & (big_reg > 0), np.maximum(cells - 1.0, 0.0), 0.0)
+        rare = ((w_rare + r_rare) > 0) & ((n_reg + big_reg) > 0)
+        stat = stat + np.where(rare, _rare_pool_z(w_rare, r_rare, n, big_n) ** 2, 0.0)
+        df = df + rare
         ok = (df > 0) & (n > 0) & (big_n > 0)
         stat = np.where(ok, stat, 0.0)
         dfs = np.where(ok, df, 1.0)
@@ -169,17 +260,10 @@ def window_tests(layout: Layout, ref: Counts, win: Counts, merge: np.ndarray) ->
         p = np.where(ok, np.exp(logp), 1.0)
         z = np.clip(-ndtri_exp(np.minimum(logp, -1e-300)), _Z_MIN, _Z_MAX)
         z = np.where(ok, z, _Z_MIN)
-        k = np.repeat(df + 1.0, sizes, axis=1)
-        pw = np.where(live, (w + 0.5) / (n + 0.5 * k), 1.0)
-        pr = np.where(live, (r + 0.5) / (big_n + 0.5 * k), 1.0)
-        psi = np.add.reduceat((pw - pr) * np.log(pw / pr), starts, axis=1)
-        qw, qr = w / n, r / big_n
-        m = (qw + qr) / 2
-        jt = np.where(qw > 0, qw * np.log(qw / m), 0.0) + np.where(qr > 0, qr * np.log(qr / m), 0.0)
-        js = np.sqrt(np.maximum(np.add.reduceat(jt, starts, axis=1) / (2 * math.log(2)), 0.0))
         miss_idx = off[1:] - 1
         miss_w = win.cells[:, miss_idx] / n
         miss_r = ref.cells[:, miss_idx] / big_n
+    psi, js = _effects(layout, (w, w_rare, n), (r, r_rare, big_n))
     fn = len(layout.numeric)
     shift = np.full(stat.shape, np.nan)
     if fn:
@@ -207,19 +291,25 @@ def _feature_totals(layout: Layout, cells: np.ndarray) -> np.ndarray:
 
 
 def merge_map(layout: Layout, ref: Counts, window_events: int) -> np.ndarray:
-    """Per slice, each cell's test cell: reference cells expected to hold fewer
-    than 5 events in a window of ``window_events`` join their feature's largest
-    cell (a cell the reference never saw, like ``unseen``, always does)."""
+    """Per slice, each cell's test cell: a cell the reference expects to hold at
+    least 5 events in a window of ``window_events`` is its own (Cochran's rule for
+    the chi-square); the others, a cell the reference never saw (``unseen``,
+    below-min, above-max, often ``missing``) among them, are pooled into the
+    feature's rare pool, numbered ``n_cells + feature index``, which
+    ``window_tests`` tests exactly. The pool is never merged into the largest
+    cell: that made a feature with one populated cell untestable and moves into
+    or out of the largest cell (its category renamed, its value sent as null)
+    invisible."""
     off = layout.offsets
-    maps = np.tile(np.arange(layout.n_cells), (layout.n_slices, 1))
+    n_c = layout.n_cells
+    maps = np.tile(np.arange(n_c), (layout.n_slices, 1))
     for s in range(layout.n_slices):
         big_n = max(int(ref.n[s]), 1)
         expected = ref.cells[s] * (window_events / big_n)
         for j in range(len(off) - 1):
             a, b = int(off[j]), int(off[j + 1])
-            top = a + int(np.argmax(ref.cells[s, a:b]))
             sparse = np.nonzero(expected[a:b] < _MIN_EXPECTED)[0] + a
-            maps[s, sparse] = top
+            maps[s, sparse] = n_c + j
     return maps
 
 
@@ -431,6 +521,9 @@ class DistributionDrift(Detector):
         if isinstance(state.get("_ref_rows"), list):  # stored by formats 3 and 4: dicts
             state = {**state, "_ref_rows": RawRows(state["_ref_rows"])}
         self.__dict__.update(state)
+        if self.reference is not None:  # formats up to 7 merged sparse cells into the top one
+            self._merge = merge_map(self.reference.layout, self.reference.counts,
+                                    self.window_events)
 
     def set_reference(self, ref: Reference) -> None:
         """Compare from now on with ``ref``. Counts are only ever added on one layout:
@@ -592,23 +685,9 @@ class DistributionDrift(Detector):
 def _run_effects(layout: Layout, ref: Counts, run: Counts, run_n: np.ndarray,
                  merge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PSI and mean shift of each (slice, feature)'s pooled counts since onset."""
-    off = layout.offsets
-    starts = off[:-1]
-    sizes = np.diff(off)
-    n_s, n_c = run.cells.shape
-    w = np.zeros((n_s, n_c))
-    r = np.zeros((n_s, n_c))
-    for s in range(n_s):
-        w[s] = np.bincount(merge[s], weights=run.cells[s], minlength=n_c)
-        r[s] = np.bincount(merge[s], weights=ref.cells[s], minlength=n_c)
-    live = (w + r) > 0
-    k = np.repeat(np.add.reduceat(live.astype(float), starts, axis=1), sizes, axis=1)
-    n = np.repeat(run_n, sizes, axis=1)
-    big_n = ref.n.astype(float)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pw = np.where(live, (w + 0.5) / (n + 0.5 * k), 1.0)
-        pr = np.where(live, (r + 0.5) / (big_n + 0.5 * k), 1.0)
-        psi = np.add.reduceat((pw - pr) * np.log(pw / pr), starts, axis=1)
+    w, w_rare = _pool(layout, run.cells, merge)
+    r, r_rare = _pool(layout, ref.cells, merge)
+    psi, _ = _effects(layout, (w, w_rare, run_n), (r, r_rare, ref.n.astype(float)[:, None]))
     psi = np.where(run_n > 0, psi, 0.0)
     fn = len(layout.numeric)
     shift = np.full(psi.shape, np.nan)

@@ -57,9 +57,10 @@ log = logging.getLogger(__name__)
 # 5: a drift reference's warm-up rows are a RawRows, not dicts; 6: the model-wide state
 # is pickled bytes whose RawRows are stored apart, in chunks (monitor.row_chunks);
 # 7: the coverage signal's bitmap has 2,048 bits (one of 512 read from format 6 starts
-# its window over: detectors.coverage)
-STATE_FORMAT = 7
-READ_FORMATS = (3, 4, 5, 6, 7)  # 3: the verdict's out-of-range signal; 4: packed client rows
+# its window over: detectors.coverage); 8: a drift detector's merge map pools sparse
+# cells into a rare pool numbered past the cells (one of format 7 is rebuilt on load)
+STATE_FORMAT = 8
+READ_FORMATS = (3, 4, 5, 6, 7, 8)  # 3: the verdict's out-of-range signal; 4: packed client rows
 
 
 class StateFormatError(ValueError):
