@@ -503,8 +503,7 @@ def build_layout(
         else:
             e = np.zeros(2)
         edges.append(tuple(float(v) for v in e))
-        mu = float(col.mean()) if col.size else 0.0
-        sd = float(col.std()) if col.size else 0.0
+        mu, sd = _moments(col)
         center.append(mu)
         scale.append(sd if sd > 0 and math.isfinite(sd) else 1.0)
     categories, known = [], []
@@ -521,6 +520,26 @@ def build_layout(
     return Layout(numeric=numeric, edges=tuple(edges), center=tuple(center), scale=tuple(scale),
                   categorical=categorical, categories=tuple(categories), known=tuple(known),
                   segment_by=segment_by, segments=segments)
+
+
+def _moments(col: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation of ``col``, exactly rounded sums
+    (``math.fsum``, Shewchuk 1997): numpy's pairwise sums depend on the order of the
+    values, so a Kafka run and a replay, whose rows come in another order, would
+    store references a few ulps apart. (0, 0) when empty; numpy's (inf or NaN) when
+    a sum overflows.
+
+    >>> _moments(np.array([1e16, 1.0, -1e16, 1.0])) == _moments(np.array([1.0, 1.0, 1e16, -1e16]))
+    True
+    """
+    if not col.size:
+        return 0.0, 0.0
+    with np.errstate(all="ignore"):
+        try:
+            mu = math.fsum(col.tolist()) / col.size
+            return mu, math.sqrt(math.fsum(((col - mu) ** 2).tolist()) / col.size)
+        except (OverflowError, ValueError):  # infinite values, or sums beyond 1.8e308
+            return float(col.mean()), float(col.std())
 
 
 def _value_edges(col: np.ndarray, bins: int) -> np.ndarray | None:
