@@ -10,7 +10,8 @@ among them, are pooled into one rare pool per feature, tested apart exactly (the
 conditional binomial test of two Poisson rates) and added to the chi-square as
 its 1-degree-of-freedom component (Lancaster's partition): a feature with one
 populated cell is still tested, and a stray value the reference never saw does
-not look like a break. Each p-value becomes a z-score, and a one-sided CUSUM per (slice,
+not look like a break (a pool the reference never filled counts from 5 events
+a window). Each p-value becomes a z-score, and a one-sided CUSUM per (slice,
 feature) accumulates them across windows (Page 1954). The CUSUM threshold comes
 from the false-alarm budget: with ``W`` windows per ``budget_days`` and ``M``
 CUSUMs, each CUSUM needs an in-control run length of ``M * W / false_alarms``
@@ -161,13 +162,15 @@ def _pool(layout: Layout, cells: np.ndarray, merge: np.ndarray) -> tuple[np.ndar
 _Pooled = tuple[np.ndarray, np.ndarray, np.ndarray]  # test cells, rare pools, events
 
 
-def _effects(layout: Layout, win: _Pooled, ref: _Pooled) -> tuple[np.ndarray, np.ndarray]:
-    """PSI and Jensen-Shannon distance per (slice, feature) over its test cells and
-    its rare pool, from the window's and the reference's ``_pool`` and their events
-    per (slice, feature) (or per slice, as a column). PSI adds half an event to every
+def _effects(layout: Layout, win: _Pooled, ref: _Pooled, rare: np.ndarray,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """PSI and Jensen-Shannon distance per (slice, feature) over its test cells and,
+    where ``rare`` (where the test counts it), its rare pool, from the window's and
+    the reference's ``_pool`` and their events per (slice, feature) (or per slice,
+    as a column). PSI adds half an event to every
     live cell (both samples' counts), so a cell empty on one side stays finite: a
     single stray event in a rare pool the reference never filled weighs ~0.006 at
-    1,000 events against 20,000, under the 0.02 floor."""
+    1,000 events against 20,000 (where counted), under the 0.02 floor."""
     (w, w_rare, n), (r, r_rare, big_n) = win, ref
     starts = layout.offsets[:-1]
     sizes = np.diff(layout.offsets)
@@ -175,7 +178,7 @@ def _effects(layout: Layout, win: _Pooled, ref: _Pooled) -> tuple[np.ndarray, np
     n = np.broadcast_to(n, shape)
     big_n = np.broadcast_to(big_n, shape)
     live = (w + r) > 0
-    live_rare = (w_rare + r_rare) > 0
+    live_rare = rare & ((w_rare + r_rare) > 0)
     k = np.add.reduceat(live.astype(float), starts, axis=1) + live_rare
     nc, bc, kc = (np.repeat(a, sizes, axis=1) for a in (n, big_n, k))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -192,7 +195,7 @@ def _effects(layout: Layout, win: _Pooled, ref: _Pooled) -> tuple[np.ndarray, np
                     + np.where(qr > 0, qr * np.log(qr / m), 0.0))
 
         jt = (np.add.reduceat(js_terms(w / nc, r / bc), starts, axis=1)
-              + js_terms(w_rare / n, r_rare / big_n))
+              + np.where(live_rare, js_terms(w_rare / n, r_rare / big_n), 0.0))
         js = np.sqrt(np.maximum(jt / (2 * math.log(2)), 0.0))
     return psi, js
 
@@ -205,9 +208,9 @@ def _rare_pool_z(w_rare: np.ndarray, r_rare: np.ndarray, n: np.ndarray,
     is Binomial(k, n / (n + N)) (the conditional test of two Poisson rates,
     Przyborowski & Wilenski 1940; Lehmann & Romano, *Testing Statistical
     Hypotheses*, 4.6), two-sided by doubling the smaller tail. Exact whatever the
-    expected count, and conservative (discrete): a reference count of 0 and one
-    stray event give p = 2n / (n + N), 0.095 at 1,000 events against 20,000, not
-    the chi-square term N/n = 20 (p ~ 1e-5) the cell would add."""
+    expected count, and conservative (discrete): a reference count of 1 and one
+    window event give p = 0.19 at 1,000 events against 20,000, where the chi-square
+    term the cell would add (9.0) gives p = 0.003."""
     wi = w_rare.astype(np.int64)
     k = wi + r_rare.astype(np.int64)
     f = np.broadcast_to(n / np.maximum(n + big_n, 1.0), wi.shape)
@@ -231,7 +234,9 @@ def window_tests(layout: Layout, ref: Counts, win: Counts, merge: np.ndarray) ->
     two-sample chi-square (Pearson) of the test cells outside the pool, each
     expected to hold at least 5 window events. So a feature with a single populated
     reference cell is still tested (one degree of freedom: the rare pool), and moves
-    into or out of its largest cell count."""
+    into or out of its largest cell count. A pool the reference never filled counts
+    only once the window holds 5 of its events (Cochran's minimum): fewer are
+    strays, not tested."""
     off = layout.offsets
     starts = off[:-1]
     sizes = np.diff(off)
@@ -250,7 +255,11 @@ def window_tests(layout: Layout, ref: Counts, win: Counts, merge: np.ndarray) ->
         stat = np.add.reduceat(term, starts, axis=1)
         cells = np.add.reduceat(live.astype(float), starts, axis=1)
         df = np.where((n_reg > 0) & (big_reg > 0), np.maximum(cells - 1.0, 0.0), 0.0)
-        rare = ((w_rare + r_rare) > 0) & ((n_reg + big_reg) > 0)
+        # the pool counts when the reference filled it (whatever the window holds), or
+        # else from _MIN_EXPECTED window events: were it tested whenever the window
+        # brings one, a window would choose its own degrees of freedom and strays
+        # (beyond a continuous feature's reference range: 1 in N/2 events) bias it up
+        rare = (((r_rare > 0) | (w_rare >= _MIN_EXPECTED)) & ((n_reg + big_reg) > 0))
         stat = stat + np.where(rare, _rare_pool_z(w_rare, r_rare, n, big_n) ** 2, 0.0)
         df = df + rare
         ok = (df > 0) & (n > 0) & (big_n > 0)
@@ -263,7 +272,7 @@ def window_tests(layout: Layout, ref: Counts, win: Counts, merge: np.ndarray) ->
         miss_idx = off[1:] - 1
         miss_w = win.cells[:, miss_idx] / n
         miss_r = ref.cells[:, miss_idx] / big_n
-    psi, js = _effects(layout, (w, w_rare, n), (r, r_rare, big_n))
+    psi, js = _effects(layout, (w, w_rare, n), (r, r_rare, big_n), rare)
     fn = len(layout.numeric)
     shift = np.full(stat.shape, np.nan)
     if fn:
@@ -594,7 +603,8 @@ class DistributionDrift(Detector):
         run = Counts(self._run_cells, np.zeros(lay.n_slices, np.int64), self._run_m1,
                      self._run_m1)
         run_n = _feature_totals(lay, self._run_cells)
-        run_psi, run_shift = _run_effects(lay, ref.counts, run, run_n, self._merge)
+        run_psi, run_shift = _run_effects(lay, ref.counts, run, run_n, self._merge,
+                                          window_events=self.window_events)
         # the effect floor, on the counts pooled since onset or on this window alone
         # (pooling can start a little before the onset and dilute the effect)
         big_effect = ((np.maximum(run_psi, t["psi"]) >= self.min_psi)
@@ -683,11 +693,15 @@ class DistributionDrift(Detector):
 
 
 def _run_effects(layout: Layout, ref: Counts, run: Counts, run_n: np.ndarray,
-                 merge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """PSI and mean shift of each (slice, feature)'s pooled counts since onset."""
+                 merge: np.ndarray, *, window_events: int) -> tuple[np.ndarray, np.ndarray]:
+    """PSI and mean shift of each (slice, feature)'s pooled counts since onset; a
+    rare pool the reference never filled counts from ``_MIN_EXPECTED`` events per
+    ``window_events`` (as in ``window_tests``)."""
     w, w_rare = _pool(layout, run.cells, merge)
     r, r_rare = _pool(layout, ref.cells, merge)
-    psi, _ = _effects(layout, (w, w_rare, run_n), (r, r_rare, ref.n.astype(float)[:, None]))
+    rare = (r_rare > 0) | (w_rare * window_events >= _MIN_EXPECTED * run_n)
+    psi, _ = _effects(layout, (w, w_rare, run_n), (r, r_rare, ref.n.astype(float)[:, None]),
+                      rare)
     psi = np.where(run_n > 0, psi, 0.0)
     fn = len(layout.numeric)
     shift = np.full(psi.shape, np.nan)

@@ -411,12 +411,11 @@ def test_a_model_that_always_predicted_one_class_predicting_another_is_drift() -
 
 
 def test_stray_values_in_a_rare_pool_the_reference_never_filled_do_not_alarm() -> None:
-    """The rare pool is tested exactly (binomial, given the pooled count). Against a
-    reference of 16,000 rows (32 windows), 1 in 8,000 values of each of 20 N(0, 1)
-    features falls outside the reference's range, in cells the reference never
-    filled: one such stray gives p = 0.06, where the chi-square term it would add
-    (32) gives p ~ 1e-8. Stationary traffic stays quiet over 80 windows with the
-    effect floors off and a budget of a false alarm per 72 minutes (~860 windows)."""
+    """Against a reference of 16,000 rows (32 windows), 1 in 8,000 values of each of
+    20 N(0, 1) features falls outside the reference's range, in cells the reference
+    never filled; as a chi-square cell, one such stray would add 32 (p ~ 1e-8).
+    Stationary traffic stays quiet over 80 windows with the effect floors off and a
+    budget of a false alarm per 72 minutes (~860 windows)."""
     rng = np.random.default_rng(22)
     names = [f"f{j}" for j in range(20)]
 
