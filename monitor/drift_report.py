@@ -211,11 +211,13 @@ def build_report(store: Store, config: Config, model: str, since: float, until: 
                    threshold=cfg.psi_threshold)
     for f in feats:
         f["drifting_since"] = trend["since"].get(f["feature"])
+    traffic = version_traffic(store.engine, start, until).get(model, {})
     summary: dict[str, Any] = base | {
         "generated_at": now,
         "timezone": config.jobs.timezone,
-        "versions": {v: s["n"] for v, s in
-                     version_traffic(store.engine, start, until).get(model, {}).items()},
+        "versions": {v: s["n"] for v, s in traffic.items()},
+        # the one that appeared last (not the busiest: a canary is the newest)
+        "newest_version": max(traffic, key=lambda v: (traffic[v]["first"], v), default=""),
         "features_tested": len(feats),
         "drifted_features": [f["feature"] for f in drifted],
         "drift_share": round(len(drifted) / len(feats), 4) if feats else 0.0,
@@ -602,10 +604,9 @@ def report_job(ctx: JobContext, now: float, *, model: str | None = None,
         url = report_url(ctx.config, s["path"])
         lines.append(f"drift report {m}: {s['headline']} → {url}")
         if post:
-            newest = max(s["versions"], key=lambda v: s["versions"][v], default="")
             ctx.emit(detector="jobs.drift_report", kind="drift",
                      severity="warning" if s["drifted_features"] else "info", model=m,
-                     model_version=newest,
+                     model_version=s["newest_version"],
                      subject={"report": f"{_iso(s['since'])}/{_iso(s['until'])}"},
                      summary=f"Drift report {_iso(s['since'])} to {_iso(s['until'])}: "
                              f"{s['headline']}. Report: {url}",

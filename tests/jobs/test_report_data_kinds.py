@@ -115,3 +115,26 @@ def test_a_regression_output_is_not_taken_for_classes() -> None:
     values = [round(rng.uniform(0, 100), 2) for _ in range(1000)] + [5.0, 7.0]
     s.add_events(_events(values, [None] * len(values)), sample_size=10, max_categories=50)
     assert s.prediction.n == 1002 and not s.predicts_classes()
+
+
+def test_the_report_alert_names_the_newest_version_not_the_busiest(tmp_path: Path) -> None:
+    import msgspec
+
+    from monitor.drift_report import report_job
+    from monitor.scheduler import JobContext
+
+    rng = random.Random(5)
+    events = _week(rng)
+    for e in events[-288:]:  # the last day, one event in four: a canary of version 2
+        if int(e["request_id"][1:]) % 4 == 0:
+            e["model_version"] = "2"
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    cfg = config(url, str(tmp_path / "r"), drift_report={"evidently": False})
+    ingest(cfg, events)
+    store = Store(url)
+    store.migrate()
+    ctx = JobContext(cfg, store, "test", clock=lambda: MONDAY + 7 * DAY)
+    report_job(ctx, MONDAY + 7 * DAY, since=MONDAY, until=MONDAY + 7 * DAY)
+    posted = [msgspec.json.decode(r.record) for r in store.outbox_after("x", limit=10)]
+    store.close()
+    assert [(r["detector"], r["model_version"]) for r in posted] == [("jobs.drift_report", "2")]
