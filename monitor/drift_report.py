@@ -146,13 +146,19 @@ def _spread_sketch(sk: Sketch, edges: np.ndarray, c: np.ndarray, center: float,
 
 
 def _spread_confidence(s: Summary, edges: np.ndarray, c: np.ndarray) -> None:
-    inner = c[1:-2]
-    for i, count in enumerate(inner):
+    """The reference's confidence bins spread over the summary's finer histogram:
+    each bin's count split evenly over the slots it covers, the remainder one each
+    to its first slots, so every counted answer is kept (rounding a share per slot
+    lost a bin of 3 answers over 50 slots). Confidence is validated into [0, 1]:
+    the below-min and above-max cells stay empty."""
+    for i, count in enumerate(c[1:-2]):
         lo, hi = int(edges[i] * CONF_BINS), max(int(edges[i + 1] * CONF_BINS), int(edges[i] *
                                                                                    CONF_BINS) + 1)
         hi = min(hi, CONF_BINS)
         lo = min(lo, hi - 1)
-        s.confidence[lo:hi] += round(count / (hi - lo))
+        share, extra = divmod(round(count), hi - lo)
+        s.confidence[lo:hi] += share
+        s.confidence[lo:lo + extra] += 1
 
 
 def reference_summary(store: Store, config: Config, model: str, since: float,

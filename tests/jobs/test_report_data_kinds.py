@@ -138,3 +138,13 @@ def test_the_report_alert_names_the_newest_version_not_the_busiest(tmp_path: Pat
     posted = [msgspec.json.decode(r.record) for r in store.outbox_after("x", limit=10)]
     store.close()
     assert [(r["detector"], r["model_version"]) for r in posted] == [("jobs.drift_report", "2")]
+
+
+def test_a_stored_references_confidence_keeps_every_answer() -> None:
+    from monitor.drift_report import summary_from_reference
+
+    rows = [{"x": float(i), CONFIDENCE: 0.97} for i in range(1000)]
+    rows += [{"x": 1.0, CONFIDENCE: 0.55} for _ in range(3)]  # 3 answers in [0.5, 0.6)
+    summary = summary_from_reference(build_reference(rows, model="m"))
+    assert int(summary.confidence.sum()) == 1003
+    assert int(summary.confidence[50:60].sum()) == 3
