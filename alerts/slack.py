@@ -159,7 +159,8 @@ class Renderer:
         """One message for many alerts of one group (an alert storm)."""
         firing = [r for r in records if r["status"] == "firing"]
         resolved = len(records) - len(firing)
-        top = max((severity(r["severity"]).rank, r["severity"]) for r in records)[1]
+        # the worst of what still fires (a critical that resolved no longer colours it)
+        top = max((severity(r["severity"]).rank, r["severity"]) for r in firing or records)[1]
         sev = severity(top)
         what = " ".join(f"{escape(k)} {escape(v)}" for k, v in group.items() if v)
         if firing:

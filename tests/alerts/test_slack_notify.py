@@ -496,3 +496,20 @@ def test_a_one_off_notice_closes_its_group_once_posted(sqlite_url: str, slack: F
         assert conn.execute(sa.select(sa.func.count()).select_from(db.notify_groups)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(db.notify_alerts)).scalar() == 0
     assert len(slack.posts()) == 1  # told once, no reminder
+
+
+def test_a_digest_is_labelled_by_what_still_fires(sqlite_url: str, slack: FakeSlack) -> None:
+    """The critical alert of a storm resolves, warnings go on firing: the edited
+    digest says WARNING in the warning colour, not CRITICAL in red."""
+    clock, alerts = Clock(), Alerts()
+    n = make_notifier(sqlite_url, slack, clock)
+    n.send([alerts.fire("key-0", severity="critical")]
+           + [alerts.fire(f"key-{i}", severity="warning") for i in range(1, 7)])
+    run(n, clock, 31)
+    (digest,) = _top_level(slack)
+    assert digest["text"].startswith("[CRITICAL] 7 alerts")
+    n.send([alerts.resolve("key-0", severity="critical", ts=T0 + 60)])
+    run(n, clock, 400, step=10)
+    edited = slack.messages[next(iter(slack.messages))]
+    assert edited["text"].startswith("[WARNING] 7 alerts")
+    assert edited["attachments"][0]["color"] == "#F5A623"
