@@ -9,12 +9,14 @@ import socket
 import ssl
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from monitor.broker import EmbeddedBroker, free_port, tansu_binary
-from tests.kafka_helpers import wait_until
+from tests.kafka_helpers import DaemonThread, start_daemon, wait_until
 
 
 class TcpProxy:
@@ -205,3 +207,23 @@ def listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def join_while_the_store_is_away(pb: ProxiedBroker, store: TcpProxy, cfg: dict[str, Any],
+                                 log_text: Callable[[], str]) -> DaemonThread:
+    """A daemon on ``cfg`` whose partitions are assigned while the store is away: it
+    migrates the store with the broker out of reach, then the store goes and the
+    broker comes back. Returns once the restore waits for the store (``log_text``:
+    the captured log so far); the caller stops the daemon."""
+    pb.proxy.cut()  # the store is migrated before the group is joined
+    d = start_daemon(cfg)
+    try:
+        wait_until(lambda: d.daemon.store_ok, 30, "the store migrated")
+        store.cut()
+        pb.proxy.restore()
+        wait_until(lambda: "restoring state failed" in log_text(), 60,
+                   "the assigned partitions' state to wait for the store")
+    except BaseException:
+        d.stop()
+        raise
+    return d

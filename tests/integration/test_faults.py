@@ -17,7 +17,7 @@ from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline
 from monitor.store import Store
-from tests.integration.proxy import ProxiedBroker, TcpProxy
+from tests.integration.proxy import ProxiedBroker, TcpProxy, join_while_the_store_is_away
 from tests.integration.s3 import LocalS3
 from tests.integration.scenario import good_events
 from tests.kafka_helpers import (
@@ -156,9 +156,9 @@ def test_a_stop_while_the_state_waits_for_the_store_is_quick_and_stores_nothing(
     tmp_path: Path, pg_url: str, kafka_client: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the partitions are assigned while the database is away: their state cannot be
-    # restored, and the daemon retries with backoff inside the assignment callback.
-    # A stop ends that wait, and nothing is stored: what the pipeline holds is not the
-    # stored state, and storing it would overwrite that state with a blank one.
+    # restored, and the daemon retries with backoff before they fetch. A stop ends
+    # that wait, and nothing is stored: what the pipeline holds is not the stored
+    # state, and storing it would overwrite that state with a blank one.
     pb = ProxiedBroker(tmp_path)
     try:
         pb.create_topic("restoring", 3)
@@ -169,14 +169,8 @@ def test_a_stop_while_the_state_waits_for_the_store_is_quick_and_stores_nothing(
                                 detectors=small_detectors(),
                                 kafka={"session_timeout_ms": 3000, "client": kafka_client},
                                 checkpoint={"interval_s": 0.2, "retry_max_s": 30.0})
-            pb.proxy.cut()  # the store is migrated before the group is joined
-            d = start_daemon(cfg)
+            d = join_while_the_store_is_away(pb, store, cfg, lambda: caplog.text)
             try:
-                wait_until(lambda: d.daemon.store_ok, 30, "the store migrated")
-                store.cut()
-                pb.proxy.restore()
-                wait_until(lambda: "restoring state failed" in caplog.text, 60,
-                           "the assigned partitions' state to wait for the store")
                 assert not d.daemon.ready()[0]
                 time.sleep(2)  # into the retries' backoff (1, 2, 4 s ...)
                 stopping = time.monotonic()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.proxy import ProxiedBroker, TcpProxy
+from tests.integration.proxy import ProxiedBroker, TcpProxy, join_while_the_store_is_away
 from tests.integration.scenario import good_events
-from tests.kafka_helpers import daemon_config, encode_events, produce, start_daemon, wait_until
+from tests.kafka_helpers import daemon_config, encode_events, produce, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,14 +32,8 @@ def test_a_store_outage_while_restoring_keeps_the_heartbeats_going(
                                 kafka={"session_timeout_ms": 3000,
                                        "max_poll_interval_ms": 12000},
                                 checkpoint={"interval_s": 0.5, "retry_max_s": 1.0})
-            pb.proxy.cut()  # the store is migrated before the group is joined
-            d = start_daemon(cfg)
+            d = join_while_the_store_is_away(pb, store, cfg, lambda: caplog.text)
             try:
-                wait_until(lambda: d.daemon.store_ok, 30, "the store migrated")
-                store.cut()
-                pb.proxy.restore()
-                wait_until(lambda: "restoring state failed" in caplog.text, 60,
-                           "the assigned partitions' state to wait for the store")
                 connected = []
                 for _ in range(35):  # 7 s: more than two session timeouts
                     connected.append(d.daemon.source.connected())

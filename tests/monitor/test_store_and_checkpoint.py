@@ -21,6 +21,7 @@ from monitor import store as store_module
 from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
+from monitor.state import PartitionId
 from monitor.store import POSTGRES_CONNECT_ARGS, OutboxRow, Store
 from tests.integration.proxy import TcpProxy
 from tests.monitor.streams import SCENARIO, stream_records
@@ -449,9 +450,10 @@ def test_a_member_evicted_from_the_group_stores_nothing_over_the_new_owner(
     store.close()
 
 
-def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_stored_offset(
-    store_url: str, caplog: pytest.LogCaptureFixture,
-) -> None:
+def _stored_500(store_url: str, *, advance: bool = False,
+                ) -> tuple[Store, list[Record], PartitionId, Checkpointer]:
+    """A store holding the checkpoint of the stream's first 500 records (and, with
+    ``advance``, of the model-wide windows they closed)."""
     records = stream_records()
     pid = ("logs", 0)
     store = Store(store_url)
@@ -459,7 +461,16 @@ def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_s
     first = Pipeline(CONFIG)
     cp = Checkpointer(store, first, group="g", producer="a")
     first.process(pid, records[:500])
+    if advance:
+        first.advance()
     cp.save()
+    return store, records, pid, cp
+
+
+def test_a_stored_state_this_version_cannot_read_restarts_the_detectors_at_the_stored_offset(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, records, pid, cp = _stored_500(store_url)
     with store.engine.begin() as conn:  # as if written by an incompatible release
         conn.execute(sa.text("UPDATE client_checkpoints SET state = :junk"), {"junk": b"\x80\x05junk"})
 
@@ -483,15 +494,7 @@ def test_a_damaged_model_wide_state_or_alert_row_starts_that_part_afresh(
 ) -> None:
     """Like a partition's rows: one error line each, and the restore goes on (it
     used to raise, and the daemon retried it for ever, never ready)."""
-    records = stream_records()
-    pid = ("logs", 0)
-    store = Store(store_url)
-    store.migrate()
-    first = Pipeline(CONFIG)
-    cp = Checkpointer(store, first, group="g", producer="a")
-    first.process(pid, records[:500])
-    first.advance()
-    cp.save()
+    store, records, pid, cp = _stored_500(store_url, advance=True)
     firing = store.firing_alerts()
     assert firing
     damaged = firing[0].fingerprint
