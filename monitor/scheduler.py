@@ -203,6 +203,29 @@ class JobContext:
         return None if row is None else pickle.loads(row.state)
 
 
+def _store_tolerant_scheduler() -> type:
+    """APScheduler's BackgroundScheduler, kept alive through a store outage.
+
+    APScheduler 3 waits and retries when its job store fails to list the due jobs,
+    but not when the store fails a moment later (the next run time, a job's update):
+    that error ended its thread, and no job ran again until the daemon restarted.
+    Here such an error is logged and the jobs are looked at again after the job
+    store retry interval; a job whose new run time was not stored yet runs again
+    then (at least once, as the lease already allows)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    class StoreTolerantScheduler(BackgroundScheduler):
+        def _process_jobs(self) -> float | None:
+            try:
+                return super()._process_jobs()
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("scheduled jobs: store unreachable (%s); looking again in %gs",
+                            type(exc).__name__, self.jobstore_retry_interval)
+                return float(self.jobstore_retry_interval)
+
+    return StoreTolerantScheduler
+
+
 JobFunc = Callable[[JobContext, float], str]
 
 
@@ -336,12 +359,11 @@ class JobService:
     def _start_scheduler(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
 
         j = self.config.jobs
         _SERVICES[self.key] = self
         with self._lock:
-            sched = BackgroundScheduler(
+            sched = _store_tolerant_scheduler()(
                 jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine,
                                                          tablename=JOB_TABLE)},
                 executors={"default": ThreadPoolExecutor(1)},

@@ -240,3 +240,47 @@ def test_a_new_time_zone_moves_the_next_run_of_an_unchanged_cron(tmp_path: Path)
     store.close()
     assert (next_runs["UTC"].hour, next_runs["America/New_York"].hour) == (7, 7)
     assert next_runs["America/New_York"].utcoffset() != timedelta(0)
+
+
+def test_a_store_error_after_the_due_jobs_were_read_does_not_end_the_scheduler(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """APScheduler retries a job store that fails to list the due jobs, but an error
+    a moment later (reading the next run time) ended its thread: the store dropping
+    at that instant stopped every scheduled job until a restart. The failure is
+    injected into that one call: a real outage cannot be timed between the two."""
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    store.migrate()
+    runs: list[float] = []
+    at = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    job = Job("soon", f"{at.second} {at.minute} {at.hour} * * *",
+              lambda ctx, now: runs.append(now) or "ran")
+    service = JobService(config(url, str(tmp_path)), store, instance_id="a",
+                         registry=CollectorRegistry(), jobs={"soon": job})
+    try:
+        assert service.tick() and service.scheduler is not None
+        sched = service.scheduler
+        sched.jobstore_retry_interval = 0.5
+        jobstore = sched._jobstores["default"]
+        real = jobstore.get_next_run_time
+        failed = []
+
+        def once() -> object:
+            if not failed:
+                failed.append(True)
+                raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the "
+                                                                      "connection"))
+            return real()
+
+        jobstore.get_next_run_time = once
+        sched.wakeup()
+        time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 2.5)
+        assert failed, "the injected failure was not reached"
+        assert sched._thread.is_alive()
+        assert len(runs) == 1  # the job due after the error still ran
+        assert "scheduled jobs: store unreachable (OperationalError)" in caplog.text
+    finally:
+        service.stop()
+        store.close()
