@@ -63,8 +63,13 @@ def client_detectors(config: Config, references: ReferenceSet | None = None) -> 
     if not protos:
         return []
 
+    # a client is kept at least as long as its longest window: dropped sooner (idle
+    # for state.client_idle_s), a daily rule's count would start over after every
+    # pause, and a thief pausing an hour between bursts would never reach it
+    idle_s = max(s.client_idle_s, *(getattr(p, "window_s", 0.0) for p in protos))
+
     def keyed(attack: ClientAttack, key: KeyKind) -> Keyed:
-        return AllowListed(attack, key=key, allow=d.allow_clients, idle_s=s.client_idle_s,
+        return AllowListed(attack, key=key, allow=d.allow_clients, idle_s=idle_s,
                            max_keys=s.max_clients, renotify_s=s.renotify_s,
                            pack_after_s=s.pack_idle_after_s)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import pickle
+import random
 
 import pytest
 
@@ -75,3 +76,28 @@ def test_an_empty_or_catch_all_scope_name_is_a_config_error(names: list[str]) ->
     assert err.value.problems == [
         "detectors.rules.0.clients: Value error, names must be non-empty; leave the list "
         "empty for all"]
+
+
+def test_a_daily_rule_counts_across_pauses_longer_than_the_idle_time() -> None:
+    """A client idle for state.client_idle_s (1 h) was dropped with its counts, so a
+    thief sending 300 new inputs every 66 minutes started each burst at zero under a
+    400-a-day rule. A client is now kept as long as its longest window."""
+    config = build_config({"detectors": {"rules": [
+        {"name": "extraction.daily_distinct_inputs", "max_events": 400, "window_s": 86400,
+         "distinct": True}]}}, env={})
+    keyed = client_detectors(config)[0]
+    rng = random.Random(7)
+    firing = []
+    t = 1_700_000_000.0
+    for burst in range(3):
+        for i in range(300):  # unrelated inputs: no small-step chain, only the volume
+            event = Event(ts=t + i, model="m", model_version="1", client_id="thief",
+                          request_id=f"r{burst}-{i}",
+                          features={f"f{j}": rng.random() for j in range(8)})
+            firing += [(f.detector, f.ts) for f in keyed.update(event) if f.status == "firing"]
+        for j in range(1, 62):  # others keep event time moving through the pause
+            keyed.update(Event(ts=t + 300 + 60 * j, model="m", model_version="1",
+                               client_id=f"other-{j % 5}"))
+        t += 300 + 62 * 60
+    # in the second burst, at its 101st input: 401 distinct inputs in the day
+    assert firing[0] == ("extraction.daily_distinct_inputs", 1_700_000_000.0 + 300 + 62 * 60 + 100)
