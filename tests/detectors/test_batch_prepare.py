@@ -59,9 +59,17 @@ def _stream(seed: int, n: int = 3_000) -> list[Event]:
     return events
 
 
+# the per-client windows shortened to a minute: a client is kept as long as its
+# longest window, and these streams should see clients expire (client_idle_s 60)
+MINUTE_WINDOWS = {name: {"window_s": 60}
+                  for name in ("probing", "out_of_range", "neighbours", "flooding")}
+
+
 def _keyed(max_clients: int) -> Keyed:
     config = build_config({"state": {"max_clients": max_clients, "client_idle_s": 60},
-                           "detectors": {"coverage": {"min_queries": 16}}}, env={})
+                           "detectors": {"coverage": {"min_queries": 16, "window_s": 60},
+                                         **MINUTE_WINDOWS}},
+                          env={})
     (keyed,) = client_detectors(config)
     return keyed
 

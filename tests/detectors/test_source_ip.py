@@ -14,7 +14,7 @@ from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.state import client_detectors
 from monitor.store import Store
-from tests.detectors.test_batch_prepare import _stream, run_batched
+from tests.detectors.test_batch_prepare import MINUTE_WINDOWS, _stream, run_batched
 
 T0 = 1_700_000_000.0
 PID = ("logs", 0)
@@ -111,8 +111,10 @@ def _with_addresses(events: list[Event]) -> list[Event]:
 
 def _run_both(events: list[Event], batch_sizes: list[int] | None) -> tuple[list, list]:
     keyings = client_detectors(build_config(
-        {"state": {"client_idle_s": 60}, "detectors": {"coverage": {"min_queries": 16},
-                                                       "source_ip": {"enabled": True}}},
+        {"state": {"client_idle_s": 60}, "detectors": {"coverage": {"min_queries": 16,
+                                                                    "window_s": 60},
+                                                       "source_ip": {"enabled": True},
+                                                       **MINUTE_WINDOWS}},
         env={}))
     assert [k.key for k in keyings] == ["client", "source_ip"]
     return run_batched(keyings, events, batch_sizes)

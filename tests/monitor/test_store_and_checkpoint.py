@@ -355,9 +355,13 @@ def _client_rows(store: Store) -> int:
 def test_checkpoints_write_only_changed_clients_and_restarts_rebuild_the_same_state(
     store_url: str,
 ) -> None:
-    # clients idle for 60 s of event time expire: their rows must go too
+    # clients idle for 60 s of event time expire: their rows must go too (a client is
+    # kept as long as its longest window, so the windows are a minute here)
+    minute = {"window_s": 60}
     config = build_config({"detectors": {"flooding": {"max_events": 300},
-                                         "probing": {"min_queries": 20}},
+                                         "probing": {"min_queries": 20, **minute},
+                                         "coverage": minute, "out_of_range": minute,
+                                         "neighbours": minute},
                            "state": {"client_idle_s": 60}}, env={})
     records = stream_records()
     pid = ("logs", 0)
