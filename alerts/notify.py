@@ -801,15 +801,12 @@ def routes_without_transport(alerts_config: Any, receivers: Any) -> dict[str, li
     for their channel, no webhook), each with the matchers of those routes: what is
     routed there reaches only the console and JSONL sinks."""
     out: dict[str, list[str]] = {}
-
-    def walk(route: Any, inherited: str | None) -> None:
-        receiver = route.receiver or inherited
-        if receiver is not None and receiver not in receivers:
-            out.setdefault(receiver, []).append(", ".join(route.matchers) or "(every alert)")
-        for child in route.routes:
-            walk(child, receiver)
-
-    walk(alerts_config.route, None)
+    tree = RouteTree(alerts_config.route)  # receivers inherited as routing resolves them
+    for rid in sorted(tree.by_id):
+        route = tree.by_id[rid]
+        if route.receiver not in receivers:
+            out.setdefault(route.receiver, []).append(
+                ", ".join(map(str, route.matchers)) or "(every alert)")
     return out
 
 
