@@ -191,10 +191,7 @@ class JobContext:
 
     def firing_alerts(self, detector: str) -> list[Alert]:
         """The stored alerts of ``detector`` that are firing."""
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(sa.select(alerts.c.state).where(
-                alerts.c.detector == detector, alerts.c.status == "firing")).all()
-        return [pickle.loads(row.state) for row in rows]
+        return [pickle.loads(a.state) for a in self.store.firing_alerts(detector)]
 
     def firing_alert(self, fp: str) -> Alert | None:
         with self.store.engine.connect() as conn:

@@ -508,12 +508,14 @@ class Store:
             return [(r.detector, r.client, r.state) for r in rows]
 
     # -- alerts and outbox ----------------------------------------------------------
-    def firing_alerts(self) -> list[StoredAlert]:
+    def firing_alerts(self, detector: str | None = None) -> list[StoredAlert]:
+        """The firing alerts (of ``detector`` only, when given)."""
+        q = (sa.select(alerts.c.fingerprint, alerts.c.status, alerts.c.record, alerts.c.state)
+             .where(alerts.c.status == "firing"))
+        if detector is not None:
+            q = q.where(alerts.c.detector == detector)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(alerts.c.fingerprint, alerts.c.status, alerts.c.record, alerts.c.state)
-                .where(alerts.c.status == "firing")
-            ).all()
+            rows = conn.execute(q).all()
         return [StoredAlert(r.fingerprint, r.status, r.record, r.state) for r in rows]
 
     def list_alerts(self, status: str | None = None, limit: int = 100) -> list[str]:
