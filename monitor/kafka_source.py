@@ -156,6 +156,8 @@ class KafkaSource:
         """Restore the state of the partitions assigned during the last poll (the
         daemon's ``on_assign``; a stop while it waits for the store raises
         ``StoppedWhileRestoring``), move each to its stored offset and let it fetch."""
+        if not self.unrestored:  # every poll but those that brought an assignment
+            return
         pids, self.unrestored = self.unrestored, []
         owned = self.assignment()
         pids = [pid for pid in pids if pid in owned]
