@@ -349,6 +349,7 @@ def run_comparisons(ctx: JobContext, now: float, *, model: str | None = None,
     cfg = ctx.config.jobs.compare
     until = now
     since = now - cfg.window_h * 3600 if since is None else since
+    chosen = pairs is None  # by the job's rules, not by hand (compare --baseline/--candidate)
     if pairs is None:
         pairs = choose_pairs(ctx.store, cfg, since, until, model)
     results = []
@@ -358,7 +359,7 @@ def run_comparisons(ctx: JobContext, now: float, *, model: str | None = None,
         if post:
             _post(ctx, result)
         results.append(result)
-    if post:
+    if post and chosen:  # a pair compared by hand supersedes nothing
         _resolve_superseded(ctx, pairs, since, until, model)
     return results
 

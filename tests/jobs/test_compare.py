@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from monitor.cli import main
-from monitor.compare import list_comparisons, run_comparisons, versions_job
+from monitor.compare import _firing, list_comparisons, run_comparisons, versions_job
 from monitor.scheduler import JobContext, JobService
 from monitor.store import Store
 from tests.jobs.seeded import DAY, MONDAY, config, ingest, stream
@@ -219,6 +219,8 @@ def test_a_regression_resolves_when_a_newer_version_is_compared_instead(
     ctx = _ctx(url, str(tmp_path))
     first = run_comparisons(ctx, t0 + 26 * 3600)
     assert [(r["baseline"], r["candidate"], r["verdict"]) for r in first] == [("1", "2", "worse")]
+    run_comparisons(ctx, t0 + 56 * 3600, pairs=[("m", "2", "3")])  # by hand: supersedes nothing
+    assert _firing(ctx, "m", {"baseline": "1", "candidate": "2"})
     later = run_comparisons(ctx, t0 + 56 * 3600)  # version 1 is gone, 3 has shipped
     assert [(r["baseline"], r["candidate"]) for r in later] == [("2", "3")]
     regressions = [(r["subject"], r["status"]) for r in _outbox(ctx)
