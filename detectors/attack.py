@@ -103,13 +103,22 @@ class ClientAttack(SlotState, Detector):
     def _decide(self) -> None:
         if self._active:
             # the incident ends with its own signal (resolved under its own name); another
-            # signal still firing opens the next incident on the following event or tick
+            # signal still firing opens the next one (``next_incident``)
             self._active = self.signals[self._lead_index].detected
             return
+        self._open_first_firing()
+
+    def _open_first_firing(self) -> None:
         for i, s in enumerate(self.signals):
             if s.detected:
                 self._lead_index, self._active = i, True
                 return
+
+    def next_incident(self) -> bool:
+        """The next signal still firing names a new incident as soon as the previous
+        one resolves, so a client that has gone quiet is still reported under it."""
+        self._open_first_firing()
+        return self.detected
 
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
                 current: Mapping[Hashable, Detector | None]) -> None:

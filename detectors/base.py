@@ -103,6 +103,12 @@ class Detector:
         window's verdict is seen however far one watermark step jumps."""
         return None
 
+    def next_incident(self) -> bool:
+        """Called when this detector's incident has just resolved: whether another
+        condition it watches still holds and opens its own incident now (a verdict
+        over several signals); then ``detected`` is true again."""
+        return False
+
     @property
     def decided_at(self) -> float | None:
         """Event time of the latest decision, for detectors that decide when a

@@ -453,7 +453,10 @@ class Keyed:
             slot.firing = False
             self.firing_keys.discard(key)
             self._mark_live(key)  # packable again once idle
-            return [self._finding(key, slot, "resolved", ts)]
+            resolved = self._finding(key, slot, "resolved", ts)
+            if slot.detector.next_incident():
+                return [resolved, *self._transition(key, slot, ts)]
+            return [resolved]
         return []
 
     def _expire(self) -> list[Finding]:

@@ -14,6 +14,7 @@ from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
 from detectors.neighbours import QueryNeighbours
 from detectors.probing import LowConfidenceShare
+from detectors.rules import CountRule
 from monitor.config import build_config
 from monitor.state import client_detectors
 
@@ -60,6 +61,27 @@ def test_when_the_first_signal_clears_it_resolves_and_the_next_opens_its_own_ale
     assert seen == [("evasion.query_neighbours", "firing"),
                     ("evasion.query_neighbours", "resolved"),
                     ("flooding.request_rate", "firing")]
+
+
+def test_a_signal_still_firing_when_the_first_clears_opens_its_alert_without_another_event(
+) -> None:
+    # a burst trips the short flooding window and the daily volume rule; the client
+    # then goes quiet: the flood resolves on a tick and the volume rule, still over
+    # its limit, must be reported then, not at an event that never comes
+    signals = (RequestRate(window_s=10, max_events=50),
+               CountRule(rule="extraction.query_volume", window_s=3600, max_events=100,
+                         distinct=False))
+    keyed = Keyed(ClientAttack(signals=signals), key="client", renotify_s=1e9)
+    findings = []
+    for i in range(200):
+        findings += keyed.update(_ev(i * 0.02, conf=0.99))
+    findings += keyed.tick(60.0)
+    findings += keyed.tick(4000.0)
+    assert [(f.detector, f.status, f.ts) for f in findings] == [
+        ("flooding.request_rate", "firing", findings[0].ts),
+        ("flooding.request_rate", "resolved", 60.0),
+        ("extraction.query_volume", "firing", 60.0),
+        ("extraction.query_volume", "resolved", 4000.0)]
 
 
 def test_benign_client_never_fires_and_state_round_trips() -> None:
