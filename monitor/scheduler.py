@@ -15,6 +15,19 @@ fail-overs. Misfires: a run missed (no leader, daemon down) by less than
 are skipped. With ``jobs.coalesce`` (the default) several missed runs of a job
 run once. At most one instance of a job runs at a time.
 
+APScheduler stores a job's next run time before it runs the job, so a run its
+replica stopped in the middle of (a rolling deploy, SIGTERM, a crash, a lost
+lease) would wait for the next occurrence. A scheduled run therefore writes a row
+to ``job_runs_started`` (the job, and the ``now`` it runs with) before it starts;
+the transaction that records its outcome in ``job_status`` removes it. A replica that
+becomes the leader runs each run left there again, once, with its original
+``now``, if that is at most ``jobs.misfire_grace_s`` old (the misfire rule above);
+an older one is skipped with a warning, and so is one interrupted again on its
+re-run. Runs are therefore at least once: a run that was still going on a replica
+that lost the lease can also be run by the next leader. ``stop()`` waits a short
+while (``STOP_WAIT_S``, shared with the lease thread) for a running job, then leaves
+it to the next leader. Runs by hand (``run_job``) leave no row.
+
 A failing job alerts once (on its first failure after a success) and resolves
 when it next succeeds; its last message, duration and failures are in the
 ``job_status`` table and in the metrics.
@@ -29,6 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +58,7 @@ log = logging.getLogger(__name__)
 
 JOB_TABLE = "inferwatch_scheduler_jobs"
 LEASE = "scheduler"
+STOP_WAIT_S = 10.0  # stop(): the lease thread, then a running job; deploy/helm counts it
 
 scheduler_leases = sa.Table(
     "scheduler_leases", metadata,
@@ -65,6 +80,17 @@ job_status = sa.Table(
     sa.Column("last_duration_s", sa.Float, nullable=True),
     sa.Column("last_message", sa.Text, nullable=True),
     sa.Column("last_runner", sa.String(200), nullable=True),
+)
+
+# A scheduled run that started and is not recorded in job_status yet: running now, or
+# interrupted (its replica stopped). The next leader runs an interrupted one again.
+job_runs_started = sa.Table(
+    "job_runs_started", metadata,
+    sa.Column("job", sa.String(100), primary_key=True),
+    sa.Column("scheduled_at", sa.Float, primary_key=True),  # the run's ``now``
+    sa.Column("runner", sa.String(200), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("starts", sa.Integer, nullable=False),  # 1; 2 once run again; 0: never began
 )
 
 
@@ -262,13 +288,14 @@ def cleanup_job(ctx: JobContext, now: float) -> str:
 _SERVICES: dict[str, JobService] = {}
 
 
-def _run_scheduled(key: str, name: str) -> None:
-    """What APScheduler calls (a module-level function: its job store pickles a reference)."""
+def _run_scheduled(key: str, name: str, now: float | None = None, starts: int = 0) -> None:
+    """What APScheduler calls (a module-level function: its job store pickles a
+    reference); ``now`` and ``starts`` only for the re-run of an interrupted run."""
     service = _SERVICES.get(key)
     if service is None:
         log.warning("job %s: its scheduler is gone; skipped", name)
         return
-    service.run_scheduled(name)
+    service.run_scheduled(name, now, starts=starts)
 
 
 @dataclass(frozen=True)
@@ -281,6 +308,8 @@ class JobResult:
 
 class JobService:
     """The lease loop and, while this replica holds the lease, the APScheduler."""
+
+    stop_wait_s = STOP_WAIT_S
 
     def __init__(self, config: Config, store: Store, *, registry: CollectorRegistry | None = None,
                  instance_id: str | None = None, jobs: dict[str, Job] | None = None,
@@ -299,6 +328,8 @@ class JobService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._running: dict[str, float] = {}  # scheduled runs going on here: job -> now
+        self._idle = threading.Condition()
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -306,10 +337,19 @@ class JobService:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the lease thread and the scheduler, waiting at most ``stop_wait_s`` for
+        both the thread and a running job; a job still running then is abandoned (its
+        run is left to the next leader), and the lease released."""
+        deadline = time.monotonic() + self.stop_wait_s
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         self._stop_scheduler()
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._running,
+                                       max(0.0, deadline - time.monotonic())):
+                log.warning("stopping with job(s) %s still running: the next leader runs "
+                            "them again", ", ".join(sorted(self._running)))
         if self.lease.valid_until:
             try:
                 self.lease.release()
@@ -355,6 +395,7 @@ class JobService:
 
     def _start_scheduler(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.jobstores.memory import MemoryJobStore
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
         j = self.config.jobs
@@ -362,7 +403,8 @@ class JobService:
         with self._lock:
             sched = _store_tolerant_scheduler()(
                 jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine,
-                                                         tablename=JOB_TABLE)},
+                                                         tablename=JOB_TABLE),
+                           "reruns": MemoryJobStore()},
                 executors={"default": ThreadPoolExecutor(1)},
                 job_defaults={"coalesce": j.coalesce, "misfire_grace_time": int(j.misfire_grace_s),
                               "max_instances": 1},
@@ -371,6 +413,7 @@ class JobService:
             sched.start(paused=True)
             try:
                 self._schedule(sched)
+                self._rerun_interrupted(sched)
             except BaseException:
                 sched.shutdown(wait=False)
                 raise
@@ -395,6 +438,49 @@ class JobService:
         for name in stored:
             sched.remove_job(name)
 
+    def _rerun_interrupted(self, sched: Any) -> None:
+        """Queue again, in the (paused) scheduler, the scheduled runs that started and
+        were never recorded, each with its own ``now``: once, and only within
+        ``misfire_grace_s`` of it, as APScheduler treats a missed run."""
+        t = job_runs_started
+        grace = self.config.jobs.misfire_grace_s
+        now = self.clock()
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.scheduled_at)).all()
+        with self._idle:
+            here = dict(self._running)
+        gone = []
+        for row in rows:
+            if here.get(row.job) == row.scheduled_at:
+                continue  # still running on this replica: its own outcome clears it
+            what = f"its run of {_utc(row.scheduled_at)} " + (
+                f"was due as {row.runner} stopped" if row.starts == 0
+                else f"was interrupted on {row.runner}")
+            if row.job not in self.jobs:
+                log.info("job %s: %s, and the job is no longer configured: dropped",
+                         row.job, what)
+            elif now - row.scheduled_at > grace:
+                log.warning("job %s: %s, %s ago, more than jobs.misfire_grace_s (%gs): "
+                            "skipped, as a run missed by that much is", row.job, what,
+                            _duration(now - row.scheduled_at), grace)
+            elif row.starts >= 2:
+                log.warning("job %s: %s, and again on its re-run: skipped, it is not run a "
+                            "third time (a run that stops its replica would stop each "
+                            "leader in turn)", row.job, what)
+            else:
+                log.warning("job %s: %s: running it again", row.job, what)
+                sched.add_job(_run_scheduled, "date", id=f"{row.job}@{row.scheduled_at!r}",
+                              name=f"{row.job} (the run of {_utc(row.scheduled_at)} again)",
+                              args=[self.key, row.job, row.scheduled_at, row.starts],
+                              jobstore="reruns", misfire_grace_time=None)
+                continue
+            gone.append((row.job, row.scheduled_at))
+        if gone:
+            with self.store.engine.begin() as conn:
+                for job, scheduled_at in gone:
+                    conn.execute(t.delete().where(t.c.job == job,
+                                                  t.c.scheduled_at == scheduled_at))
+
     def _stop_scheduler(self) -> None:
         with self._lock:
             sched, self.scheduler = self.scheduler, None
@@ -402,8 +488,18 @@ class JobService:
             sched.shutdown(wait=False)
 
     # -- running ----------------------------------------------------------------------
-    def run_scheduled(self, name: str) -> JobResult | None:
-        """A scheduled run: only while this replica still holds the lease."""
+    def run_scheduled(self, name: str, now: float | None = None, *,
+                      starts: int = 0) -> JobResult | None:
+        """A scheduled run: only while this replica still holds the lease. It is noted
+        in ``job_runs_started`` first, so that the next leader runs it again if this
+        replica stops before its outcome is recorded. ``now`` and ``starts`` (how often
+        it began before): an interrupted run's."""
+        at = self.clock() if now is None else now
+        if self._stop.is_set():  # due as this replica stops: left to the next leader
+            log.warning("job %s not started: %s is stopping; the next leader runs it",
+                        name, self.instance_id)
+            self._note_started(name, at, starts)
+            return None
         try:
             held = self.lease.acquire()
         except sa.exc.SQLAlchemyError:
@@ -413,14 +509,36 @@ class JobService:
                         self.instance_id)
             threading.Thread(target=self._stop_scheduler, daemon=True).start()
             return None
-        return self.run_job(name)
+        with self._idle:
+            self._running[name] = at
+        try:
+            self._note_started(name, at, starts + 1)
+            return self._run(name, at, scheduled=True)
+        finally:
+            with self._idle:
+                self._running.pop(name, None)
+                self._idle.notify_all()
+
+    def _note_started(self, name: str, at: float, starts: int) -> None:
+        t = job_runs_started
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(t.delete().where(t.c.job == name, t.c.scheduled_at == at))
+                conn.execute(t.insert().values(job=name, scheduled_at=at, starts=starts,
+                                               runner=self.instance_id,
+                                               started_at=self.clock()))
+        except sa.exc.SQLAlchemyError as exc:  # the run matters more than its re-run
+            log.warning("job %s: could not note its start (%s); if this replica stops "
+                        "before it ends, the run is lost", name, str(exc).splitlines()[0])
 
     def run_job(self, name: str, now: float | None = None) -> JobResult:
-        """Run one job now (scheduled or by hand), record the outcome, alert on the
-        first failure and resolve on the next success."""
+        """Run one job now (by hand: nothing is left for the next leader to run again),
+        record the outcome, alert on the first failure and resolve on the next success."""
+        return self._run(name, self.clock() if now is None else now, scheduled=False)
+
+    def _run(self, name: str, at: float, *, scheduled: bool) -> JobResult:
         job = self.jobs[name]
         started = time.monotonic()
-        at = self.clock() if now is None else now
         try:
             message = job.func(self.ctx, at)
             ok = True
@@ -436,18 +554,24 @@ class JobService:
             log.info("job %s: %s (%.1fs)", name, message, duration)
         else:
             self.metrics.failures.labels(name).inc()
-        before = self._record(name, ok, message, duration)
+        before = self._record(name, ok, message, duration, at if scheduled else None)
         try:
             self._alert_on_change(name, ok, before, message)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("job %s: could not store its failure alert (%s)", name, exc)
         return JobResult(name, ok, message, duration)
 
-    def _record(self, name: str, ok: bool, message: str, duration: float) -> int:
-        """Update ``job_status``; returns the consecutive failures before this run."""
+    def _record(self, name: str, ok: bool, message: str, duration: float,
+                scheduled_at: float | None = None) -> int:
+        """Update ``job_status`` and, for a scheduled run (``scheduled_at``: its
+        ``now``), clear its ``job_runs_started`` row in the same transaction; returns
+        the consecutive failures before this run."""
         t = job_status
         now = self.clock()
         with self.store.engine.begin() as conn:
+            if scheduled_at is not None:
+                r = job_runs_started
+                conn.execute(r.delete().where(r.c.job == name, r.c.scheduled_at == scheduled_at))
             row = conn.execute(sa.select(t).where(t.c.job == name)).first()
             before = row.consecutive_failures if row is not None else 0
             values = {
@@ -480,6 +604,14 @@ class JobService:
                                   f"{failures_before} failed run(s).",
                           evidence={"job": name, "failed_runs": failures_before},
                           status="resolved", keep=True)
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:.1f}h" if s >= 3600 else f"{s:.0f}s"
 
 
 def status_rows(store: Store) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ from alerts.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # 4: state_chunks; 5: summary_batches (window_summaries.batch unused)
+# 4: state_chunks; 5: summary_batches (window_summaries.batch unused); 6: job_runs_started
+SCHEMA_VERSION = 6
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.scheduler import Job, JobContext, JobService, cron_trigger, status_rows
+from monitor.scheduler import (
+    Job,
+    JobContext,
+    JobService,
+    cron_trigger,
+    job_runs_started,
+    status_rows,
+)
 from monitor.store import Store
 from tests.integration.proxy import TcpProxy
 from tests.jobs.seeded import config
@@ -284,3 +292,153 @@ def test_a_store_error_after_the_due_jobs_were_read_does_not_end_the_scheduler(
     finally:
         service.stop()
         store.close()
+
+
+def _until(done: Callable[[], object], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("late_s", [0.0, 7200.0])
+def test_a_run_interrupted_by_a_stop_runs_again_on_the_next_leader(
+        store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, late_s: float) -> None:
+    """APScheduler stores a job's next run time before it runs the job: a leader
+    stopped mid-run (a rolling deploy, a lost lease, a crash) left the next leader
+    nothing to run until the next occurrence, a week later for the drift report. The
+    next leader runs it again with the ``now`` it had, if that is within
+    ``misfire_grace_s`` (1 h here); an older one is skipped, with a warning."""
+    cfg = config(store_url, str(tmp_path), lease_ttl_s=2)
+    started: list[tuple[str, float]] = []
+    finished: list[str] = []
+    release = threading.Event()
+
+    def report(ctx: JobContext, now: float) -> str:
+        started.append((ctx.instance_id, now))
+        if ctx.instance_id == "a":
+            release.wait(30)  # still running when its replica stops
+        finished.append(ctx.instance_id)
+        return "report written"
+
+    at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    job = Job("report", f"{at.second} {at.minute} {at.hour} * * *", report)
+    store = Store(store_url)
+    store.migrate()
+    first = JobService(cfg, store, instance_id="a", registry=CollectorRegistry(),
+                       jobs={"report": job})
+    try:
+        assert first.tick()
+        _until(lambda: started, 6)
+        assert [who for who, _ in started] == ["a"], "the scheduled run did not start"
+        first.stop_wait_s = 0.5  # stop waits that long for the run, then leaves it
+        first.stop()
+        # the next leader: at once (late_s 0), or two hours later by its clock
+        second = JobService(cfg, store, instance_id="b", registry=CollectorRegistry(),
+                            jobs={"report": job}, clock=lambda: time.time() + late_s)
+        assert second.tick()
+        _until(lambda: "b" in finished, 4)
+        second.stop()
+    finally:
+        release.set()
+        _until(lambda: "a" in finished, 5)
+        rows = status_rows(store) if "a" in finished else []
+        store.close()
+    (_, interrupted), *_ = started
+    if late_s:
+        assert started == [("a", interrupted)]
+        assert "was interrupted" in caplog.text and "skipped" in caplog.text
+        assert "misfire_grace_s" in caplog.text
+    else:
+        assert started == [("a", interrupted), ("b", interrupted)]
+        assert "running it again" in caplog.text
+    assert [(r["job"], r["runs"]) for r in rows] == [("report", 2 if not late_s else 1)]
+
+
+def _started_rows(store: Store) -> list[tuple[str, float, int]]:
+    import sqlalchemy as sa
+
+    t = job_runs_started
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            sa.select(t.c.job, t.c.scheduled_at, t.c.starts).order_by(t.c.scheduled_at))]
+
+
+def test_a_run_by_hand_leaves_no_run_to_repeat_and_clears_no_scheduled_one(
+        store_url: str, tmp_path: Path) -> None:
+    """Only a scheduled run is noted as started: a run by hand that the process
+    leaves (a ^C) must not make the leader run it again, and one that ends while a
+    scheduled run of the same job goes on must not take that run's note away."""
+    store = Store(store_url)
+    store.migrate()
+    scheduled_at = 1_767_600_123.456789  # a fraction that must survive the store
+    clock = Clock(scheduled_at)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def report(ctx: JobContext, now: float) -> str:
+        if now == scheduled_at:
+            inside.set()
+            release.wait(10)
+        return "report written"
+
+    service = JobService(config(store_url, str(tmp_path)), store, instance_id="a",
+                         registry=CollectorRegistry(), clock=clock,
+                         jobs={"report": Job("report", "0 8 * * 1", report)})
+    assert service.run_job("report", now=scheduled_at - 60).ok
+    assert _started_rows(store) == []
+    scheduled = threading.Thread(target=service.run_scheduled, args=("report",))
+    scheduled.start()
+    try:
+        assert inside.wait(5)
+        assert _started_rows(store) == [("report", scheduled_at, 1)]
+        assert service.run_job("report", now=scheduled_at + 60).ok
+        assert _started_rows(store) == [("report", scheduled_at, 1)]
+    finally:
+        release.set()
+        scheduled.join(10)
+    assert _started_rows(store) == []  # its outcome is recorded
+    (status,) = status_rows(store)
+    assert status["runs"] == 3
+    store.close()
+
+
+def test_an_interrupted_run_is_run_again_once_and_only_while_its_job_exists(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = Store(url)
+    store.migrate()
+    now = time.time()
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(job_runs_started), [
+            {"job": "report", "scheduled_at": now - 60, "runner": "a", "started_at": now - 60,
+             "starts": 1},  # interrupted once: runs again
+            {"job": "compare", "scheduled_at": now - 30, "runner": "a", "started_at": now,
+             "starts": 2},  # interrupted on its re-run too: not a third time
+            {"job": "cleanup", "scheduled_at": now - 10, "runner": "a", "started_at": now,
+             "starts": 0},  # due as its replica stopped, never began: runs
+            {"job": "retired", "scheduled_at": now - 20, "runner": "a", "started_at": now,
+             "starts": 1},  # no longer configured
+        ])
+    runs: list[tuple[str, float]] = []
+
+    def job(name: str) -> Job:
+        return Job(name, "0 8 * * 1", lambda ctx, at: runs.append((name, at)) or "ok")
+
+    service = JobService(config(url, str(tmp_path)), store, instance_id="b",
+                         registry=CollectorRegistry(),
+                         jobs={n: job(n) for n in ("report", "compare", "cleanup")})
+    try:
+        assert service.tick()
+        _until(lambda: len(runs) >= 2 and not _started_rows(store), 5)
+        time.sleep(0.3)
+    finally:
+        service.stop()
+    assert sorted(runs) == [("cleanup", now - 10), ("report", now - 60)]
+    assert _started_rows(store) == []
+    assert "job compare: its run of" in caplog.text and "again on its re-run: skipped" in caplog.text
+    assert "was due as a stopped: running it again" in caplog.text
+    assert "job retired:" in caplog.text and "no longer configured: dropped" in caplog.text
+    store.close()
