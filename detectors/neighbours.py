@@ -454,11 +454,33 @@ class QueryNeighbours(SlotState, Detector):
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         return (
-            f"{subject_name(subject)} sent {self._window_hits} queries to {model} "
-            f"that each had {self.min_neighbours}+ distinct near copies among its last "
-            f"{self.history}: small-step probing (black-box evasion or extraction); "
-            f"review and rate-limit it."
+            f"{subject_name(subject)} sent {self._window_hits} {_queries(self._window_hits)} "
+            f"to {model} that looked like the steps of a black-box search: "
+            f"{'; '.join(self._patterns())}. Small-step probing (black-box evasion or "
+            f"extraction): review and rate-limit it."
         )
+
+    def _patterns(self) -> list[str]:
+        """The search patterns this client has shown, in words (the hits' reasons)."""
+        found = []
+        if self._max_near >= self.min_neighbours:
+            found.append(f"queries with {self.min_neighbours}+ distinct near copies among "
+                         f"its last {self.history}")
+        if 0 < self.halvings <= self._max_halvings:
+            found.append(f"{self._max_halvings} binary-search steps in a row, each half the "
+                         "one before")
+        if 0 < self.sparse_steps <= self._max_sparse:
+            found.append(f"{self._max_sparse} queries in a row each changing 1 to "
+                         f"{self.sparse_groups} feature groups of the one before (a "
+                         "coordinate-wise search)")
+        if 0 < self.star_steps <= self._max_star:
+            found.append(f"{self._max_star} queries in a row around one earlier input "
+                         "(a noise search)")
+        return found or ["queries next to its recent ones"]
+
+
+def _queries(n: int) -> str:
+    return "query" if n == 1 else "queries"
 
 
 def compile_walk() -> None:

@@ -228,3 +228,22 @@ def test_the_search_rules_come_from_the_config() -> None:
     (signal,) = [s for s in client_detectors(config)[0].prototype.signals
                  if isinstance(s, QueryNeighbours)]
     assert (signal.sparse_steps, signal.star_steps, signal.star_radius) == (0, 8, 0.5)
+
+
+def test_the_summary_names_the_search_pattern_that_fired() -> None:
+    # on-call reads the summary first: it must describe what the client did, not
+    # always the cluster of near copies
+    subject = {"client_id": "c"}
+    star = QueryNeighbours()
+    _run(star, _noise_ramp(np.random.default_rng(15), 10))
+    walk = QueryNeighbours()
+    _run(walk, _simba_walk(np.random.default_rng(13), 5))
+    cluster = QueryNeighbours(halvings=0, sparse_steps=0, star_steps=0)
+    _run(cluster, _gradient_estimate(np.random.default_rng(1), 8))
+    assert star.detected and walk.detected and cluster.detected
+    star_text = star.summary(subject, "m")
+    assert "around one earlier input" in star_text and "near copies" not in star_text
+    walk_text = walk.summary(subject, "m")
+    assert "changing 1 to 2 feature groups" in walk_text
+    assert "near copies" not in walk_text
+    assert "5+ distinct near copies" in cluster.summary(subject, "m")
