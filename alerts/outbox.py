@@ -20,6 +20,10 @@ class OutboxEntry(NamedTuple):
     delivery_key: str | None
     fingerprint: str
     record: str
+    # the partition (topic, number) whose events raised it, None for any other: when
+    # another member takes that partition, its records not in the outbox yet are dropped
+    # (monitor.pipeline.Pipeline.release): they are the new owner's to raise again
+    partition: tuple[str, int] | None = None
 
 
 class _Row(Protocol):

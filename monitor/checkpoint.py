@@ -184,6 +184,7 @@ class Checkpointer:
         for a in changed:
             if p.alerts.changed.get(a.fingerprint) is a:
                 del p.alerts.changed[a.fingerprint]
+                p.changed_in.pop(a.fingerprint, None)
         p.events_since_checkpoint = 0
         if p.new_references:
             save_new_references(self.store, p.new_references)

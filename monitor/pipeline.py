@@ -92,6 +92,9 @@ class Pipeline:
         self.new_references: list[Reference] = []  # automatic drift references, to store
         self.alerts = AlertManager()
         self.pending: list[OutboxEntry] = []  # alert records not in the outbox yet
+        # the partition whose events made each change in alerts.changed, when one did:
+        # release() drops those changes unstored
+        self.changed_in: dict[str, PartitionId] = {}
         self.outbox_scope = config.kafka.group_id  # alert records are keyed per group
         sc = config.jobs.summaries
         # window summaries for the scheduled jobs, saved by the checkpoint
@@ -122,9 +125,18 @@ class Pipeline:
         self.partitions[pid] = state
 
     def release(self, pid: PartitionId) -> None:
+        """Forget ``pid``'s state, and the alert records and changes its events raised
+        that are not stored yet: whoever takes the partition next resumes from its
+        stored state and raises them again. (Stored by this member meanwhile, a change
+        could overwrite what the new owner has stored since: an alert it resolved,
+        firing again for ever.)"""
         self.partitions.pop(pid, None)
         self.models.partition_ts.pop(pid, None)
         self.summaries.release(pid)
+        self.pending[:] = [e for e in self.pending if e.partition != pid]
+        for fp in [fp for fp, source in self.changed_in.items() if source == pid]:
+            del self.changed_in[fp]
+            self.alerts.changed.pop(fp, None)
 
     # -- processing -----------------------------------------------------------------
     def process(self, pid: PartitionId, records: Sequence[Record]) -> BatchResult:
@@ -187,7 +199,7 @@ class Pipeline:
             for reason, n in Counter(b.reason for _, b in result.bad).items():
                 self.metrics.bad_records.labels(reason).inc(n)
         self.models.partition_ts[pid] = state.max_ts
-        result.alerts = self.alert(findings)
+        result.alerts = self.alert(findings, pid)
         return result
 
     def _set_aside(self, pid: PartitionId, state: PartitionState, good: list[Event], *,
@@ -255,18 +267,27 @@ class Pipeline:
         self.new_references.extend(collect_new_references(self.models.detectors))
         return self.alert(findings)
 
-    def alert(self, findings: list[Finding]) -> list[dict]:
-        """Raise ``findings`` through the alert manager; their records go to the outbox
-        (``pending``)."""
+    def alert(self, findings: list[Finding], pid: PartitionId | None = None) -> list[dict]:
+        """Raise ``findings`` (of partition ``pid``'s events, if they are) through the
+        alert manager; their records go to the outbox (``pending``)."""
         records = []
+        changed_in = self.changed_in
         for finding in findings:
             record = self.alerts.process(finding)
             if record is None:
                 continue
+            fp = record["fingerprint"]
             self.metrics.alerts.labels(record["kind"], record["severity"], record["status"]).inc()
-            self.pending.append(OutboxEntry(delivery_key(self.outbox_scope, record),
-                                            record["fingerprint"], record_json(record)))
+            self.pending.append(OutboxEntry(delivery_key(self.outbox_scope, record), fp,
+                                            record_json(record), pid))
+            if pid is None:
+                changed_in.pop(fp, None)
+            else:
+                changed_in[fp] = pid
             records.append(record)
+        if len(changed_in) > len(self.alerts.changed):
+            # changes stored or cleared meanwhile (a replay clears them after each batch)
+            self.changed_in = {fp: s for fp, s in changed_in.items() if fp in self.alerts.changed}
         return records
 
     def tracked_clients(self) -> int:

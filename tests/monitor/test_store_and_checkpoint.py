@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from alerts.outbox import Dispatcher, OutboxEntry
 from alerts.sinks import JsonlSink
+from detectors.base import Finding
 from monitor import checkpoint
 from monitor import store as store_module
 from monitor.checkpoint import Checkpointer
@@ -174,7 +175,8 @@ def test_a_process_without_partitions_stores_no_model_wide_state_but_its_alerts(
 ) -> None:
     """A replica before its first assignment, or after its last revocation, has no
     model-wide state worth a row (it is keyed by the partitions owned); the alert
-    records it still holds go to the outbox."""
+    records it still holds go to the outbox, but those of a partition it released
+    unstored: the next owner raises them again."""
     store = Store(store_url)
     store.migrate()
     p = Pipeline(CONFIG)
@@ -184,13 +186,19 @@ def test_a_process_without_partitions_stores_no_model_wide_state_but_its_alerts(
     cp.restore([pid])
     p.process(pid, stream_records())
     p.advance()
-    raised = len(p.pending)
-    assert raised
+    assert p.pending and p.alerts.changed
+    model_wide = Finding(detector="drift.test", kind="drift", severity="warning",
+                         status="firing", model="m", model_version="1", subject={},
+                         summary="s", ts=10.0)
+    (record,) = p.alert([model_wide])
     p.release(pid)  # revoked, its last checkpoint failed: the next owner reads it again
+    assert [e.fingerprint for e in p.pending] == list(p.alerts.changed) == [record["fingerprint"]]
     assert cp.save() == {}
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM checkpoints")).scalar() == 0
-    assert p.pending == [] and len(store.outbox_after("x", limit=10_000)) == raised
+    assert p.pending == [] and [r.fingerprint for r in store.outbox_after("x")] == [
+        record["fingerprint"]]
+    assert [a.fingerprint for a in store.firing_alerts()] == [record["fingerprint"]]
     store.close()
 
 
@@ -451,6 +459,62 @@ def test_a_member_evicted_from_the_group_stores_nothing_over_the_new_owner(
             s.detector.evidence() for s in straight.slots.values()]
     assert [k.slots.keys() for k in restored.models.detectors] == [
         k.slots.keys() for k in whole.models.detectors]
+    store.close()
+
+
+FLOOD = "02a367fa27c7c45b"  # the stream's flooder: fires in records 600-650, resolves in 1600-1650
+
+
+def _evicted_after_the_flood_fired(store_url: str) -> tuple[Store, list[Record], PartitionId,
+                                                              Pipeline, Checkpointer, Checkpointer]:
+    """Member a stored the first 500 records and went on to 1,000 (the flooder fires
+    there), then member b took the partition: (store, records, pid, a, a's and b's
+    checkpointers)."""
+    records = stream_records()
+    pid = ("logs", 0)
+    store = Store(store_url)
+    store.migrate()
+    a = Pipeline(CONFIG)
+    cp_a = Checkpointer(store, a, group="g", producer="a")
+    cp_a.restore([pid])
+    a.process(pid, records[:500])
+    assert cp_a.save() == {pid: 500}
+    a.process(pid, records[500:1000])
+    assert FLOOD in a.alerts.changed and any(e.fingerprint == FLOOD for e in a.pending)
+    cp_b = Checkpointer(store, Pipeline(CONFIG), group="g", producer="b")
+    assert cp_b.restore([pid]) == {pid: 500}
+    return store, records, pid, a, cp_a, cp_b
+
+
+def _floods_of(store: Store, producer: str) -> list[tuple[str, int]]:
+    """(status, count) of the flood alert's records in the outbox from ``producer``."""
+    rows = map(json.loads, (r.record for r in store.outbox_after("x", producer=producer)))
+    return [(r["status"], r["count"]) for r in rows if r["fingerprint"] == FLOOD]
+
+
+def test_an_evicted_member_stores_no_alert_of_the_partitions_taken_from_it(
+    store_url: str,
+) -> None:
+    """What a raised from the taken partition's events after its last checkpoint is
+    b's to raise (b replays them): a's next checkpoint must not store it. Stored, a's
+    "firing" row of the flood alert overwrote the "resolved" b had stored, and every
+    restore after it loaded the alert as firing, which nothing would ever resolve."""
+    store, records, pid, a, cp_a, cp_b = _evicted_after_the_flood_fired(store_url)
+    b = cp_b.pipeline
+    b.process(pid, records[500:])  # the flooder fires and stops
+    b.advance()
+    assert cp_b.save() == {pid: len(records)}
+    assert FLOOD not in {r.fingerprint for r in store.firing_alerts()}
+
+    assert cp_a.save() == {}  # refused, the partition dropped
+    assert FLOOD not in {r.fingerprint for r in store.firing_alerts()}
+    assert _floods_of(store, "a") == []
+    assert _floods_of(store, "b") == [("firing", 1), ("resolved", 1)]
+    assert not a.pending and FLOOD not in a.alerts.changed
+
+    c = Pipeline(CONFIG)  # any later restore
+    Checkpointer(store, c, group="g", producer="c").restore([pid])
+    assert FLOOD not in c.alerts.firing
     store.close()
 
 
