@@ -119,13 +119,21 @@ class Checkpointer:
             try:
                 return self._save(pids)
             except PartitionsTakenError as exc:
-                lost = [pid for pid in self._epochs if self.partition_scope(pid) in exc.scopes]
-                log.error("partitions %s were given to another member of the group (this one "
-                          "was evicted): their state here is dropped, not stored",
-                          ", ".join(f"{t}[{n}]" for t, n in lost))
-                for pid in lost:
-                    self.pipeline.release(pid)
-                    del self._epochs[pid]
+                self._release_taken(exc)
+
+    def _release_taken(self, exc: PartitionsTakenError) -> None:
+        lost = [pid for pid in self._epochs if self.partition_scope(pid) in exc.scopes]
+        log.error("partitions %s were given to another member of the group (this one "
+                  "was evicted): their state here is dropped, not stored",
+                  ", ".join(f"{t}[{n}]" for t, n in lost))
+        for pid in lost:
+            self.pipeline.release(pid)
+            del self._epochs[pid]
+
+    def _owners(self) -> dict[str, int]:
+        """The epoch taken for each partition owned (Store.take_partitions), by scope."""
+        return {self.partition_scope(pid): self._epochs[pid] for pid in self.pipeline.partitions
+                if pid in self._epochs}
 
     def _save(self, pids: Iterable[PartitionId] | None) -> dict[PartitionId, int]:
         p = self.pipeline
@@ -169,11 +177,9 @@ class Checkpointer:
             write_deltas(conn, scopes, summaries, sc.bucket_s, sc.sample_size)
 
         # every partition the model-wide row covers, not only those saved
-        owners = {self.partition_scope(pid): self._epochs[pid] for pid in p.partitions
-                  if pid in self._epochs}
         self.store.save_checkpoint(self.producer, states, pending, stored, meta, clients=clients,
                                    chunks=chunks, extra=write_summaries if summaries else None,
-                                   owners=owners)
+                                   owners=self._owners())
         if owned:
             self._chunks.committed()
         for keyed, found in changes:
@@ -197,13 +203,21 @@ class Checkpointer:
 
     def journal(self) -> int:
         """Put the pending alert records in the outbox now; how many. On failure
-        they stay pending (and the next journal or checkpoint writes them)."""
+        they stay pending (and the next journal or checkpoint writes them). Fenced
+        like a save: partitions another member has taken are dropped from the
+        pipeline, their records with them, and the rest journaled."""
         p = self.pipeline
-        pending = list(p.pending)
-        if pending:
-            self.store.append_outbox(self.producer, pending)
+        while True:
+            pending = list(p.pending)
+            if not pending:
+                return 0
+            try:
+                self.store.append_outbox(self.producer, pending, owners=self._owners())
+            except PartitionsTakenError as exc:
+                self._release_taken(exc)
+                continue
             del p.pending[: len(pending)]
-        return len(pending)
+            return len(pending)
 
     def restore(self, pids: Iterable[PartitionId]) -> dict[PartitionId, int | None]:
         """Adopt ``pids`` with their stored state; return where to resume each."""

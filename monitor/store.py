@@ -425,10 +425,15 @@ class Store:
         if lost:
             raise PartitionsTakenError(lost)
 
-    def append_outbox(self, producer: str, outbox: Iterable[OutboxEntry]) -> None:
+    def append_outbox(self, producer: str, outbox: Iterable[OutboxEntry], *,
+                      owners: dict[str, int] | None = None) -> None:
         """Put alert records in the outbox ahead of the checkpoint that stores the
-        state which raised them; a record already there (same key) is skipped."""
+        state which raised them; a record already there (same key) is skipped.
+        ``owners``: as for ``save_checkpoint``, nothing is stored if another member
+        has taken one of those partitions (``PartitionsTakenError``)."""
         with self.engine.begin() as conn:
+            if owners:
+                self._fence(conn, owners)
             self._append_outbox(conn, producer, outbox, _now())
 
     def _append_outbox(self, conn: Connection, producer: str, outbox: Iterable[OutboxEntry],

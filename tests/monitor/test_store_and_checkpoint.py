@@ -518,6 +518,26 @@ def test_an_evicted_member_stores_no_alert_of_the_partitions_taken_from_it(
     store.close()
 
 
+def test_an_evicted_member_journals_no_record_of_the_partitions_taken_from_it(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Records go to the outbox ahead of the checkpoint (journal): once b has taken
+    the partition, a's journal must drop its records as its checkpoint does, not
+    put them in the outbox as a's (a local sink of b's would then miss them: the
+    outbox keeps the first copy of a record, b's is a duplicate)."""
+    store, records, pid, a, cp_a, cp_b = _evicted_after_the_flood_fired(store_url)
+    assert cp_a.journal() == 0
+    assert "partitions logs[0] were given to another member" in caplog.text
+    assert pid not in a.partitions and not a.pending
+    b = cp_b.pipeline
+    b.process(pid, records[500:])
+    b.advance()
+    cp_b.journal()
+    assert _floods_of(store, "a") == []
+    assert _floods_of(store, "b") == [("firing", 1), ("resolved", 1)]
+    store.close()
+
+
 def _stored_500(store_url: str, *, advance: bool = False,
                 ) -> tuple[Store, list[Record], PartitionId, Checkpointer]:
     """A store holding the checkpoint of the stream's first 500 records (and, with
