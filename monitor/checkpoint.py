@@ -28,7 +28,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from alerts.model import Alert
+from alerts.model import Alert, delivery_key
+from alerts.outbox import OutboxEntry
+from alerts.sinks import record_json
 from detectors.base import Finding
 from detectors.keyed import Changes, Keyed
 from monitor import reconfigure
@@ -61,6 +63,11 @@ log = logging.getLogger(__name__)
 # cells into a rare pool numbered past the cells (one of format 7 is rebuilt on load)
 STATE_FORMAT = 8
 READ_FORMATS = (3, 4, 5, 6, 7, 8)  # 3: the verdict's out-of-range signal; 4: packed client rows
+
+
+# added to the summary of the resolved record sent for a firing alert whose stored state
+# cannot be read (Checkpointer._resolve_unreadable)
+UNREADABLE_NOTE = " (closed by inferwatch: its stored state could not be read)"
 
 
 class StateFormatError(ValueError):
@@ -273,8 +280,8 @@ class Checkpointer:
             return None
 
     def _load_alerts(self) -> list[Alert]:
-        """The stored firing alerts; one that cannot be read is left out (its alert
-        starts a new episode if it fires again)."""
+        """The stored firing alerts; one that cannot be read is left out and resolved
+        (``_resolve_unreadable``)."""
         loaded = []
         for row in self.store.firing_alerts():
             try:
@@ -282,11 +289,35 @@ class Checkpointer:
                 if not isinstance(alert, Alert):
                     raise TypeError(f"a {type(alert).__name__}, not an Alert")
             except Exception as exc:  # any unpickling failure
-                log.error("the stored firing alert %s cannot be read (%s: %s); it starts "
-                          "afresh", row.fingerprint, type(exc).__name__, exc)
+                self._resolve_unreadable(row, f"{type(exc).__name__}: {exc}")
                 continue
             loaded.append(alert)
         return loaded
+
+    def _resolve_unreadable(self, row: StoredAlert, why: str) -> None:
+        """Close a firing alert whose stored state cannot be read, or it would stay
+        firing for ever, in the store and wherever it was sent: its row stops firing
+        and the record last sent for it goes out again as resolved (if the condition
+        goes on, its detector opens a new alert). Unless this member holds a newer
+        change of it, which its next save stores."""
+        if row.fingerprint in self.pipeline.alerts.changed:
+            log.warning("the stored firing alert %s cannot be read (%s); this member's "
+                        "newer state of it replaces it at the next checkpoint",
+                        row.fingerprint, why)
+            return
+        entry = None
+        try:
+            record = json.loads(row.record)
+            record["status"] = "resolved"
+            record["summary"] = str(record["summary"]) + UNREADABLE_NOTE
+            entry = OutboxEntry(delivery_key(self.pipeline.outbox_scope, record),
+                                row.fingerprint, record_json(record))
+        except Exception as exc:  # the record is damaged too: no resolved record to send
+            why += f"; nor its record ({type(exc).__name__}: {exc})"
+        self.store.resolve_alert(self.producer, row, entry)
+        log.error("the stored firing alert %s cannot be read (%s): it is resolved%s; if its "
+                  "condition goes on, its detector opens a new alert", row.fingerprint, why,
+                  "" if entry else " with no record sent")
 
     def _load_or_start_afresh(self, pid: PartitionId, cp: Checkpoint) -> PartitionState:
         """The stored state, or — when this version cannot read it (written by an

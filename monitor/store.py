@@ -524,6 +524,20 @@ class Store:
             rows = conn.execute(q).all()
         return [StoredAlert(r.fingerprint, r.status, r.record, r.state) for r in rows]
 
+    def resolve_alert(self, producer: str, stored: StoredAlert, record: OutboxEntry | None) -> None:
+        """Mark the firing alert row ``stored`` resolved, with ``record`` (its resolved
+        record, put in the outbox), unless the row has changed since it was read."""
+        t = alerts
+        values: dict[str, Any] = {"status": "resolved", "updated_at": _now()}
+        if record is not None:
+            values["record"] = record.record
+        with self.engine.begin() as conn:
+            done = conn.execute(t.update().where(
+                (t.c.fingerprint == stored.fingerprint) & (t.c.status == "firing")
+                & (t.c.state == stored.state)).values(values))
+            if done.rowcount == 1 and record is not None:
+                self._append_outbox(conn, producer, [record], values["updated_at"])
+
     def list_alerts(self, status: str | None = None, limit: int = 100) -> list[str]:
         query = sa.select(alerts.c.record).order_by(alerts.c.last_seen.desc()).limit(limit)
         if status:

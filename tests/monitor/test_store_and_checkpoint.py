@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ from monitor.checkpoint import Checkpointer
 from monitor.config import build_config
 from monitor.pipeline import Pipeline, Record
 from monitor.state import PartitionId
-from monitor.store import POSTGRES_CONNECT_ARGS, OutboxRow, Store
+from monitor.store import POSTGRES_CONNECT_ARGS, OutboxRow, Store, StoredAlert
 from tests.integration.proxy import TcpProxy
 from tests.monitor.streams import SCENARIO, stream_records
 
@@ -610,6 +611,65 @@ def test_a_damaged_model_wide_state_or_alert_row_starts_that_part_afresh(
     assert Checkpointer(store, third, group="g", producer="a").restore([pid]) == {pid: 600}
     assert "model-wide state cannot be read" not in caplog.text
     assert any(k.slots for k in third.models.detectors)  # the new state, stored whole
+    store.close()
+
+
+def _damage_a_firing_alert(store_url: str) -> tuple[Store, PartitionId, StoredAlert]:
+    """The checkpoint of the first 500 records, one of whose firing alert rows has
+    a state no release can read (a torn write, a bad restore from a backup): (store,
+    partition, the row as it was)."""
+    store, _, pid, _ = _stored_500(store_url)
+    row = store.firing_alerts()[0]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alerts SET state = :junk WHERE fingerprint = :fp"),
+                     {"junk": b"\x80\x05junk", "fp": row.fingerprint})
+    return store, pid, row
+
+
+def test_a_firing_alert_whose_stored_state_cannot_be_read_is_resolved(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Left out of the restore, such an alert stayed firing for ever: in the store
+    (jobs and `inferwatch alerts` read it so, every restore logged it again) and
+    wherever it was sent (its episode never got a resolved record; if the condition
+    went on, a second alert opened beside it). Its row keeps the record last sent:
+    the restore sends that as resolved, once, and the row stops firing."""
+    store, pid, row = _damage_a_firing_alert(store_url)
+    sent = json.loads(row.record)
+    before = len(store.outbox_after("x", limit=10_000))
+    for producer in ("b", "c"):  # the next restore has nothing left to resolve
+        p = Pipeline(CONFIG)
+        Checkpointer(store, p, group="g", producer=producer).restore([pid])
+        assert row.fingerprint not in p.alerts.firing
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1
+    assert f"firing alert {row.fingerprint} cannot be read (UnpicklingError" in errors[0]
+    assert "resolved" in errors[0]
+    assert row.fingerprint not in {a.fingerprint for a in store.firing_alerts()}
+    (resolved,) = [json.loads(r.record) for r in store.outbox_after("x", limit=10_000)[before:]]
+    assert resolved == {**sent, "status": "resolved",
+                        "summary": sent["summary"] + checkpoint.UNREADABLE_NOTE}
+    assert json.loads(store.list_alerts(status="resolved")[0]) == resolved
+    store.close()
+
+
+def test_a_damaged_alert_row_this_member_holds_a_newer_change_of_is_left_to_its_save(
+    store_url: str,
+) -> None:
+    """A member whose last checkpoint failed before a restore (a rebalance) holds the
+    alert's unsaved change: it is still firing, and the member's next save rewrites
+    the row."""
+    store, pid, row = _damage_a_firing_alert(store_url)
+    before = len(store.outbox_after("x", limit=10_000))
+    p = Pipeline(CONFIG)
+    p.alerts.changed[row.fingerprint] = pickle.loads(row.state)  # raised here, not stored yet
+    cp = Checkpointer(store, p, group="g", producer="b")
+    cp.restore([pid])
+    assert row.fingerprint in p.alerts.firing
+    assert len(store.outbox_after("x", limit=10_000)) == before
+    cp.save()
+    (stored,) = [a for a in store.firing_alerts() if a.fingerprint == row.fingerprint]
+    assert pickle.loads(stored.state) == pickle.loads(row.state)
     store.close()
 
 
