@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from detectors.event import Event
-from detectors.fingerprint import cells, fingerprint
+from detectors.fingerprint import CellAttack, FingerprintKeyed, cells, fingerprint
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
+from detectors.neighbours import QueryNeighbours
+from detectors.probing import LowConfidenceShare
 from monitor.config import build_config
 from monitor.pipeline import Pipeline
 from monitor.state import client_detectors
@@ -151,3 +153,22 @@ def test_plain_keyed_refuses_to_key_by_fingerprint() -> None:
     # it would otherwise fall through to model keying without a word
     with pytest.raises(ValueError, match="FingerprintKeyed"):
         Keyed(RequestRate(), key="fingerprint")
+
+
+def test_a_cell_whose_walk_ends_resolves_once_though_its_answers_stay_low() -> None:
+    # a cell's one incident needs both signals: when the near copies stop, it resolves
+    # and stays resolved while only the low-confidence share still holds (it flapped,
+    # resolved and fired again on every event and tick)
+    cell = CellAttack(signals=(QueryNeighbours(window_s=30),
+                               LowConfidenceShare(min_queries=1, window_s=600)))
+    keyed = FingerprintKeyed(cell, renotify_s=1e9)
+    findings = []
+    for i in range(12):  # two keys walk in tiny steps near the boundary
+        x = [v + 0.001 * i * (j + 1) for j, v in enumerate([1.0, 2.0, 3.0, 4.0])]
+        findings += keyed.update(Event(ts=i, model="m", model_version="1",
+                                       client_id=f"k{i % 2}", confidence=0.55,
+                                       features=dict(zip("abcd", x, strict=True))))
+    for now in (100.0, 200.0, 300.0):
+        findings += keyed.tick(now)
+    assert [(f.detector, f.status) for f in findings] == [
+        ("evasion.query_neighbours", "firing"), ("evasion.query_neighbours", "resolved")]
