@@ -11,9 +11,10 @@ two changes that keep benign clients quiet:
 
 - exact repeats (retries) are recognised by a hash of the raw input and never
   count as neighbours;
-- a near copy is either close in L2 (dense small perturbations: HopSkipJump,
-  Boundary, GeoDA) or equal to a recent query in all but one of ``groups``
-  feature groups (sparse, coordinate-wise perturbations: SimBA, ZOO);
+- a near copy is close in L2 (dense small perturbations: HopSkipJump, Boundary,
+  GeoDA, ZOO's finite differences); a copy that differs in one or two feature
+  groups only counts as a step of a coordinate-wise walk (below), since a client
+  that varies one field of otherwise fixed inputs makes such copies all the time;
 - one query with a few near copies (augmentation, test-time augmentation) is
   not enough: a query counts as a *hit* only when at least ``min_neighbours``
   distinct near copies sit among the last ``history`` distinct queries, i.e. a
@@ -23,9 +24,11 @@ two changes that keep benign clients quiet:
   (``halvings`` steps in a row, each half the one before, from the previous
   query: HopSkipJump, Sign-OPT, GeoDA locating the boundary), a coordinate-wise
   walk (``sparse_steps`` queries in a row, each differing from the query before
-  it in 1 to ``sparse_groups`` groups: SimBA changes one pixel per query, so it
-  is seen after 4 steps instead of after 5 near copies of one query have piled
-  up; a person editing one field at a time looks the same after 4 edits), and a
+  it in 1 to ``sparse_groups`` groups, and moving through the groups: SimBA
+  changes one random pixel per query, so it is seen after 4 steps; a person
+  editing one field after another looks the same after 4 edits, while a client
+  whose one varying field changes at (nearly) every step of its recent queries,
+  an amount or a reading, is not a walk), and a
   noise search around one input (``star_steps`` queries in a row whose nearest
   earlier query is, within 1.5x, that centre, within ``star_radius`` of a typical
   query: GeoDA's and Foolbox's hunt for a first adversarial point; an
@@ -126,11 +129,12 @@ class QueryNeighbours(SlotState, Detector):
     float16 sketches, ``groups`` one-byte group codes and a 4-byte hash of the raw
     input: 28 bytes each by default);
     ``radius`` is the near-copy distance relative to the client's mean query
-    norm, and a query that differs from a recent one in at most ``sparse_groups`` of
-    ``groups`` feature groups (inputs with at least 4 features) is a near copy too;
-    a query with at least ``min_neighbours`` near copies in the history is a
+    norm; a query with at least ``min_neighbours`` near copies in the history is a
     hit, and so is the ``halvings``-th bisection step or the ``sparse_steps``-th
-    sparse step in a row, or the ``star_steps``-th query in a row around one
+    sparse step in a row (a query that differs from the one before in 1 to
+    ``sparse_groups`` of ``groups`` feature groups, for inputs with at least
+    ``max(4, groups)`` features; not when one group changed at nearly every recent
+    step), or the ``star_steps``-th query in a row around one
     centre; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
 

@@ -36,6 +36,26 @@ N_OUT_INTS = N_INTS + 5
 
 
 @numba.njit(nogil=True)
+def _one_group_throughout(ring_codes: np.ndarray, code: np.ndarray, f: int,
+                          steps: int) -> bool:  # pragma: no cover - compiled
+    """Whether one feature group changed at (nearly) every one of the last ``steps``
+    steps: from the query before (ring entry ``f - 1``) to this one (``code``), and
+    between the ring entries before that. Past the first four steps, one in two of
+    the further steps may miss it: a group's code is one byte, so now and then a change
+    goes unseen (about 1% of the steps of one varying field, in bursts), while a
+    coordinate-wise search changes the same group at most three steps in a row."""
+    h, g = ring_codes.shape
+    changes = np.zeros(g, dtype=np.int64)
+    for k in range(steps):
+        newer = code if k == 0 else ring_codes[(f - k) % h]
+        older = ring_codes[(f - k - 1) % h]
+        for t in range(g):
+            if newer[t] != older[t]:
+                changes[t] += 1
+    return changes.max() >= steps - max(0, (steps - 4) // 2)
+
+
+@numba.njit(nogil=True)
 def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
          params: tuple[np.ndarray, np.ndarray],
          out: tuple[np.ndarray, np.ndarray]) -> None:  # pragma: no cover - compiled
@@ -103,18 +123,14 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                         diff = ring[c, j, t] - query[i, t]
                         total += diff * diff
                     d2[j] = total
-                    close = total <= limit2
-                    if has_code[i]:
-                        changed = 0
-                        for t in range(g):
-                            if codes[c, j, t] != code[i, t]:
-                                changed += 1
-                        sparse = 1 <= changed <= sparse_groups
-                        close = close or sparse
-                        if j == prev:
-                            sparse_prev = sparse
-                    if close:
+                    if total <= limit2:
                         near += 1
+                if has_code[i]:  # a sparse step: a copy of the query before in 1-2 groups
+                    changed = 0
+                    for t in range(g):
+                        if codes[c, prev, t] != code[i, t]:
+                            changed += 1
+                    sparse_prev = 1 <= changed <= sparse_groups
                 nearest = 0  # the first smallest, as numpy's argmin (a NaN first of all)
                 best = math.inf
                 for j in range(h):
@@ -136,7 +152,11 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                 # coordinate-wise: each query a sparse copy of the one before
                 st[SPARSE] = st[SPARSE] + 1 if sparse_prev else 0
                 st[MAX_SPARSE] = max(st[MAX_SPARSE], st[SPARSE])
-                chain = chain or 0 < sparse_steps <= st[SPARSE]
+                # ... that moves through the groups: one group changed at every step (of
+                # the run and the queries before it in the ring) is a client varying
+                # one field (an amount, a reading), not a search
+                chain = chain or (0 < sparse_steps <= st[SPARSE] and not _one_group_throughout(
+                    codes[c], code[i], f, min(h - 1, f)))
                 # a star: each query near one centre (if that is still in the ring)
                 a = st[ANCHOR]
                 scale = star_radius * norm_mean

@@ -247,3 +247,29 @@ def test_the_summary_names_the_search_pattern_that_fired() -> None:
     assert "changing 1 to 2 feature groups" in walk_text
     assert "near copies" not in walk_text
     assert "5+ distinct near copies" in cluster.summary(subject, "m")
+
+
+def _one_field_client(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """A client scoring one customer again and again with another amount: its flags
+    stay put but for the odd flip, the amount is new every time."""
+    base = (rng.uniform(0, 1, 25) < 0.2).astype(float)
+    xs = []
+    for _ in range(n):
+        x = base.copy()
+        flips = rng.uniform(0, 1, 25) < 0.05
+        x[flips] = 1 - x[flips]
+        x[0] = rng.uniform(0, 100)
+        xs.append(x)
+    return xs
+
+
+def test_a_client_that_varies_one_field_is_not_a_coordinate_wise_search() -> None:
+    # each query differs from the one before in one or two groups, as SimBA's do, but
+    # always in the same one: it fired every such client within a dozen queries
+    rng = np.random.default_rng(17)
+    for _ in range(20):
+        det = QueryNeighbours()
+        assert _run(det, _one_field_client(rng, 300)) is None
+        assert det.evidence()["longest_sparse_run"] >= 4  # the steps are sparse ones
+    simba = QueryNeighbours()
+    assert _run(simba, _simba_walk(np.random.default_rng(13), 40)) == 5
