@@ -33,7 +33,9 @@ two changes that keep benign clients quiet:
   earlier query is, within 1.5x, that centre, within ``star_radius`` of a typical
   query: GeoDA's and Foolbox's hunt for a first adversarial point; an
   augmentation burst is such a star of 2-4 copies, and an input resent later
-  starts over).
+  starts over; only for inputs of at least ``max(4, groups)`` values: with two or
+  three numbers per query, one of a client's first queries is the nearest of the
+  next five by chance, for about one ordinary client in a thousand).
 
 Distances are relative: L2 distance divided by the client's running mean query
 norm, so the radius means "within 2% of a typical query of this client" for
@@ -134,7 +136,7 @@ class QueryNeighbours(SlotState, Detector):
     sparse step in a row (a query that differs from the one before in 1 to
     ``sparse_groups`` of ``groups`` feature groups, for inputs with at least
     ``max(4, groups)`` features; not when one group changed at nearly every recent
-    step), or the ``star_steps``-th query in a row around one
+    step), or (same inputs) the ``star_steps``-th query in a row around one
     centre; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
 

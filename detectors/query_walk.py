@@ -157,17 +157,21 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                 # one field (an amount, a reading), not a search
                 chain = chain or (0 < sparse_steps <= st[SPARSE] and not _one_group_throughout(
                     codes[c], code[i], f, min(h - 1, f)))
-                # a star: each query near one centre (if that is still in the ring)
-                a = st[ANCHOR]
-                scale = star_radius * norm_mean
-                d2a = d2[a % h] if a >= 0 and 0 < f - a <= min(f, h) else math.inf
-                if d2a <= 2.25 * d2[nearest] and d2a <= scale * scale:
-                    st[STAR] += 1
-                else:
-                    st[ANCHOR] = f - 1 - (f - 1 - nearest) % h
-                    st[STAR] = 1
-                st[MAX_STAR] = max(st[MAX_STAR], st[STAR])
-                chain = chain or 0 < star_steps <= st[STAR]
+                # a star: each query near one centre (if that is still in the ring), in
+                # inputs wide enough for group codes: in a few dimensions ordinary
+                # queries crowd, and one of a client's first is the nearest of the
+                # next five by chance (about one client in a thousand)
+                if has_code[i]:
+                    a = st[ANCHOR]
+                    scale = star_radius * norm_mean
+                    d2a = d2[a % h] if a >= 0 and 0 < f - a <= min(f, h) else math.inf
+                    if d2a <= 2.25 * d2[nearest] and d2a <= scale * scale:
+                        st[STAR] += 1
+                    else:
+                        st[ANCHOR] = f - 1 - (f - 1 - nearest) % h
+                        st[STAR] = 1
+                    st[MAX_STAR] = max(st[MAX_STAR], st[STAR])
+                    chain = chain or 0 < star_steps <= st[STAR]
             pos = f % h
             for t in range(dims):
                 ring[c, pos, t] = stored[i, t]

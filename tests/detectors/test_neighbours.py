@@ -273,3 +273,21 @@ def test_a_client_that_varies_one_field_is_not_a_coordinate_wise_search() -> Non
         assert det.evidence()["longest_sparse_run"] >= 4  # the steps are sparse ones
     simba = QueryNeighbours()
     assert _run(simba, _simba_walk(np.random.default_rng(13), 40)) == 5
+
+
+def test_a_few_numeric_features_make_no_noise_search_by_chance() -> None:
+    # with 2 or 3 numbers per query (an amount, an age), one of a client's first
+    # queries was the nearest of the next five by chance for about one client in a
+    # thousand: a critical alert on an ordinary new client
+    rng = np.random.default_rng(18)
+    fired = 0
+    for _ in range(6000):
+        det = QueryNeighbours()
+        for i in range(12):
+            det.update(Event(ts=i * 30.0, model="m", model_version="1", client_id="c",
+                             features={"amount": float(rng.lognormal(3, 1)),
+                                       "age": float(rng.integers(18, 91))}))
+        fired += det.detected
+    assert fired == 0
+    # a noise search over a wide input is still seen
+    assert _run(QueryNeighbours(), _noise_ramp(np.random.default_rng(15), 10)) is not None
