@@ -459,6 +459,10 @@ class QueryNeighbours(SlotState, Detector):
         }
 
     def summary(self, subject: dict[str, str], model: str) -> str:
+        if not self.detected:  # the incident's resolution
+            return (f"{subject_name(subject)} sent no query to {model} that looked like the "
+                    f"step of a black-box search for {self.window_s:g}s ({self._hits} such "
+                    f"{_queries(self._hits)} in all).")
         return (
             f"{subject_name(subject)} sent {self._window_hits} {_queries(self._window_hits)} "
             f"to {model} that looked like the steps of a black-box search: "

@@ -150,6 +150,8 @@ class OutOfRangeShare(WindowedShare, Detector):
         }
 
     def summary(self, subject: dict[str, str], model: str) -> str:
+        if not self.detected:  # the incident's resolution
+            return self._resolution(subject, model, "sent features out of range in")
         total, share = self._share()
         where = f" ({', '.join(self._examples)})" if self._examples else ""
         return (

@@ -70,6 +70,8 @@ class LowConfidenceShare(WindowedShare, Detector):
         }
 
     def summary(self, subject: dict[str, str], model: str) -> str:
+        if not self.detected:  # the incident's resolution
+            return self._resolution(subject, model, "got low-confidence answers for")
         total, share = self._share()
         return (
             f"{subject_name(subject)} got low-confidence answers for {share:.0%} of "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from array import array
 
 from detectors import ring
-from detectors.base import SlotState
+from detectors.base import SlotState, subject_name
 
 
 class WindowedShare(SlotState):
@@ -60,6 +60,16 @@ class WindowedShare(SlotState):
             return
         self._head = ring.advance(self._counts, self._head, idx, self.buckets, stride=2)
         self._evaluate()
+
+    def _resolution(self, subject: dict[str, str], model: str, flagged: str) -> str:
+        """The summary of an incident's end: the share is back under half its limit
+        (``flagged``: what the client got or sent, as a phrase before "for")."""
+        total, share = self._share()
+        if not total:
+            return (f"{subject_name(subject)} sent no query to {model} in the last "
+                    f"{self.window_s:g}s: back to normal.")
+        return (f"{subject_name(subject)} {flagged} {share:.0%} of its last {total} "
+                f"queries to {model}, under {self.max_share / 2:.0%}: back to normal.")
 
     def _share(self) -> tuple[int, float]:
         counts = self._counts

@@ -168,3 +168,23 @@ def test_a_state_carried_to_new_settings_keeps_each_unchanged_signal_and_its_ope
     closed.import_state(without.carry_state(state, old))
     assert not closed.detected
     assert closed.signals[0].export_state() == flood.signals[0].export_state()
+
+
+def test_a_resolution_says_the_client_stopped_not_what_it_did() -> None:
+    # the resolved record's summary is read on its own in Slack: it said "... is
+    # probing the decision boundary; review and rate-limit it" as the incident ended
+    keyed = Keyed(ClientAttack(signals=(LowConfidenceShare(min_queries=20, window_s=60),)),
+                  key="client", renotify_s=1e9)
+    findings = []
+    for i in range(40):  # low-confidence answers: fires
+        findings += keyed.update(_ev(float(i), conf=0.55))
+    for i in range(40, 100):  # confident ones: the share falls under half the limit
+        findings += keyed.update(_ev(float(i), conf=0.99))
+    for i in range(100, 140):  # low again, then the client goes quiet
+        findings += keyed.update(_ev(float(i), conf=0.55))
+    findings += keyed.tick(500.0)
+    assert [f.status for f in findings] == ["firing", "resolved", "firing", "resolved"]
+    assert "is probing the decision boundary" in findings[0].summary
+    assert findings[1].summary == ("Client c got low-confidence answers for 18% of its last "
+                                   "55 queries to m, under 25%: back to normal.")
+    assert findings[3].summary == "Client c sent no query to m in the last 60s: back to normal."

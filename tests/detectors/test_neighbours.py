@@ -247,6 +247,12 @@ def test_the_summary_names_the_search_pattern_that_fired() -> None:
     assert "changing 1 to 2 feature groups" in walk_text
     assert "near copies" not in walk_text
     assert "5+ distinct near copies" in cluster.summary(subject, "m")
+    # and its resolution says the searching stopped, not "sent 0 queries ... rate-limit it"
+    star.tick(1_700_000_000 + 10_000)
+    assert not star.detected
+    assert star.summary(subject, "m") == (
+        "Client c sent no query to m that looked like the step of a black-box search for "
+        f"600s ({star.hits} such queries in all).")
 
 
 def _one_field_client(rng: np.random.Generator, n: int) -> list[np.ndarray]:
