@@ -175,6 +175,9 @@ class QueryCoverage(SlotState, Detector):
         }
 
     def summary(self, subject: dict[str, str], model: str) -> str:
+        if not self.detected:  # the incident's resolution
+            return (f"{subject_name(subject)} has sent no labelled-data sweep to {model} "
+                    f"for {self.window_s:g}s since the last one was seen.")
         measured, distinct, classes = self._figures()
         share = distinct / measured if measured else 0.0
         return (

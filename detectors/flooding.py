@@ -89,6 +89,10 @@ class RequestRate(SlotState, Detector):
         }
 
     def summary(self, subject: dict[str, str], model: str) -> str:
+        if not self._detected:  # the incident's resolution
+            return (f"{subject_name(subject)} is back under half its budget of "
+                    f"{self.max_events} requests to {model} in {self.window_s:g}s "
+                    f"({sum(self._ring)} now; {self._peak} at the peak).")
         return (
             f"{subject_name(subject)} sent {self._peak} requests to {model} "
             f"in {self.window_s:g}s (budget {self.max_events}): throttle or block it."

@@ -155,6 +155,10 @@ class CountRule(SlotState, Detector):
 
     def summary(self, subject: dict[str, str], model: str) -> str:
         what = "distinct inputs" if self.distinct else "queries"
+        if not self._detected:  # the incident's resolution
+            return (f"{subject_name(subject)} is back under half the limit of rule "
+                    f"{self.rule} ({self.max_events} {what} to {model} in "
+                    f"{self.window_s:g}s): {sum(self._ring)} now, {self._peak} at the peak.")
         return (
             f"{subject_name(subject)} sent {self._peak} {what} to {model} within "
             f"{self.window_s:g}s (rule {self.rule}: at most {self.max_events}): "

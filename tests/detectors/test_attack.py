@@ -188,3 +188,21 @@ def test_a_resolution_says_the_client_stopped_not_what_it_did() -> None:
     assert findings[1].summary == ("Client c got low-confidence answers for 18% of its last "
                                    "55 queries to m, under 25%: back to normal.")
     assert findings[3].summary == "Client c sent no query to m in the last 60s: back to normal."
+
+
+def test_a_flood_and_a_count_rule_resolve_with_their_figures_in_words() -> None:
+    signals = (RequestRate(window_s=10, max_events=50),
+               CountRule(rule="extraction.query_volume", window_s=3600, max_events=100,
+                         distinct=False))
+    keyed = Keyed(ClientAttack(signals=signals), key="client", renotify_s=1e9)
+    findings = []
+    for i in range(200):
+        findings += keyed.update(_ev(i * 0.02, conf=0.99))
+    findings += keyed.tick(60.0) + keyed.tick(4000.0)
+    flood_end, rule_end = findings[1], findings[3]
+    assert flood_end.summary == ("Client c is back under half its budget of 50 requests to "
+                                 "m in 10s (0 now; 200 at the peak). Also firing: "
+                                 "extraction.query_volume.")
+    assert rule_end.summary == ("Client c is back under half the limit of rule "
+                                "extraction.query_volume (100 queries to m in 3600s): 0 now, "
+                                "200 at the peak.")

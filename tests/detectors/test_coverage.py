@@ -117,6 +117,8 @@ def test_clears_a_window_after_firing_and_fires_again_on_the_next_sweep() -> Non
     assert _run(det, xs[:200], ys[:200]) == 96
     det.tick(T0 + 200 / 5 + 601)
     assert not det.detected and det.evidence()["sample_request_ids"] == []
+    assert det.summary({"client_id": "c"}, "m") == (
+        "Client c has sent no labelled-data sweep to m for 600s since the last one was seen.")
     later = T0 + 2000
     for i in range(96):
         det.update(_event(later + i, xs[300 + i], int(ys[300 + i]), i))
