@@ -125,7 +125,7 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                     d2[j] = total
                     if total <= limit2:
                         near += 1
-                if has_code[i]:  # a sparse step: a copy of the query before in 1-2 groups
+                if has_code[i]:  # a sparse step: the query before, but for a group or two
                     changed = 0
                     for t in range(g):
                         if codes[c, prev, t] != code[i, t]:

@@ -63,7 +63,8 @@ class WindowedShare(SlotState):
 
     def _resolution(self, subject: dict[str, str], model: str, flagged: str) -> str:
         """The summary of an incident's end: the share is back under half its limit
-        (``flagged``: what the client got or sent, as a phrase before "for")."""
+        (``flagged``: what the client got or sent, up to the share: "got
+        low-confidence answers for")."""
         total, share = self._share()
         if not total:
             return (f"{subject_name(subject)} sent no query to {model} in the last "
