@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 
 from detectors.attack import ClientAttack
+from detectors.base import Finding
 from detectors.event import Event
 from detectors.flooding import RequestRate
 from detectors.keyed import Keyed
@@ -63,11 +64,9 @@ def test_when_the_first_signal_clears_it_resolves_and_the_next_opens_its_own_ale
                     ("flooding.request_rate", "firing")]
 
 
-def test_a_signal_still_firing_when_the_first_clears_opens_its_alert_without_another_event(
-) -> None:
-    # a burst trips the short flooding window and the daily volume rule; the client
-    # then goes quiet: the flood resolves on a tick and the volume rule, still over
-    # its limit, must be reported then, not at an event that never comes
+def _burst_then_quiet() -> list[Finding]:
+    """200 requests in 4 s under a flood budget of 50 in 10 s and a volume rule of 100
+    an hour, then silence: the findings up to ticks at 60 s and 4,000 s."""
     signals = (RequestRate(window_s=10, max_events=50),
                CountRule(rule="extraction.query_volume", window_s=3600, max_events=100,
                          distinct=False))
@@ -75,8 +74,15 @@ def test_a_signal_still_firing_when_the_first_clears_opens_its_alert_without_ano
     findings = []
     for i in range(200):
         findings += keyed.update(_ev(i * 0.02, conf=0.99))
-    findings += keyed.tick(60.0)
-    findings += keyed.tick(4000.0)
+    return findings + keyed.tick(60.0) + keyed.tick(4000.0)
+
+
+def test_a_signal_still_firing_when_the_first_clears_opens_its_alert_without_another_event(
+) -> None:
+    # a burst trips the short flooding window and the daily volume rule; the client
+    # then goes quiet: the flood resolves on a tick and the volume rule, still over
+    # its limit, must be reported then, not at an event that never comes
+    findings = _burst_then_quiet()
     assert [(f.detector, f.status, f.ts) for f in findings] == [
         ("flooding.request_rate", "firing", findings[0].ts),
         ("flooding.request_rate", "resolved", 60.0),
@@ -191,14 +197,7 @@ def test_a_resolution_says_the_client_stopped_not_what_it_did() -> None:
 
 
 def test_a_flood_and_a_count_rule_resolve_with_their_figures_in_words() -> None:
-    signals = (RequestRate(window_s=10, max_events=50),
-               CountRule(rule="extraction.query_volume", window_s=3600, max_events=100,
-                         distinct=False))
-    keyed = Keyed(ClientAttack(signals=signals), key="client", renotify_s=1e9)
-    findings = []
-    for i in range(200):
-        findings += keyed.update(_ev(i * 0.02, conf=0.99))
-    findings += keyed.tick(60.0) + keyed.tick(4000.0)
+    findings = _burst_then_quiet()
     flood_end, rule_end = findings[1], findings[3]
     assert flood_end.summary == ("Client c is back under half its budget of 50 requests to "
                                  "m in 10s (0 now; 200 at the peak). Also firing: "
