@@ -106,18 +106,16 @@ class ClientAttack(SlotState, Detector):
             # signal still firing opens the next one (``next_incident``)
             self._active = self.signals[self._lead_index].detected
             return
-        self._open_first_firing()
-
-    def _open_first_firing(self) -> None:
         for i, s in enumerate(self.signals):
             if s.detected:
                 self._lead_index, self._active = i, True
                 return
 
     def next_incident(self) -> bool:
-        """The next signal still firing names a new incident as soon as the previous
-        one resolves, so a client that has gone quiet is still reported under it."""
-        self._open_first_firing()
+        """Decide again as soon as an incident resolves: a signal still firing names
+        the next one now, so a client that has gone quiet is still reported under it
+        (a subclass's own ``_decide`` rule applies)."""
+        self._decide()
         return self.detected
 
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],

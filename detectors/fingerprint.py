@@ -159,8 +159,3 @@ class CellAttack(SourceAttack):
         near, boundary = self.signals
         self._lead_index = 0  # the alert is the near copies'; the share is evidence
         self._active = near.detected and boundary.detected
-
-    def next_incident(self) -> bool:
-        """None: a cell has one incident, which needs both signals (``_decide``); when
-        it resolves they do not both hold, and the share alone is not an alert."""
-        return False
