@@ -36,16 +36,17 @@ N_OUT_INTS = N_INTS + 5
 
 
 @numba.njit(nogil=True)
-def _one_group_throughout(ring_codes: np.ndarray, code: np.ndarray, f: int,
-                          steps: int) -> bool:  # pragma: no cover - compiled
+def _one_group_throughout(ring_codes: np.ndarray, code: np.ndarray, f: int, steps: int,
+                          changes: np.ndarray) -> bool:  # pragma: no cover - compiled
     """Whether one feature group changed at (nearly) every one of the last ``steps``
     steps: from the query before (ring entry ``f - 1``) to this one (``code``), and
     between the ring entries before that. Past the first four steps, one in two of
     the further steps may miss it: a group's code is one byte, so now and then a change
     goes unseen (about 1% of the steps of one varying field, in bursts), while a
-    coordinate-wise search changes the same group at most three steps in a row."""
+    coordinate-wise search changes the same group at most three steps in a row.
+    ``changes``: scratch space, one count per group."""
     h, g = ring_codes.shape
-    changes = np.zeros(g, dtype=np.int64)
+    changes[:] = 0
     for k in range(steps):
         newer = code if k == 0 else ring_codes[(f - k) % h]
         older = ring_codes[(f - k - 1) % h]
@@ -81,6 +82,7 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
     sparse_groups, min_neighbours, halvings = params_i[0], params_i[1], params_i[2]
     sparse_steps, star_steps = params_i[3], params_i[4]
     d2 = np.empty(h)
+    group_changes = np.empty(g, dtype=np.int64)  # _one_group_throughout's counts
     for i in range(client.shape[0]):
         c = client[i]
         if c < 0:
@@ -156,7 +158,7 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                 # the run and the queries before it in the ring) is a client varying
                 # one field (an amount, a reading), not a search
                 chain = chain or (0 < sparse_steps <= st[SPARSE] and not _one_group_throughout(
-                    codes[c], code[i], f, min(h - 1, f)))
+                    codes[c], code[i], f, min(h - 1, f), group_changes))
                 # a star: each query near one centre (if that is still in the ring), in
                 # inputs wide enough for group codes: in a few dimensions ordinary
                 # queries crowd, and one of a client's first is the nearest of the
