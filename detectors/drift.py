@@ -685,11 +685,23 @@ class DistributionDrift(Detector):
                     CONFIDENCE: "the confidence histogram"}.get(d["feature"], d["feature"])
             if d["segment"]:
                 name += f" ({d['segment']})"
-            names.append(f"{name} PSI {d['psi_since_onset']:.2f}")
+            names.append(f"{name} {self._effect(d)}")
         more = self._last["drifted_count"] - len(names)
         tail = f" and {more} more" if more > 0 else ""
         return (f"{model} drifted from its reference: {', '.join(names)}{tail}; "
                 f"check the upstream data before trusting predictions.")
+
+
+    def _effect(self, d: dict[str, Any]) -> str:
+        """The effect that put a drifted feature over the floor, as ``decide`` judged
+        it: PSI or mean shift since onset, else this window's."""
+        for psi, shift, when in ((d["psi_since_onset"], d["mean_shift_sd_since_onset"], ""),
+                                 (d["psi"], d["mean_shift_sd"], " in the last window")):
+            if (psi or 0.0) >= self.min_psi:
+                return f"PSI {psi:.2f}{when}"
+            if shift is not None and abs(shift) >= self.min_mean_shift:
+                return f"mean {shift:+.2f} SD{when}"
+        return f"PSI {d['psi_since_onset'] or 0.0:.2f}"  # a sudden break (its own rule)
 
 
 def _run_effects(layout: Layout, ref: Counts, run: Counts, run_n: np.ndarray,

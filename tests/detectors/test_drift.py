@@ -114,6 +114,19 @@ def test_small_shift_accumulates_through_the_cusum_and_resolves_with_hysteresis(
     assert first_quiet >= 1_700_000_000 + off / RATE + 3 * WINDOW / RATE
 
 
+def test_a_summary_names_the_effect_that_passed_the_floor() -> None:
+    """A 0.1 SD shift passes the floor on its mean shift, with a PSI under 0.02: the
+    summary says so instead of quoting the PSI that did not pass."""
+    rng = np.random.default_rng(32)
+    on = REF + 10 * WINDOW
+    det = _detector()
+    _run(det, REF + 60 * WINDOW,
+         lambda i: _event(i, _row(rng, i, shift=0.12 if on <= i else 0.0)))
+    (d,) = det.evidence()["drifted"]
+    assert d["psi_since_onset"] < det.min_psi <= d["psi"]
+    assert f"x0 mean {d['mean_shift_sd_since_onset']:+.2f} SD;" in det.summary({}, "m")
+
+
 def test_a_feature_gone_null_fires_on_its_first_window() -> None:
     rng = np.random.default_rng(4)
     start = REF + 4 * WINDOW
