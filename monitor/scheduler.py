@@ -6,7 +6,7 @@ and is the only replica whose APScheduler runs. A replica that dies stops
 renewing and loses the lease after ``lease_ttl_s``; the next replica to find it
 expired takes it over. Each run re-checks the lease first, so a replica that
 lost it (a long pause, a partition from the store) does not run a job the new
-holder also runs.
+holder also runs; it leaves the run to the leader (below).
 
 APScheduler keeps its jobs in the same database (``SQLAlchemyJobStore``, table
 ``inferwatch_scheduler_jobs``), so the next run time survives restarts and
@@ -15,18 +15,27 @@ fail-overs. Misfires: a run missed (no leader, daemon down) by less than
 are skipped. With ``jobs.coalesce`` (the default) several missed runs of a job
 run once. At most one instance of a job runs at a time.
 
-APScheduler stores a job's next run time before it runs the job, so a run its
-replica stopped in the middle of (a rolling deploy, SIGTERM, a crash, a lost
-lease) would wait for the next occurrence. A scheduled run therefore writes a row
-to ``job_runs_started`` (the job, and the ``now`` it runs with) before it starts;
-the transaction that records its outcome in ``job_status`` removes it. A replica that
-becomes the leader runs each run left there again, once, with its original
-``now``, if that is at most ``jobs.misfire_grace_s`` old (the misfire rule above);
-an older one is skipped with a warning, and so is one interrupted again on its
-re-run. Runs are therefore at least once: a run that was still going on a replica
-that lost the lease can also be run by the next leader. ``stop()`` waits a short
-while (``STOP_WAIT_S``, shared with the lease thread) for a running job, then leaves
-it to the next leader. Runs by hand (``run_job``) leave no row.
+APScheduler stores a job's next run time in the shared table before it runs the
+job, so a run its replica stopped in the middle of (a rolling deploy, SIGTERM, a
+crash, a lost lease), or did not start (the replica was stopping, or its scheduler
+fired the run after the lease had passed to another), would wait for the next
+occurrence: a week for the drift report. A scheduled run therefore writes a row to
+``job_runs_started`` (the job, and the ``now`` it runs with) before it starts; the
+transaction that records its outcome in ``job_status`` removes it. A run not started
+is written there too, its ``starts`` unchanged, as left to the leader (``left_at``).
+
+A replica that becomes the leader runs each run it finds there again; while it
+leads, each lease renewal takes the runs left to it since, but not those that began
+elsewhere (one may still be going on on a replica that lost the lease). Each runs
+once, with its original ``now``, if that is at most ``jobs.misfire_grace_s`` old (the
+misfire rule above); an older one is skipped with a warning, and so is one
+interrupted again on its re-run. A left run is taken by one leader only (an update
+of its row). Runs are therefore at least once: a run that was still going on a
+replica that lost the lease can also be run by the next leader, and so can one that
+both the leader's scheduler and that of a replica that has just lost the lease fired.
+``stop()`` waits a short while (``STOP_WAIT_S``, shared with the lease thread) for a
+running job, then leaves it to the next leader. Runs by hand (``run_job``) leave no
+row.
 
 A failing job alerts once (on its first failure after a success) and resolves
 when it next succeeds; its last message, duration and failures are in the
@@ -82,8 +91,11 @@ job_status = sa.Table(
     sa.Column("last_runner", sa.String(200), nullable=True),
 )
 
-# A scheduled run that started and is not recorded in job_status yet: running now, or
-# interrupted (its replica stopped). The next leader runs an interrupted one again.
+# A scheduled run that is not recorded in job_status yet: running now, interrupted (its
+# replica stopped mid-run), or left to the leader unstarted (``left_at``: it came due on
+# a replica that was stopping or no longer held the lease). A replica that becomes the
+# leader runs the interrupted and left ones again; the leader takes one left while it
+# leads at its next lease renewal.
 job_runs_started = sa.Table(
     "job_runs_started", metadata,
     sa.Column("job", sa.String(100), primary_key=True),
@@ -91,6 +103,7 @@ job_runs_started = sa.Table(
     sa.Column("runner", sa.String(200), nullable=False),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("starts", sa.Integer, nullable=False),  # 1; 2 once run again; 0: never began
+    sa.Column("left_at", sa.Float, nullable=True),  # when left to the leader; NULL once taken
 )
 
 
@@ -379,10 +392,24 @@ class JobService:
             except sa.exc.SQLAlchemyError as exc:  # its job table is in the store
                 log.warning("cannot start the scheduled jobs: store unreachable (%s); retrying "
                             "at the next lease renewal", str(exc).splitlines()[0])
+        elif held and self.scheduler is not None and not self._stop.is_set():
+            self._take_left_runs()
         elif not held and self.scheduler is not None:
             log.info("%s lost the scheduler lease: jobs stop here", self.instance_id)
             self._stop_scheduler()
         return held
+
+    def _take_left_runs(self) -> None:
+        """Runs left to the leader since this replica's scheduler started (a replica that
+        lost the lease or was stopping when they came due) run here, as on taking over."""
+        try:
+            with self._lock:
+                if self.scheduler is not None:
+                    self._rerun_interrupted(self.scheduler, left_only=True)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not look for scheduled runs left to the leader (store "
+                        "unreachable: %s); looking again at the next lease renewal",
+                        str(exc).splitlines()[0])
 
     def _restore_metrics(self) -> None:
         """The fleet's last successes, so an overdue-job alert survives a fail-over."""
@@ -438,23 +465,31 @@ class JobService:
         for name in stored:
             sched.remove_job(name)
 
-    def _rerun_interrupted(self, sched: Any) -> None:
-        """Queue again, in the (paused) scheduler, the scheduled runs that started and
-        were never recorded, each with its own ``now``: once, and only within
-        ``misfire_grace_s`` of it, as APScheduler treats a missed run."""
+    def _rerun_interrupted(self, sched: Any, *, left_only: bool = False) -> None:
+        """Queue again, in the scheduler (paused, as this replica takes over), the
+        scheduled runs that were never recorded, each with its own ``now``: once, and
+        only within ``misfire_grace_s`` of it, as APScheduler treats a missed run.
+        ``left_only``: only the runs left to the leader unstarted (a lease renewal's
+        look; a run that began elsewhere may still be going on there)."""
         t = job_runs_started
         grace = self.config.jobs.misfire_grace_s
         now = self.clock()
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(sa.select(t).order_by(t.c.scheduled_at)).all()
+        with self.store.engine.begin() as conn:
+            rows = [] if left_only else conn.execute(
+                sa.select(t).where(t.c.left_at.is_(None))).all()
+            # a left run is taken, by one leader, once: no later look here or elsewhere
+            # takes it again (a taken run is then like one interrupted before it began)
+            left = conn.execute(t.update().where(t.c.left_at.is_not(None))
+                                .values(left_at=None).returning(*t.c)).all()
         with self._idle:
             here = dict(self._running)
         gone = []
-        for row in rows:
+        for row in sorted([*rows, *left], key=lambda r: r.scheduled_at):
             if here.get(row.job) == row.scheduled_at:
                 continue  # still running on this replica: its own outcome clears it
             what = f"its run of {_utc(row.scheduled_at)} " + (
-                f"was due as {row.runner} stopped" if row.starts == 0
+                f"was left to the leader by {row.runner}" if row in left
+                else f"was due as {row.runner} stopped" if row.starts == 0
                 else f"was interrupted on {row.runner}")
             if row.job not in self.jobs:
                 log.info("job %s: %s, and the job is no longer configured: dropped",
@@ -472,7 +507,8 @@ class JobService:
                 sched.add_job(_run_scheduled, "date", id=f"{row.job}@{row.scheduled_at!r}",
                               name=f"{row.job} (the run of {_utc(row.scheduled_at)} again)",
                               args=[self.key, row.job, row.scheduled_at, row.starts],
-                              jobstore="reruns", misfire_grace_time=None)
+                              jobstore="reruns", misfire_grace_time=None,
+                              replace_existing=True)
                 continue
             gone.append((row.job, row.scheduled_at))
         if gone:
@@ -492,21 +528,24 @@ class JobService:
                       starts: int = 0) -> JobResult | None:
         """A scheduled run: only while this replica still holds the lease. It is noted
         in ``job_runs_started`` first, so that the next leader runs it again if this
-        replica stops before its outcome is recorded. ``now`` and ``starts`` (how often
-        it began before): an interrupted run's."""
+        replica stops before its outcome is recorded. A run due as this replica stops,
+        or after it lost the lease (APScheduler has stored the job's next run time
+        already), is noted as left to the leader, which runs it. ``now`` and ``starts``
+        (how often it began before): an interrupted run's."""
         at = self.clock() if now is None else now
-        if self._stop.is_set():  # due as this replica stops: left to the next leader
+        if self._stop.is_set():
             log.warning("job %s not started: %s is stopping; the next leader runs it",
                         name, self.instance_id)
-            self._note_started(name, at, starts)
+            self._note_started(name, at, starts, left=True)
             return None
         try:
             held = self.lease.acquire()
         except sa.exc.SQLAlchemyError:
             held = False
         if not held:
-            log.warning("job %s skipped: %s no longer holds the scheduler lease", name,
-                        self.instance_id)
+            log.warning("job %s not started: %s no longer holds the scheduler lease; the "
+                        "leader runs it", name, self.instance_id)
+            self._note_started(name, at, starts, left=True)
             threading.Thread(target=self._stop_scheduler, daemon=True).start()
             return None
         with self._idle:
@@ -519,17 +558,22 @@ class JobService:
                 self._running.pop(name, None)
                 self._idle.notify_all()
 
-    def _note_started(self, name: str, at: float, starts: int) -> None:
+    def _note_started(self, name: str, at: float, starts: int, *, left: bool = False) -> None:
+        """Note the run ``(name, at)``, begun ``starts`` times: going on here, or
+        (``left``) left to the leader unstarted."""
         t = job_runs_started
         try:
             with self.store.engine.begin() as conn:
                 conn.execute(t.delete().where(t.c.job == name, t.c.scheduled_at == at))
                 conn.execute(t.insert().values(job=name, scheduled_at=at, starts=starts,
                                                runner=self.instance_id,
-                                               started_at=self.clock()))
+                                               started_at=self.clock(),
+                                               left_at=self.clock() if left else None))
         except sa.exc.SQLAlchemyError as exc:  # the run matters more than its re-run
-            log.warning("job %s: could not note its start (%s); if this replica stops "
-                        "before it ends, the run is lost", name, str(exc).splitlines()[0])
+            log.warning("job %s: could not note its %s (%s); %s", name,
+                        "run as left to the leader" if left else "start",
+                        str(exc).splitlines()[0], "the run is lost" if left else
+                        "if this replica stops before it ends, the run is lost")
 
     def run_job(self, name: str, now: float | None = None) -> JobResult:
         """Run one job now (by hand: nothing is left for the next leader to run again),

@@ -24,8 +24,9 @@ from alerts.outbox import OutboxEntry
 
 log = logging.getLogger(__name__)
 
-# 4: state_chunks; 5: summary_batches (window_summaries.batch unused); 6: job_runs_started
-SCHEMA_VERSION = 6
+# 4: state_chunks; 5: summary_batches (window_summaries.batch unused); 6: job_runs_started;
+# 7: job_runs_started.left_at
+SCHEMA_VERSION = 7
 metadata = sa.MetaData()
 
 # Modules that define more tables on ``metadata`` (one per feature area); migrate()

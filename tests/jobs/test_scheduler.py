@@ -442,3 +442,148 @@ def test_an_interrupted_run_is_run_again_once_and_only_while_its_job_exists(
     assert "was due as a stopped: running it again" in caplog.text
     assert "job retired:" in caplog.text and "no longer configured: dropped" in caplog.text
     store.close()
+
+
+@pytest.mark.parametrize("why", ["lease lost", "stopping"])
+def test_a_run_due_on_a_replica_that_lost_the_lease_runs_on_the_leader(
+        store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, why: str) -> None:
+    """APScheduler moves a job's next run time in the shared job table before it calls
+    the job. A replica whose lease had passed to another (a long pause), its scheduler
+    not stopped yet, skipped the run it was called for, and the new leader, whose
+    scheduler was already going, found nothing due until the next occurrence: the
+    week's drift report was lost. A run due as its replica stops was noted, but only a
+    replica taking over looked for it, and the leader had taken over already. Either
+    run is left to the leader, which takes it at its next renewal and runs it once,
+    with the ``now`` it had."""
+    cfg = config(store_url, str(tmp_path), lease_ttl_s=30)
+    store = Store(store_url)
+    store.migrate()
+    clock = Clock(1_767_600_000.0)
+    runs: list[tuple[str, float]] = []
+
+    def report(ctx: JobContext, now: float) -> str:
+        runs.append((ctx.instance_id, now))
+        return "report written"
+
+    job = Job("report", "0 8 * * 1", report)
+    a, b = (JobService(cfg, store, instance_id=name, registry=CollectorRegistry(), clock=clock,
+                       jobs={"report": job}) for name in ("a", "b"))
+    try:
+        assert a.tick() and a.scheduler is not None
+        if why == "stopping":
+            a.stop()  # hands the lease over
+        else:
+            clock.t += 31  # a renews no more (paused): its lease expires
+        assert b.tick() and b.scheduler is not None  # b leads, its scheduler going
+        due = clock.t
+        # a's scheduler (or, after stop(), its executor) calls the weekly run, whose next
+        # run time APScheduler has stored already
+        assert a.run_scheduled("report") is None
+        assert ("is stopping" if why == "stopping" else "no longer holds the scheduler "
+                "lease") in caplog.text
+        clock.t += 10  # b's next renewal
+        assert b.tick()
+        _until(lambda: runs and not _started_rows(store), 5)
+        assert b.tick()  # a later renewal runs it no second time
+        time.sleep(0.3)
+    finally:
+        a.stop()
+        b.stop()
+    assert runs == [("b", due)]
+    assert _started_rows(store) == []
+    assert "was left to the leader by a: running it again" in caplog.text
+    (status,) = status_rows(store)
+    assert (status["runs"], status["last_runner"]) == (1, "b")
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_cron_fire_on_a_replica_that_lost_the_lease_runs_on_the_next_leader(
+        store_url: str, tmp_path: Path) -> None:
+    """The same with APScheduler's own fire: the lease passes to ``b`` just before the
+    run is due, ``a``'s scheduler fires it (and stores the next day's run time), and
+    ``b``'s scheduler, started after that, runs the day's run."""
+    cfg = config(store_url, str(tmp_path), lease_ttl_s=30)
+    store = Store(store_url)
+    store.migrate()
+    clock = Clock(1_767_600_000.0)
+    runs: list[tuple[str, float]] = []
+    at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    job = Job("daily", f"{at.second} {at.minute} {at.hour} * * *",
+              lambda ctx, now: runs.append((ctx.instance_id, now)) or "ran")
+    a, b = (JobService(cfg, store, instance_id=name, registry=CollectorRegistry(), clock=clock,
+                       jobs={"daily": job}) for name in ("a", "b"))
+    try:
+        assert a.tick() and a.scheduler is not None
+        clock.t += 31
+        assert b.lease.acquire()  # b takes the lease; its next renewal starts its jobs
+        _until(lambda: a.scheduler is None, 6)  # a's scheduler fired, found the lease gone
+        assert a.scheduler is None and runs == []
+        assert b.tick() and b.scheduler is not None
+        next_run = b.scheduler.get_job("daily").next_run_time
+        assert next_run.astimezone(UTC) == at + timedelta(days=1)
+        _until(lambda: runs, 4)
+    finally:
+        a.stop()
+        b.stop()
+    assert runs == [("b", clock.t)]
+    assert _started_rows(store) == []
+    store.close()
+
+
+def _leader(store_url: str, tmp_path: Path, clock: Clock,
+            runs: list[tuple[str, float]]) -> tuple[Store, JobService]:
+    """A store and replica ``b``, leading, with three weekly jobs that note their runs."""
+    store = Store(store_url)
+    store.migrate()
+
+    def job(name: str) -> Job:
+        return Job(name, "0 8 * * 1", lambda ctx, at: runs.append((name, at)) or "ok")
+
+    b = JobService(config(store_url, str(tmp_path), lease_ttl_s=30), store, instance_id="b",
+                   registry=CollectorRegistry(), clock=clock,
+                   jobs={n: job(n) for n in ("report", "compare", "cleanup")})
+    assert b.tick() and b.scheduler is not None
+    return store, b
+
+
+MONDAY_0800 = 1_767_600_000.0  # 2026-01-05 08:00 UTC: a fire time of the weekly jobs
+WEEK = 7 * 86_400.0
+
+
+def test_a_lease_renewal_takes_only_the_runs_left_to_the_leader(
+        store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What the leader's renewal takes from job_runs_started: a run left to it, within
+    ``misfire_grace_s``, but not one that began on another replica: that one may still
+    be going on there, and only a replica taking over runs it again."""
+    import sqlalchemy as sa
+
+    clock = Clock(MONDAY_0800 + 5)
+    runs: list[tuple[str, float]] = []
+    store, b = _leader(store_url, tmp_path, clock, runs)
+    at = MONDAY_0800
+    try:
+        left = {"runner": "a", "starts": 0}
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(job_runs_started), [
+                # left by a: runs
+                {"job": "report", "scheduled_at": at + 1, "started_at": at + 1,
+                 "left_at": at + 1, **left},
+                # began on a, which may still be running it: left alone
+                {"job": "compare", "scheduled_at": at, "runner": "a", "started_at": at,
+                 "starts": 1, "left_at": None},
+                # left, but two hours ago: skipped
+                {"job": "cleanup", "scheduled_at": at - 7200, "started_at": at - 7200,
+                 "left_at": at - 7200, **left},
+            ])
+        assert b.tick()
+        _until(lambda: runs and len(_started_rows(store)) == 1, 5)
+        assert b.tick()
+        time.sleep(0.3)
+    finally:
+        b.stop()
+    assert runs == [("report", at + 1)]
+    assert _started_rows(store) == [("compare", at, 1)]
+    assert "job cleanup: its run of 2026-01-05T06:00:00+00:00 was left to the leader by a, " \
+           "2.0h ago, more than jobs.misfire_grace_s" in caplog.text
+    store.close()
