@@ -30,12 +30,12 @@ elsewhere (one may still be going on on a replica that lost the lease). Each run
 once, with its original ``now``, if that is at most ``jobs.misfire_grace_s`` old (the
 misfire rule above); an older one is skipped with a warning, and so is one
 interrupted again on its re-run. A left run is taken by one leader only (an update
-of its row). Runs are therefore at least once: a run that was still going on a
-replica that lost the lease can also be run by the next leader, and so can one that
-both the leader's scheduler and that of a replica that has just lost the lease fired.
-``stop()`` waits a short while (``STOP_WAIT_S``, shared with the lease thread) for a
-running job, then leaves it to the next leader. Runs by hand (``run_job``) leave no
-row.
+of its row), and dropped when the leader began a run of the same cron occurrence
+itself (the leader's scheduler and that of a replica that has just lost the lease
+can both fire it). Runs are therefore at least once: a run that was still going on a
+replica that lost the lease can also be run by the next leader. ``stop()`` waits a
+short while (``STOP_WAIT_S``, shared with the lease thread) for a running job, then
+leaves it to the next leader. Runs by hand (``run_job``) leave no row.
 
 A failing job alerts once (on its first failure after a success) and resolves
 when it next succeeds; its last message, duration and failures are in the
@@ -51,7 +51,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -342,6 +342,7 @@ class JobService:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._running: dict[str, float] = {}  # scheduled runs going on here: job -> now
+        self._began: dict[str, float] = {}  # the latest scheduled run begun here: job -> now
         self._idle = threading.Condition()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -502,6 +503,9 @@ class JobService:
                 log.warning("job %s: %s, and again on its re-run: skipped, it is not run a "
                             "third time (a run that stops its replica would stop each "
                             "leader in turn)", row.job, what)
+            elif (began := self._began_same_occurrence(row.job, row.scheduled_at)) is not None:
+                log.info("job %s: %s, and %s began that occurrence's run itself (with "
+                         "now %s): dropped", row.job, what, self.instance_id, _utc(began))
             else:
                 log.warning("job %s: %s: running it again", row.job, what)
                 sched.add_job(_run_scheduled, "date", id=f"{row.job}@{row.scheduled_at!r}",
@@ -516,6 +520,21 @@ class JobService:
                 for job, scheduled_at in gone:
                     conn.execute(t.delete().where(t.c.job == job,
                                                   t.c.scheduled_at == scheduled_at))
+
+    def _began_same_occurrence(self, name: str, at: float) -> float | None:
+        """The ``now`` of this replica's latest scheduled run of ``name`` if no fire time
+        of its cron falls between that and ``at``: the leader's scheduler and that of a
+        replica that has just lost the lease can both fire one occurrence, and the one
+        that finds the lease gone leaves its run to the leader."""
+        with self._idle:
+            mine = self._began.get(name)
+        if mine is None:
+            return None
+        low, high = sorted((mine, at))
+        after = datetime.fromtimestamp(low, UTC) + timedelta(microseconds=1)
+        fire = cron_trigger(self.jobs[name].cron, self.config.jobs.timezone) \
+            .get_next_fire_time(None, after)
+        return mine if fire is None or fire.timestamp() > high else None
 
     def _stop_scheduler(self) -> None:
         with self._lock:
@@ -550,6 +569,7 @@ class JobService:
             return None
         with self._idle:
             self._running[name] = at
+            self._began[name] = at
         try:
             self._note_started(name, at, starts + 1)
             return self._run(name, at, scheduled=True)

@@ -587,3 +587,39 @@ def test_a_lease_renewal_takes_only_the_runs_left_to_the_leader(
     assert "job cleanup: its run of 2026-01-05T06:00:00+00:00 was left to the leader by a, " \
            "2.0h ago, more than jobs.misfire_grace_s" in caplog.text
     store.close()
+
+
+def test_the_leader_drops_a_left_run_of_an_occurrence_it_ran_itself(
+        store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As the lease changes hands, the leader's scheduler and that of the replica that
+    has just lost it can both fire one occurrence; the one that finds the lease gone
+    leaves its run, and the leader, having run that occurrence, drops it. A left run of
+    the next occurrence still runs."""
+    import sqlalchemy as sa
+
+    clock = Clock(MONDAY_0800)
+    runs: list[tuple[str, float]] = []
+    store, b = _leader(store_url, tmp_path, clock, runs)
+
+    def left_by_a(at: float) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(job_runs_started).values(
+                job="report", scheduled_at=at, runner="a", started_at=at, starts=0,
+                left_at=at))
+
+    try:
+        assert b.run_scheduled("report") is not None  # b's own fire of this Monday's run
+        clock.t += 5
+        left_by_a(MONDAY_0800 + 2)  # a's fire of the same run
+        assert b.tick()
+        assert _started_rows(store) == []  # dropped at once: nothing queued
+        clock.t = MONDAY_0800 + WEEK + 5
+        left_by_a(MONDAY_0800 + WEEK + 1)  # next Monday's, fired by a only
+        assert b.tick()
+        _until(lambda: len(runs) == 2 and not _started_rows(store), 5)
+    finally:
+        b.stop()
+    assert runs == [("report", MONDAY_0800), ("report", MONDAY_0800 + WEEK + 1)]
+    assert "b began that occurrence's run itself (with now 2026-01-05T08:00:00+00:00): " \
+           "dropped" in caplog.text
+    store.close()
