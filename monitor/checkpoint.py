@@ -105,6 +105,9 @@ class Checkpointer:
         # the epoch restore() took for each partition (Store.take_partitions): a save
         # stores them only while no other member has taken them since
         self._epochs: dict[PartitionId, int] = {}
+        # the epochs of the partitions held last, by scope (_owners); None once one of
+        # them has been taken while this member held no other
+        self._last_owners: dict[str, int] | None = {}
 
     def partition_scope(self, pid: PartitionId) -> str:
         return f"partition:{self.group}:{pid[0]}:{pid[1]}"
@@ -121,7 +124,8 @@ class Checkpointer:
         and the pending alert records; return the offsets now safe to commit.
         On failure nothing is lost: the pending records and changes stay queued.
         Partitions another member has taken since their restore are dropped from the
-        pipeline, unsaved, and the rest saved without them."""
+        pipeline, unsaved, and the rest saved without them; a member left with none
+        holds its model-wide records and changes back (``_owners``)."""
         while True:
             try:
                 return self._save(pids)
@@ -129,18 +133,43 @@ class Checkpointer:
                 self._release_taken(exc)
 
     def _release_taken(self, exc: PartitionsTakenError) -> None:
+        p = self.pipeline
         lost = [pid for pid in self._epochs if self.partition_scope(pid) in exc.scopes]
         log.error("partitions %s were given to another member of the group (this one "
                   "was evicted): their state here is dropped, not stored",
                   ", ".join(f"{t}[{n}]" for t, n in lost))
         for pid in lost:
-            self.pipeline.release(pid)
+            p.release(pid)
             del self._epochs[pid]
+        if not p.partitions and (p.pending or p.alerts.changed):
+            self._last_owners = None  # see _owners
+            log.warning("this member holds no partition now: %d alert records and %d alert "
+                        "changes of its model-wide detectors wait, unstored, until it holds "
+                        "partitions again (the model-wide state they come from stays here)",
+                        len(p.pending), len(p.alerts.changed))
 
-    def _owners(self) -> dict[str, int]:
-        """The epoch taken for each partition owned (Store.take_partitions), by scope."""
+    def _held(self) -> dict[str, int]:
+        """The epoch taken for each partition held (Store.take_partitions), by scope."""
         return {self.partition_scope(pid): self._epochs[pid] for pid in self.pipeline.partitions
                 if pid in self._epochs}
+
+    def _owners(self) -> dict[str, int] | None:
+        """What a store is fenced with: the epochs of the partitions held. Holding none,
+        what is left to store is model-wide (``Pipeline.release`` dropped the rest), raised
+        from the events of the partitions held last: fenced with theirs. None once one of
+        those has been taken (``_release_taken``): then those records and changes are
+        neither stored nor dropped until this member holds partitions again. Stored, they
+        could overwrite what the new owner has stored since (a resolved alert firing again
+        for ever); dropped, they could be lost: the model-wide state that raised them stays
+        with this member, and a new owner reads it (and raises them again) only as a fresh
+        process taking the very same partitions (``restore``)."""
+        p = self.pipeline
+        if p.partitions:
+            self._last_owners = self._held()
+            return self._last_owners
+        if not p.pending and not p.alerts.changed:
+            return {}  # nothing to store that a fence covers
+        return self._last_owners
 
     def _save(self, pids: Iterable[PartitionId] | None) -> dict[PartitionId, int]:
         p = self.pipeline
@@ -171,11 +200,14 @@ class Checkpointer:
             model_scope = self.model_scope(p.partitions)
             models, chunks = self._chunks.dump(model_scope, p.models)
             states[model_scope] = Checkpoint(_dump_state(models), None)
-        changed = list(p.alerts.changed.values())
+        # every partition the model-wide row covers, not only those saved
+        owners = self._owners()
+        held_back = owners is None  # see _owners
+        changed = [] if held_back else list(p.alerts.changed.values())
         stored = [StoredAlert(a.fingerprint, a.status, p.pending_record(a), _dump(a))
                   for a in changed]
         meta = {a.fingerprint: _meta(a) for a in changed}
-        pending = list(p.pending)
+        pending = [] if held_back else list(p.pending)
         summaries = p.summaries.take(pids)
         scopes = {pid: self.summary_scope(pid) for pid in summaries}
         sc = p.config.jobs.summaries
@@ -183,10 +215,9 @@ class Checkpointer:
         def write_summaries(conn: Connection) -> None:
             write_deltas(conn, scopes, summaries, sc.bucket_s, sc.sample_size)
 
-        # every partition the model-wide row covers, not only those saved
         self.store.save_checkpoint(self.producer, states, pending, stored, meta, clients=clients,
                                    chunks=chunks, extra=write_summaries if summaries else None,
-                                   owners=self._owners())
+                                   owners=owners or {})
         if owned:
             self._chunks.committed()
         for keyed, found in changes:
@@ -212,14 +243,16 @@ class Checkpointer:
         """Put the pending alert records in the outbox now; how many. On failure
         they stay pending (and the next journal or checkpoint writes them). Fenced
         like a save: partitions another member has taken are dropped from the
-        pipeline, their records with them, and the rest journaled."""
+        pipeline, their records with them, and the rest journaled (or held back by a
+        member left with no partition: ``_owners``)."""
         p = self.pipeline
         while True:
             pending = list(p.pending)
-            if not pending:
+            owners = self._owners()
+            if not pending or owners is None:  # None: held back (_owners)
                 return 0
             try:
-                self.store.append_outbox(self.producer, pending, owners=self._owners())
+                self.store.append_outbox(self.producer, pending, owners=owners)
             except PartitionsTakenError as exc:
                 self._release_taken(exc)
                 continue
@@ -242,6 +275,7 @@ class Checkpointer:
             state = None if cp is None else self._load_or_start_afresh(pid, cp)
             p.adopt(pid, state)
             offsets[pid] = None if cp is None else cp.next_offset
+        self._last_owners = self._held()
         fresh = all(not k.slots for k in p.models.detectors) and p.models.watermark == float("-inf")
         if fresh:
             scope = self.model_scope(pids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import pickle
@@ -536,6 +537,96 @@ def test_an_evicted_member_journals_no_record_of_the_partitions_taken_from_it(
     cp_b.journal()
     assert _floods_of(store, "a") == []
     assert _floods_of(store, "b") == [("firing", 1), ("resolved", 1)]
+    store.close()
+
+
+# a model-wide finding, as Pipeline.advance() raises it: of no one partition's events
+DRIFT = Finding(detector="drift.test", kind="drift", severity="warning", status="firing",
+                model="m", model_version="1", subject={}, summary="s", ts=10.0)
+
+
+def _records_of(store: Store, fp: str, producer: str | None = None) -> list[tuple[str, int]]:
+    """(status, count) of alert ``fp``'s records in the outbox (from ``producer``)."""
+    rows = map(json.loads, (r.record for r in store.outbox_after("x", producer=producer)))
+    return [(r["status"], r["count"]) for r in rows if r["fingerprint"] == fp]
+
+
+def test_an_evicted_member_left_without_partitions_stores_no_model_wide_alert_until_it_holds_some(
+    store_url: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """a's watermark closed a drift window (a model-wide record, of no one partition)
+    before it noticed that b had taken its only partition. Found out, a holds no
+    partition, so no epoch to fence a store with: it must store neither the record
+    (b raises it again from the stored state, and a's copy, first in the outbox, would
+    keep b's out, and b's local sinks without it) nor the alert's row (a's "firing"
+    over the "resolved" b stored: every later restore loads it firing, and nothing
+    resolves it). Nor may it drop them: a new owner that is not a fresh process keeps
+    its own model-wide state and raises nothing of a's. They wait with a's model-wide
+    state until a holds partitions again, and are stored under that fence."""
+    store, records, pid, a, cp_a, cp_b = _evicted_after_the_flood_fired(store_url)
+    (raised,) = a.alert([DRIFT])
+    fp = raised["fingerprint"]
+    cp_a.journal()  # a finds the partition taken
+    assert "partitions logs[0] were given to another member" in caplog.text
+    b = cp_b.pipeline
+    b.process(pid, records[500:])
+    b.alert([DRIFT])  # the same window, closed again from the stored state
+    cp_b.journal()
+    b.alert([dataclasses.replace(DRIFT, status="resolved", ts=20.0)])
+    assert cp_b.save() == {pid: len(records)}
+    assert cp_a.save() == {}  # a's periodic checkpoint
+
+    assert _records_of(store, fp, producer="b") == [("firing", 1), ("resolved", 1)]
+    assert fp not in {r.fingerprint for r in store.firing_alerts()}
+    c = Pipeline(CONFIG)  # any later restore
+    Checkpointer(store, c, group="g", producer="c").restore([pid])
+    assert fp not in c.alerts.firing
+    assert _records_of(store, fp, producer="a") == []
+    # not dropped: a's model-wide state is its own, and goes on when a holds partitions
+    assert [e.fingerprint for e in a.pending] == [fp] and fp in a.alerts.changed
+    assert "wait, unstored, until it holds partitions again" in caplog.text
+    cp_a.restore([("logs", 1)])  # back in the group, with a partition of its own
+    assert cp_a.journal() == 1 and not a.pending
+    assert _records_of(store, fp) == [("firing", 1), ("resolved", 1)]  # the same record: once
+    store.close()
+
+
+def test_a_revoked_member_stores_its_model_wide_alerts_only_while_its_partitions_are_not_taken(
+    store_url: str,
+) -> None:
+    """Revoked when its checkpoint failed, a member holds a model-wide record and no
+    partition. Stored before the next owner takes the partition, it is a hand-over (as
+    a save from the revoke callback would be,
+    ``test_a_process_without_partitions_stores_no_model_wide_state_but_its_alerts``);
+    after, it waits, unstored, like an evicted member's, until this member holds
+    partitions again."""
+    records = stream_records()
+    pid = ("logs", 0)
+    store = Store(store_url)
+    store.migrate()
+    a = Pipeline(CONFIG)
+    cp_a = Checkpointer(store, a, group="g", producer="a")
+    cp_a.restore([pid])
+    a.process(pid, records[:500])
+    assert cp_a.save() == {pid: 500}
+    (raised,) = a.alert([DRIFT])
+    fp = raised["fingerprint"]
+    a.release(pid)  # revoked; its checkpoint failed
+    b = Pipeline(CONFIG)
+    cp_b = Checkpointer(store, b, group="g", producer="b")
+    assert cp_b.restore([pid]) == {pid: 500}
+
+    cp_a.journal()
+    assert cp_a.save() == {}
+    b.process(pid, records[500:])
+    b.alert([DRIFT])  # the same window, closed again from the stored state
+    assert cp_b.save() == {pid: len(records)}
+    assert _records_of(store, fp, producer="b") == [("firing", 1)]
+    assert _records_of(store, fp, producer="a") == []
+    assert [e.fingerprint for e in a.pending] == [fp] and fp in a.alerts.changed
+    cp_a.restore([("logs", 1)])
+    assert cp_a.save() == {}  # nothing read from it yet
+    assert _records_of(store, fp) == [("firing", 1)]
     store.close()
 
 
