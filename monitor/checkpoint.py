@@ -22,7 +22,7 @@ import logging
 import pickle
 import sys
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -94,11 +94,14 @@ def _dump(obj: object) -> bytes:
 class Checkpointer:
     """Saves and restores a pipeline's state under scopes named by consumer group."""
 
-    def __init__(self, store: Store, pipeline: Pipeline, *, group: str, producer: str) -> None:
+    def __init__(self, store: Store, pipeline: Pipeline, *, group: str, producer: str,
+                 on_release: Callable[[list[PartitionId]], None] | None = None) -> None:
         self.store = store
         self.pipeline = pipeline
         self.group = group
         self.producer = producer
+        # told of the partitions dropped because another member took them
+        self.on_release = on_release
         self._replace: set[str] = set()  # scopes whose stored clients the next save replaces
         self._resolved: list[Finding] = []  # of keys a configuration change dropped at restore
         self._chunks = RowChunks()  # the model-wide state's warm-up rows, stored apart
@@ -141,6 +144,8 @@ class Checkpointer:
         for pid in lost:
             p.release(pid)
             del self._epochs[pid]
+        if self.on_release is not None and lost:
+            self.on_release(lost)
         if not p.partitions and (p.pending or p.alerts.changed):
             self._last_owners = None  # see _owners
             log.warning("this member holds no partition now: %d alert records and %d alert "

@@ -68,7 +68,7 @@ class Daemon:
         self.pipeline = Pipeline(config, self.metrics)
         self.store = Store(config.store.url.get_secret_value(), pool_size=config.store.pool_size)
         self.checkpointer = Checkpointer(self.store, self.pipeline, group=config.kafka.group_id,
-                                         producer=config.instance_id)
+                                         producer=config.instance_id, on_release=self._forget)
         self.sinks = list(build_sinks(config) if sinks is None else sinks)
         if sinks is None:
             self.sinks.extend(build_notifiers(config, self.store, self.metrics))
@@ -408,6 +408,13 @@ class Daemon:
                         "re-reads from the last stored one (at-least-once)", pids)
         for pid in pids:
             self.pipeline.release(pid)
+        self._forget(pids)
+
+    def _forget(self, pids: list[PartitionId]) -> None:
+        """Drop what the loop keeps of partitions it no longer holds: revoked, or taken by
+        another member (``Checkpointer._release_taken``), whose revoke comes only once the
+        group tells this member (an evicted one: when it reaches Kafka again)."""
+        for pid in pids:
             self.last_records.pop(pid, None)
             self.assigned_at.pop(pid, None)
             self.ends_unsure.pop(pid, None)

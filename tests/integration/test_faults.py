@@ -524,7 +524,9 @@ def test_a_member_whose_partitions_another_took_stops_storing_and_reading_them(
 ) -> None:
     """A member the group evicted while it still reaches the store (its path to Kafka
     gone): once another member has restored its partitions, its checkpoints drop
-    them, unstored, and the records it still fetches for them are not its own."""
+    them, unstored, and the records it still fetches for them are not its own; nor
+    does its /metrics report their lag (the revoke that also clears it comes only
+    once it reaches Kafka again)."""
     events = good_events()
     half = len(events) // 2
     produce(broker.bootstrap, topic, encode_events(events[:half]))
@@ -536,6 +538,13 @@ def test_a_member_whose_partitions_another_took_stops_storing_and_reading_them(
     try:
         wait_until(lambda: len(_consumed(d)) == 3, 60, "every partition read")
         pids = list(d.daemon.pipeline.partitions)
+
+        def lags() -> list[float | None]:
+            sample = d.daemon.metrics.registry.get_sample_value
+            return [sample("inferwatch_consumer_lag", {"topic": t, "partition": str(n)})
+                    for t, n in pids]
+
+        wait_until(lambda: None not in lags(), 30, "every partition's lag reported")
         store = Store(pg_url)
         new_owner = Checkpointer(store, Pipeline(build_config(cfg, env={})), group=group,
                                  producer="other")
@@ -545,6 +554,7 @@ def test_a_member_whose_partitions_another_took_stops_storing_and_reading_them(
                                for pid in pids), 30, "every partition checkpointed")
         taken = new_owner.restore(pids)
         wait_until(lambda: not d.daemon.pipeline.partitions, 10, "the taken partitions dropped")
+        wait_until(lambda: lags() == [None, None, None], 5, "their lag no longer reported")
         produce(broker.bootstrap, topic, encode_events(events[half:]))
         time.sleep(3)  # fetched by the evicted member, which still holds the assignment
         assert not d.daemon.pipeline.partitions
