@@ -53,6 +53,9 @@ _FAST_SHARE = 0.01  # share of the false-alarm budget spent on the one-window fa
 _Z_MIN, _Z_MAX = -5.0, 40.0
 LAYOUT_ROWS = 5000  # events an automatic reference takes its bin edges and categories from
 _MIN_EXPECTED = 5.0  # merge reference cells expected to hold fewer events per window
+# the evidence of an open incident that a quiet window (none fired) keeps from the last
+# window where some feature fired
+_INCIDENT_KEYS = ("drifted", "drifted_count", "prediction_drift", "drifted_window_end")
 
 
 def cusum_arl(h: float, k: float) -> float:
@@ -333,7 +336,9 @@ class DistributionDrift(Detector):
     ``reference_events`` (whole buckets) of the version's own traffic (bin edges
     and top categories from its first ``LAYOUT_ROWS``, so warm-up memory is bounded). An
     incident opens on the first window that triggers, stays open while windows
-    trigger, and closes after ``clear_windows`` quiet windows.
+    trigger, and closes after ``clear_windows`` quiet windows; while it is open, the
+    evidence and summary name the features of the last window that triggered (and
+    ``quiet_windows``, the quiet windows since).
 
     >>> rng = np.random.default_rng(0)
     >>> d = DistributionDrift(bucket_s=10, window_events=500, reference_events=2000)
@@ -645,6 +650,7 @@ class DistributionDrift(Detector):
                     ref.counts.cells[s, a:a + 3].sum() / max(int(ref.counts.n[s]), 1))
         drifted.sort(key=lambda d: (-(d["psi_since_onset"] or 0.0), d["feature"],
                                     d["segment"] or ""))
+        last = self._last
         self._last = {
             "window_start": start, "window_end": end, "window_events": int(win.n[0]),
             "reference": ref.describe(),
@@ -656,9 +662,17 @@ class DistributionDrift(Detector):
             "fast_min_psi": self.fast_min_psi, "drifted_count": len(drifted),
             "prediction_drift": any(d["feature"] == PREDICTION for d in drifted),
             "drifted": drifted[:10],
+            "drifted_window_end": end if drifted else None,
+            "quiet_windows": self._quiet,
         }
         if not self._detected:
             self._last["drifted"] = []
+        elif not drifted:
+            # the incident stays open through its hysteresis although no feature fired
+            # in this window: it is still the drift of the last window where some did
+            # (a repeat ``firing`` record must not read as resolved), with this window's
+            # figures beside it and ``quiet_windows`` of ``clear_windows`` passed
+            self._last.update({k: last[k] for k in _INCIDENT_KEYS if k in last})
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -676,27 +690,34 @@ class DistributionDrift(Detector):
         return dict(self._last)
 
     def summary(self, subject: dict[str, str], model: str) -> str:
-        drifted = self._last.get("drifted", [])
-        if not drifted:
+        if not self._detected:
             return f"Inputs and predictions of {model} are back to their reference distribution."
+        drifted = self._last.get("drifted", [])
+        quiet = int(self._last.get("quiet_windows") or 0)
         names = []
         for d in drifted[:3]:
             name = {PREDICTION: "the prediction mix",
                     CONFIDENCE: "the confidence histogram"}.get(d["feature"], d["feature"])
             if d["segment"]:
                 name += f" ({d['segment']})"
-            names.append(f"{name} {self._effect(d)}")
-        more = self._last["drifted_count"] - len(names)
+            names.append(f"{name} {self._effect(d, quiet=quiet > 0)}")
+        more = int(self._last.get("drifted_count") or 0) - len(names)
         tail = f" and {more} more" if more > 0 else ""
-        return (f"{model} drifted from its reference: {', '.join(names)}{tail}; "
-                f"check the upstream data before trusting predictions.")
+        text = f"{model} drifted from its reference"
+        if names:
+            text += f": {', '.join(names)}{tail}"
+        if quiet:  # open through its hysteresis: say how far it is from closing
+            text += (f"; no drift in the last {'window' if quiet == 1 else f'{quiet} windows'}"
+                     f", it resolves after {self.clear_windows} quiet windows")
+        return f"{text}; check the upstream data before trusting predictions."
 
-
-    def _effect(self, d: dict[str, Any]) -> str:
+    def _effect(self, d: dict[str, Any], *, quiet: bool = False) -> str:
         """The effect that put a drifted feature over the floor, as ``decide`` judged
-        it: PSI or mean shift since onset, else this window's."""
+        it: PSI or mean shift since onset, else its window's (the last window, or
+        while the incident is quiet, the last one that drifted)."""
+        window = " in the last window that drifted" if quiet else " in the last window"
         for psi, shift, when in ((d["psi_since_onset"], d["mean_shift_sd_since_onset"], ""),
-                                 (d["psi"], d["mean_shift_sd"], " in the last window")):
+                                 (d["psi"], d["mean_shift_sd"], window)):
             if (psi or 0.0) >= self.min_psi:
                 return f"PSI {psi:.2f}{when}"
             if shift is not None and abs(shift) >= self.min_mean_shift:

@@ -280,6 +280,40 @@ def test_keyed_fires_once_per_incident_and_resolves() -> None:
     assert statuses == ["firing", "resolved"]
 
 
+def test_a_repeat_firing_record_in_the_hysteresis_still_describes_the_drift() -> None:
+    """Quiet windows keep the incident open (``clear_windows``); a repeat ``firing``
+    record sent then names the drifted features of the last window that fired and
+    how many quiet windows have passed, never "back to their reference" (it did:
+    the QA replay's firing records said the model had recovered)."""
+    rng = np.random.default_rng(11)
+    on, off = REF + 6 * WINDOW, REF + 14 * WINDOW
+    keyed = Keyed(_detector(), key="model", renotify_s=1.0)  # a record every window
+    findings = []
+    for i in range(REF + 30 * WINDOW):
+        ev = _event(i, _row(rng, i, shift=1.0 if on <= i < off else 0.0))
+        findings += keyed.update(ev)
+        if i % 100 == 0:
+            findings += keyed.tick(ev.ts)
+    *firing, resolved = findings
+    assert {f.status for f in firing} == {"firing"} and resolved.status == "resolved"
+    for f in firing:
+        assert "back to" not in f.summary
+        assert f.summary.startswith("m drifted from its reference: x0 ")
+        assert f.evidence["drifted"][0]["feature"] == "x0"
+        assert f.evidence["drifted_count"] >= 1
+    # clear_windows is 3: the last window that fired, two quiet ones, then resolved
+    assert [f.evidence["quiet_windows"] for f in firing[-3:]] == [0, 1, 2]
+    assert "; no drift in the last window, it resolves after 3 quiet windows;" in firing[-2].summary
+    assert "; no drift in the last 2 windows, it resolves after" in firing[-1].summary
+    last_fired = firing[-3].evidence
+    for f in firing[-2:]:  # the incident's drift, beside this window's own figures
+        assert f.evidence["drifted"] == last_fired["drifted"]
+        assert f.evidence["drifted_window_end"] == last_fired["window_end"]
+        assert f.evidence["window_end"] > last_fired["window_end"]
+    assert resolved.summary == "Inputs and predictions of m are back to their reference distribution."
+    assert resolved.evidence["drifted"] == []
+
+
 def test_numeric_class_ids_are_a_class_mix_not_a_number() -> None:
     """A classifier that logs class ids (0/1, decoded as 1.0) gets the class-mix
     test, and a 10-point prior shift is drift of the prediction mix."""
