@@ -9,6 +9,7 @@ import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -71,11 +72,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     config = _config_or_exit(args.config)
     setup_logging(config.logging.level, config.logging.format)
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"inferwatch: {'not a file' if path.exists() else 'no such file'}: {path}",
-              file=sys.stderr)
-        return 2
+    source: Path | BinaryIO
+    if args.file == "-":  # the Unix convention (a file named "-" is ./-)
+        if sys.stdin is None:
+            print("inferwatch: replay -: there is no standard input", file=sys.stderr)
+            return 2
+        source, name = sys.stdin.buffer, "standard input"
+    else:
+        source = path = Path(args.file)
+        if not path.is_file():
+            print(f"inferwatch: {'not a file' if path.exists() else 'no such file'}: {path}",
+                  file=sys.stderr)
+            return 2
+        name = str(path)
     tally = AlertTally()
     sinks: list[Sink] = [tally]
     if not args.quiet:
@@ -104,14 +113,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         references = load_references(store)
         store.close()
     try:
-        pipeline = replay(path, config, sinks, progress=progress, on_bad=bad,
+        pipeline = replay(source, config, sinks, progress=progress, on_bad=bad,
                           references=references)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged or truncated gzip file
-        print(f"inferwatch: cannot read {path} to its end: {exc}; the alerts above were "
+        print(f"inferwatch: cannot read {name} to its end: {exc}; the alerts above were "
               "raised by the records before the damage", file=sys.stderr)
         return 1
     firing = len(pipeline.alerts.firing)
-    print(f"replay done: {path}: {bad.summary()}; {tally.records:,} alert record(s), "
+    print(f"replay done: {name}: {bad.summary()}; {tally.records:,} alert record(s), "
           f"{firing} alert(s) still firing at the end", file=sys.stderr)
     return 0
 
@@ -173,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("replay", help="run the detectors over archived events (JSONL)")
-    p.add_argument("file")
+    p.add_argument("file", help="JSONL events, plain or gzip; - reads standard input")
     p.add_argument("--config", help="YAML config file (default: built-in defaults)")
     p.add_argument("--alerts-out", help="write alert records here (JSONL, replaced)")
     p.add_argument("--quiet", action="store_true", help="no alert lines on the console")

@@ -1,18 +1,20 @@
 """``inferwatch replay``: the same pipeline over archived events, one JSON per line.
 
-The file is one ordered stream (one partition), so the alerts equal those of a
-Kafka run that read the same events in the same order.
+The file (or a binary stream: standard input for ``-``) is one ordered stream (one
+partition), so the alerts equal those of a Kafka run that read the same events in
+the same order.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, ClassVar, TextIO
+from typing import Any, BinaryIO, ClassVar, TextIO
 
 from alerts.sinks import NO_CONTROL, Sink
 from monitor.config import Config
@@ -71,23 +73,66 @@ class AlertTally:
         return 0
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def open_archive(path: Path) -> BinaryIO:
     """The file's bytes, decompressed if it is gzip (as archived logs often are)."""
     with path.open("rb") as probe:
         magic = probe.read(2)
-    if magic == b"\x1f\x8b":
+    if magic == GZIP_MAGIC:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return path.open("rb")
 
 
-def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
+class _Prefixed(io.RawIOBase):
+    """``head`` (bytes already read from ``rest``), then the rest of ``rest``: a
+    stream that cannot seek back (a pipe) read again from its start. Closing it
+    leaves ``rest`` open."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+def open_stream(stream: BinaryIO) -> BinaryIO:
+    """A binary stream's bytes (standard input), decompressed if it is gzip, as
+    ``open_archive`` does for a file; closing the result leaves ``stream`` open."""
+    head = b""
+    while len(head) < len(GZIP_MAGIC):  # a pipe may hand over fewer bytes at a time
+        more = stream.read(len(GZIP_MAGIC) - len(head))
+        if not more:
+            break
+        head += more
+    plain = io.BufferedReader(_Prefixed(head, stream), CHUNK_BYTES)
+    if head == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=plain, mode="rb")  # type: ignore[return-value]
+    return plain
+
+
+def read_batches(source: Path | BinaryIO, size: int) -> Iterator[list[Record]]:
     """Records of ``size`` lines (the offset is the line number; blank lines are
-    skipped but counted), read in large chunks and split in C; a gzip file is read
-    decompressed."""
+    skipped but counted), read in large chunks and split in C; a gzip file or
+    stream is read decompressed. ``source`` is a file's path or a binary stream
+    (read to its end, left open)."""
     batch: list[Record] = []
     lineno = 0
     tail = b""
-    with open_archive(path) as fh:
+    with open_archive(source) if isinstance(source, Path) else open_stream(source) as fh:
         while True:
             chunk = fh.read(CHUNK_BYTES)
             data = tail + chunk
@@ -108,12 +153,13 @@ def read_batches(path: Path, size: int) -> Iterator[list[Record]]:
         yield batch
 
 
-def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
+def replay(path: str | Path | BinaryIO, config: Config, sinks: Sequence[Sink], *,
            metrics: Metrics | None = None,
            progress: Callable[[int, int], None] | None = None,
            on_bad: Callable[[int, BadRecord], None] | None = None,
            references: ReferenceSet | None = None) -> Pipeline:
-    """Run the pipeline over ``path``; deliver alert records to ``sinks`` as they come.
+    """Run the pipeline over ``path`` (a file, or a binary stream such as
+    ``sys.stdin.buffer``); deliver alert records to ``sinks`` as they come.
     ``progress(records, bad)`` is called every 2 s and at the end; ``on_bad(line,
     bad)`` for each bad record, in file order (``line`` counts from 1);
     ``references``: stored drift references to use, as the daemon does."""
@@ -121,12 +167,12 @@ def replay(path: str | Path, config: Config, sinks: Sequence[Sink], *,
     pipeline.summaries.enabled = False  # no store here: nothing would read window summaries
     if references is not None:
         pipeline.use_references(references)
-    path = Path(path)
+    source = Path(path) if isinstance(path, str) else path
     seen = 0
     bad = 0
     last_report = time.monotonic()
     reported = -1  # the record count of the last progress report
-    for batch in read_batches(path, config.kafka.max_poll_records):
+    for batch in read_batches(source, config.kafka.max_poll_records):
         result = pipeline.process(REPLAY_PARTITION, batch)
         pipeline.advance()  # one stream, in order: nothing older can come
         seen += len(batch)

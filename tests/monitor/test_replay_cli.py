@@ -3,7 +3,10 @@ and where its alert file goes."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,30 @@ def test_an_alert_file_that_cannot_be_written_stops_before_the_replay(
     err = capsys.readouterr().err
     assert f"inferwatch: cannot write --alerts-out {blocker / 'out.jsonl'}" in err
     assert "records read" not in err
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_a_dash_replays_standard_input_as_it_would_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        packed: bool) -> None:
+    """``inferwatch replay -`` reads the events from standard input (it answered
+    "no such file: -"): the same bad-record lines, alert records and final report
+    as for the file, gzip or not."""
+    lines = [_event(i, "flooder") for i in range(700)]
+    lines[3:3] = [b"not json", b"[1, 2]"]
+    data = b"\n".join(lines) + b"\n"
+    archive = tmp_path / "events.jsonl"
+    archive.write_bytes(gzip.compress(data) if packed else data)
+    from_file, from_stdin = tmp_path / "file.jsonl", tmp_path / "stdin.jsonl"
+    assert main(["replay", str(archive), "--quiet", "--alerts-out", str(from_file)]) == 0
+    file_err = capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(archive.read_bytes())))
+    assert main(["replay", "-", "--quiet", "--alerts-out", str(from_stdin)]) == 0
+    err = capsys.readouterr().err
+    assert err == file_err.replace(str(archive), "standard input")
+    assert [line.split(":")[1:3] for line in err.splitlines()
+            if line.startswith("replay: line ")] == [
+        [" line 4", " not_json"], [" line 5", " not_object"]]
+    assert ("replay done: standard input: 2 bad (not_json 1, not_object 1); 1 alert record(s), "
+            "1 alert(s) still firing at the end") in err
+    assert from_stdin.read_bytes() == from_file.read_bytes() != b""

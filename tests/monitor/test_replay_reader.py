@@ -4,7 +4,9 @@ endings and however its lines fall across read chunks."""
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +50,41 @@ def test_a_gzip_archive_gives_the_records_of_the_plain_file(
     monkeypatch.setattr(replay, "CHUNK_BYTES", 4096)
     assert [r for b in replay.read_batches(packed, 700) for r in b] == _reference(data)
     assert list(replay.read_batches(packed, 700)) == list(replay.read_batches(plain, 700))
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe that hands over at most ``step`` bytes a read."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step = data, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.step, len(self.data))
+        buffer[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
+
+
+@pytest.mark.parametrize("step", [1, 3, 1 << 20])
+def test_a_stream_gives_the_records_of_the_file_plain_or_gzip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Standard input (``replay -``) cannot seek back after its gzip magic is read,
+    and a pipe may hand over a byte at a time: the records are still the file's,
+    and the stream is left open."""
+    data = b"".join(b'{"n": %d}\n' % i for i in range(3000)) + b"\r\n\n" + b'{"last": 1}'
+    plain = tmp_path / "events.jsonl"
+    plain.write_bytes(data)
+    monkeypatch.setattr(replay, "CHUNK_BYTES", 4096)
+    expected = list(replay.read_batches(plain, 700))
+    for raw in (data, gzip.compress(data), b"", b"{"):
+        stream = _Trickle(raw, step)
+        batches = list(replay.read_batches(stream, 700))  # type: ignore[arg-type]
+        assert batches == (expected if len(raw) > 1 else
+                           [[Record(0, raw)]] if raw else [])
+        assert not stream.closed
 
 
 def test_a_truncated_gzip_archive_is_reported_not_a_traceback(
