@@ -209,6 +209,7 @@ class SlotState:
 
     def import_state(self, state: tuple[Any, ...]) -> None:
         cls = type(self)
+        state = _with_added(cls, _state_names(cls), state)
         where = _counter_positions(cls)
         if where:
             state = list(state)  # type: ignore[assignment]
@@ -219,13 +220,7 @@ class SlotState:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         cls = type(self)
-        added = cls.added_slots
-        if added:
-            names = _slot_names(cls)
-            if len(state) == len(names) - len(added):  # stored before they were added
-                values = iter(state)
-                state = tuple(added[n] if n in added else next(values) for n in names)
-        _SETTERS["slots"](cls)(self, state)
+        _SETTERS["slots"](cls)(self, _with_added(cls, _slot_names(cls), state))
 
     def blank(self) -> Self:
         """A detector with these parameters and no state yet (``import_state`` fills
@@ -240,6 +235,16 @@ class SlotState:
         det = self.blank()
         det.import_state(state)
         return det
+
+
+def _with_added(cls: type, names: tuple[str, ...], state: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``state`` (values of ``names``) as stored before the class's ``added_slots``
+    existed: with their values for such objects filled in."""
+    added = cls.added_slots  # type: ignore[attr-defined]
+    if added and len(state) == len(names) - sum(n in added for n in names):
+        values = iter(state)
+        return tuple(added[n] if n in added else next(values) for n in names)
+    return state
 
 
 _T = TypeVar("_T")

@@ -37,6 +37,15 @@ two changes that keep benign clients quiet:
   three numbers per query, one of a client's first queries is the nearest of the
   next five by chance, for about one ordinary client in a thousand).
 
+Near copies and noise searches look the same in the queries of a device whose
+readings drift slowly (a sensor's sliding window, a thermostat, a health check that
+fills in the hour). When the model's answers are logged, they therefore count only
+where a search shows itself (``boundary_only``): in a burst (a distinct query within
+``burst_s`` of the one before: a search loop sends its next query as soon as it has an
+answer) or at the decision boundary (a near copy, the star's centre or a query of its
+run answered otherwise, or this answer under ``low_confidence``). Bisection and
+coordinate-wise steps always count.
+
 Distances are relative: L2 distance divided by the client's running mean query
 norm, so the radius means "within 2% of a typical query of this client" for
 any feature scale that is roughly uniform across features (standardise very
@@ -46,6 +55,7 @@ unevenly scaled features in the producer, or send an ``embedding``).
 from __future__ import annotations
 
 import sys
+import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -82,10 +92,43 @@ def group_codes(x: np.ndarray, groups: int) -> np.ndarray:
 
 def _layout(history: int, k: int, g: int) -> tuple[int, int]:
     """Offset of the sketches and total size of a client's ring buffer: ``history``
-    uint32 input hashes, ``history x g`` group codes, then ``history x k`` float16
-    sketches (2-byte aligned). With ``k <= dims`` the size determines (k, g)."""
-    off = 4 * history + (history * g + 1) // 2 * 2
+    uint32 input hashes, ``history x g`` group codes, ``history`` answer codes, then
+    ``history x k`` float16 sketches (2-byte aligned). With ``k <= dims`` the size
+    determines (k, g)."""
+    off = 4 * history + (history * (g + 1) + 1) // 2 * 2
     return off, off + history * 2 * k
+
+
+# float16's largest value: sketches are clipped to it, not stored as infinities (an
+# input with a value past about 2e5, a Unix time or an account number, made every query
+# of its client infinitely far from the others: an attacker could hide by adding one)
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+_ANSWER_CODES: dict[str, int] = {}
+
+
+def answer_code(event: Event) -> int:
+    """A byte (1-255) naming the model's answer to ``event``: its predicted class, or
+    the most probable one; 0 when unknown (a regression value, no answer logged).
+    The same in every process (CRC-32, not Python's salted hash)."""
+    label = event.prediction
+    if not isinstance(label, str):
+        if label is not None:  # a number: a regression value, no class
+            return 0
+        probs = event.probabilities
+        if not probs:
+            return 0
+        if isinstance(probs, dict):
+            label = max(probs, key=probs.__getitem__)
+        else:
+            label = str(max(range(len(probs)), key=probs.__getitem__))
+    code = _ANSWER_CODES.get(label)
+    if code is None:
+        code = zlib.crc32(label.encode()) % 255 + 1
+        if len(_ANSWER_CODES) < 100_000:
+            _ANSWER_CODES[label] = code
+    return code
 
 
 class _Client:
@@ -103,10 +146,12 @@ class _Walk:
     """One keying's walk through a batch (``query_walk.walk``): per event its
     client, the client's state after it, and what ``update`` writes to the ring."""
 
-    __slots__ = ("clients", "codes", "floats", "ints", "sizes", "sketches", "where", "widths")
+    __slots__ = ("answers", "clients", "codes", "floats", "ints", "sizes", "sketches", "where",
+                 "widths")
 
     def __init__(self, n: int) -> None:
         self.clients: list[_Client | None] = [None] * n
+        self.answers = bytearray(n)  # per event: its answer code
         self.ints: list[list[int]] = []
         self.floats: list[list[float]] = []
         self.sizes: list[int] = []
@@ -137,7 +182,9 @@ class QueryNeighbours(SlotState, Detector):
     ``sparse_groups`` of ``groups`` feature groups, for inputs with at least
     ``max(4, groups)`` features; not when one group changed at nearly every recent
     step), or (same inputs) the ``star_steps``-th query in a row around one
-    centre; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
+    centre; with ``boundary_only``, near copies and stars only in a burst
+    (``burst_s``) or at the decision boundary (``low_confidence``), when answers are
+    logged; ``min_hits`` hits within ``window_s`` fire; no hit for ``window_s``
     clears.
 
     The pipeline announces each batch (``prepare``): the sketches and group codes of
@@ -161,12 +208,19 @@ class QueryNeighbours(SlotState, Detector):
     atlas: ClassVar[tuple[str, ...]] = ("AML.T0043.001", "AML.T0024.002")
     severity = "critical"
 
-    __slots__ = ("_anchor", "_buf", "_filled", "_first_hit", "_halvings", "_hits", "_last_hit",
+    # stored states are tuples in this order: slots added later go at the end
+    __slots__ = ("_anchor", "_buf", "_filled", "_first_hit", "_halvings", "_hits", "_last_hit",  # noqa: RUF023
                  "_max_halvings", "_max_near", "_max_sparse", "_max_star", "_norm_mean",
                  "_queries", "_repeats", "_request_ids", "_sparse", "_star", "_step",
                  "_window_hits", "dims", "groups", "halvings", "history", "min_hits",
                  "min_neighbours", "radius", "sparse_groups", "sparse_steps", "star_radius",
-                 "star_steps", "window_s")
+                 "star_steps", "window_s",
+                 # added after release: see added_slots
+                 "_star_mixed", "_window_patterns", "_last_query_ts", "boundary_only",
+                 "low_confidence", "burst_s")
+    added_slots: ClassVar[dict[str, Any]] = {
+        "_star_mixed": 0, "_window_patterns": 0, "_last_query_ts": float("-inf"),
+        "boundary_only": True, "low_confidence": 0.6, "burst_s": 3.0}
 
     def __init__(
         self,
@@ -183,6 +237,9 @@ class QueryNeighbours(SlotState, Detector):
         star_radius: float = 0.3,
         min_hits: int = 1,
         window_s: float = 600.0,
+        boundary_only: bool = True,
+        low_confidence: float = 0.6,
+        burst_s: float = 3.0,
     ) -> None:
         self.history = history
         self.dims = dims
@@ -196,6 +253,9 @@ class QueryNeighbours(SlotState, Detector):
         self.star_radius = star_radius
         self.min_hits = min_hits
         self.window_s = window_s
+        self.boundary_only = boundary_only
+        self.low_confidence = low_confidence
+        self.burst_s = burst_s
         # (history,) uint32 input hashes, (history, groups) group codes, then
         # (history, k) float16 sketches, in one raw buffer (compact in memory and in
         # checkpoints), allocated on the first query
@@ -217,13 +277,16 @@ class QueryNeighbours(SlotState, Detector):
         self._anchor = -1  # distinct-query number of the current star's centre
         self._star = 0  # current run of queries around it
         self._max_star = 0
+        self._star_mixed = 0  # whether a query of the current star got another answer
+        self._window_patterns = 0  # query_walk.HIT_* bits of the hits in the current window
+        self._last_query_ts = float("-inf")  # of the latest distinct query
         self._request_ids: tuple[str, ...] = ()
 
     def _config(self) -> tuple[Any, ...]:
         """The parameters a walk's results depend on."""
         return (self.history, self.dims, self.groups, self.radius, self.sparse_groups,
                 self.min_neighbours, self.halvings, self.sparse_steps, self.star_steps,
-                self.star_radius)
+                self.star_radius, self.boundary_only, self.low_confidence, self.burst_s)
 
     # -- the batch pass ---------------------------------------------------------------
     def prepare(self, events: Sequence[Event], keys: Sequence[Hashable],
@@ -260,10 +323,16 @@ class QueryNeighbours(SlotState, Detector):
         clients: list[_Client] = []
         client = np.full(n, -1, dtype=np.int64)
         rows: list[list[int]] = [[] for _ in layouts]  # per query group: its events
+        answers = out.answers
+        unsure = np.zeros(n, dtype=np.bool_)
+        low = self.low_confidence
         for i, key in enumerate(keys):
             where = batch.where[i]
             if where is None or key is None:
                 continue
+            event = events[i]
+            answers[i] = a = answer_code(event)
+            unsure[i] = a == 0 or (event.confidence is not None and event.confidence < low)
             c = index.get(key)
             if c is None:
                 c = index[key] = len(clients)
@@ -281,7 +350,7 @@ class QueryNeighbours(SlotState, Detector):
         has_code = np.zeros(n, dtype=np.bool_)
         sizes = np.zeros(n, dtype=np.int64)
         for x, (k, g, size), idx in zip(batch.groups, layouts, rows, strict=True):
-            sk = sketches(x, dims)
+            sk = np.clip(sketches(x, dims), -_FLOAT16_MAX, _FLOAT16_MAX)
             sk16 = sk.astype(np.float16)
             out.sketches.append(sk16.data.cast("B"))
             out.widths.append(2 * k)
@@ -304,24 +373,30 @@ class QueryNeighbours(SlotState, Detector):
         ints = np.zeros((m, query_walk.N_INTS), dtype=np.int64)
         ints[:, query_walk.ANCHOR] = -1
         ints[:, query_walk.SIZE] = -1
-        floats = np.zeros((m, 2))
+        floats = np.zeros((m, query_walk.N_FLOATS))
+        floats[:, 2] = -np.inf
         ring = np.zeros((m, h, width))
         ring_codes = np.zeros((m, h, max(code_width, 1)), dtype=np.uint8)
         hashes = np.zeros((m, h), dtype=np.int64)
+        ring_answers = np.zeros((m, h), dtype=np.uint8)
         known = [(c, cl.owner) for c, cl in enumerate(clients) if cl.owner is not None]
         if known:
             ids = [c for c, _ in known]
             ints[ids, :query_walk.N_ATTRS] = [_STATE(o) for _, o in known]
             floats[ids] = [_FLOATS(o) for _, o in known]
             self._gather_rings(known, {size: (k, g) for k, g, size in layouts},
-                               (ints, ring, ring_codes, hashes))
-        params_f = np.array([self.radius, self.star_radius], dtype=np.float64)
+                               (ints, ring, ring_codes, hashes, ring_answers))
+        params_f = np.array([self.radius, self.star_radius, self.burst_s], dtype=np.float64)
         params_i = np.array([self.sparse_groups, self.min_neighbours, self.halvings,
-                             self.sparse_steps, self.star_steps], dtype=np.int64)
+                             self.sparse_steps, self.star_steps, int(self.boundary_only)],
+                            dtype=np.int64)
         out_ints = np.zeros((n, query_walk.N_OUT_INTS), dtype=np.int64)
-        out_floats = np.zeros((n, 2))
-        query_walk.walk((client, sizes, digest, norm, query, stored, code, has_code),
-                        (ints, floats, ring, ring_codes, hashes), (params_f, params_i),
+        out_floats = np.zeros((n, query_walk.N_FLOATS))
+        times = np.array([e.ts for e in events], dtype=np.float64)
+        query_walk.walk((client, times, sizes, digest, norm, query, stored, code, has_code,
+                         np.frombuffer(answers, dtype=np.uint8), unsure),
+                        (ints, floats, ring, ring_codes, hashes, ring_answers),
+                        (params_f, params_i),
                         (out_ints, out_floats))
         out.ints = out_ints.tolist()
         out.floats = out_floats.tolist()
@@ -331,9 +406,9 @@ class QueryNeighbours(SlotState, Detector):
                       layouts: dict[int, tuple[int, int]], arrays: tuple[np.ndarray, ...]) -> None:
         """Read the rings of the batch's known clients (those of a layout the batch
         uses: any other starts over at its first event) into the walk's arrays
-        (ints, ring, ring codes, hashes)."""
+        (ints, ring, ring codes, hashes, answers)."""
         h = self.history
-        ints, ring, ring_codes, hashes = arrays
+        ints, ring, ring_codes, hashes, answers = arrays
         by_size: dict[int, list[tuple[int, bytearray]]] = {}
         for c, owner in known:
             buf = owner._buf
@@ -348,6 +423,7 @@ class QueryNeighbours(SlotState, Detector):
             hashes[ids] = raw[:, :4 * h].copy().view(np.uint32)
             if g:
                 ring_codes[ids, :, :g] = raw[:, 4 * h:4 * h + h * g].reshape(-1, h, g)
+            answers[ids] = raw[:, 4 * h + h * g:4 * h + h * (g + 1)]
             ring[ids, :, :k] = raw[:, size - 2 * h * k:].copy().view(np.float16).reshape(-1, h, k)
 
     # -- one event ----------------------------------------------------------------------
@@ -387,8 +463,8 @@ class QueryNeighbours(SlotState, Detector):
         # query_walk.INT_ATTRS, in its order (spelt out: one tuple store, on the hot path)
         (self._filled, self._queries, self._repeats, self._halvings, self._max_halvings,
          self._sparse, self._max_sparse, self._anchor, self._star, self._max_star,
-         self._max_near) = state[:query_walk.N_ATTRS]
-        self._norm_mean, self._step = out.floats[i]
+         self._max_near, self._star_mixed) = state[:query_walk.N_ATTRS]
+        self._norm_mean, self._step, self._last_query_ts = out.floats[i]
         size = out.sizes[i]
         if self._buf is None or len(self._buf) != size:
             self._buf = bytearray(size)
@@ -396,7 +472,7 @@ class QueryNeighbours(SlotState, Detector):
         if pos >= 0:
             self._write(out, i, pos)
         if state[query_walk.HIT]:
-            self._hit(event)
+            self._hit(event, state[query_walk.HIT])
 
     def _write(self, out: _Walk, i: int, pos: int) -> None:
         """Store event ``i``'s query at ring position ``pos``: its hash, group codes
@@ -406,18 +482,22 @@ class QueryNeighbours(SlotState, Detector):
         j, row, digest = out.where[i]  # type: ignore[misc]
         buf[4 * pos:4 * pos + 4] = digest.to_bytes(4, sys.byteorder)
         codes = out.codes[j]
+        g = 0
         if codes is not None:
             g = self.groups
             buf[4 * h + pos * g:4 * h + (pos + 1) * g] = codes[row * g:(row + 1) * g]
+        buf[4 * h + h * g + pos] = out.answers[i]
         width = out.widths[j]
         at = len(buf) - (h - pos) * width
         buf[at:at + width] = out.sketches[j][row * width:(row + 1) * width]
 
-    def _hit(self, event: Event) -> None:
+    def _hit(self, event: Event, patterns: int) -> None:
         ts = event.ts
         if ts - self._last_hit > self.window_s:
             self._window_hits = 0
+            self._window_patterns = 0
         self._window_hits += 1
+        self._window_patterns |= patterns
         self._hits += 1
         self._last_hit = ts
         if self._first_hit is None and self._window_hits >= self.min_hits:
@@ -428,6 +508,7 @@ class QueryNeighbours(SlotState, Detector):
     def tick(self, now: float) -> None:
         if self._window_hits and now - self._last_hit > self.window_s:
             self._window_hits = 0
+            self._window_patterns = 0
             self._request_ids = ()
 
     @property
@@ -471,21 +552,24 @@ class QueryNeighbours(SlotState, Detector):
         )
 
     def _patterns(self) -> list[str]:
-        """The search patterns this client has shown, in words (the hits' reasons)."""
+        """The search patterns of this window's hits, in words (with the longest runs
+        the client has shown)."""
+        seen = self._window_patterns
+        at_boundary = ", in a burst or at the decision boundary" if self.boundary_only else ""
         found = []
-        if self._max_near >= self.min_neighbours:
+        if seen & query_walk.HIT_NEAR:
             found.append(f"queries with {self.min_neighbours}+ distinct near copies among "
-                         f"its last {self.history}")
-        if 0 < self.halvings <= self._max_halvings:
+                         f"its last {self.history}{at_boundary}")
+        if seen & query_walk.HIT_BISECTION:
             found.append(f"{self._max_halvings} binary-search steps in a row, each half the "
                          "one before")
-        if 0 < self.sparse_steps <= self._max_sparse:
+        if seen & query_walk.HIT_SPARSE:
             found.append(f"{self._max_sparse} queries in a row each changing 1 to "
                          f"{self.sparse_groups} feature groups of the one before (a "
                          "coordinate-wise search)")
-        if 0 < self.star_steps <= self._max_star:
+        if seen & query_walk.HIT_STAR:
             found.append(f"{self._max_star} queries in a row around one earlier input "
-                         "(a noise search)")
+                         f"(a noise search{at_boundary})")
         return found or ["queries next to its recent ones"]
 
 

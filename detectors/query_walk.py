@@ -20,19 +20,22 @@ import numpy as np
 # Per-client integer state, the columns of ``ints``; the first ``N_ATTRS`` are the
 # detector's attributes of the same names, in this order (``INT_ATTRS``).
 (FILLED, QUERIES, REPEATS, HALVINGS, MAX_HALVINGS, SPARSE, MAX_SPARSE, ANCHOR, STAR,
- MAX_STAR, MAX_NEAR, SIZE) = range(12)
+ MAX_STAR, MAX_NEAR, STAR_MIXED, SIZE) = range(13)
 INT_ATTRS = ("_filled", "_queries", "_repeats", "_halvings", "_max_halvings", "_sparse",
-             "_max_sparse", "_anchor", "_star", "_max_star", "_max_near")
+             "_max_sparse", "_anchor", "_star", "_max_star", "_max_near", "_star_mixed")
 N_ATTRS = len(INT_ATTRS)
-N_INTS = 12
+N_INTS = 13
 # Per-client float state, the columns of ``floats``.
-FLOAT_ATTRS = ("_norm_mean", "_step")
+FLOAT_ATTRS = ("_norm_mean", "_step", "_last_query_ts")
+N_FLOATS = len(FLOAT_ATTRS)
 # What each event adds to its client's state after it, in ``out_ints``: the ring
 # position it was written to (-1: a retry, not written), its near copies, whether
-# it is a hit, and the client's query and ring counts before it (to check, when the
-# event is applied, that the client is still where the walk found it).
+# it is a hit (the patterns that made it one, HIT_* bits; 0: none), and the client's
+# query and ring counts before it (to check, when the event is applied, that the client
+# is still where the walk found it).
 POS, NEAR, HIT, BEFORE_QUERIES, BEFORE_FILLED = range(N_INTS, N_INTS + 5)
 N_OUT_INTS = N_INTS + 5
+HIT_NEAR, HIT_BISECTION, HIT_SPARSE, HIT_STAR = 1, 2, 4, 8
 
 
 @numba.njit(nogil=True)
@@ -62,25 +65,37 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
          out: tuple[np.ndarray, np.ndarray]) -> None:  # pragma: no cover - compiled
     """Walk the events ``i`` with ``client[i] >= 0`` in order.
 
-    ``events`` = (client, size, digest, norm, query, stored, code, has_code): per
-    event, its client, its ring layout's ``size``, input ``digest``, query ``norm``,
-    the ``query`` sketch (float64) and the same as the ring ``stored`` it (float16
-    values), its group ``code``s (when ``has_code``), padded with zeros to the
-    widest layout. ``clients`` = (ints, floats, ring, codes, hashes): per client
+    ``events`` = (client, ts, size, digest, norm, query, stored, code, has_code, answer,
+    unsure): per event, its client, its time, its ring layout's ``size``, input ``digest``,
+    query ``norm``, the ``query`` sketch (float64) and the same as the ring
+    ``stored`` it (float16 values), its group ``code``s (when ``has_code``), padded
+    with zeros to the widest layout, the code of the model's ``answer`` (0: unknown)
+    and whether that answer is ``unsure`` (low confidence, or unknown).
+    ``clients`` = (ints, floats, ring, codes, hashes, answers): per client
     (``client[i]`` indexes them; updated in place) its state as above, its ``ring``
-    of stored sketches, their ``codes`` and input ``hashes``. ``params`` = (radius,
-    star_radius), (sparse_groups, min_neighbours, halvings, sparse_steps,
-    star_steps). ``out`` = (ints, floats): each event's client state after it."""
-    client, size, digest, norm, query, stored, code, has_code = events
-    ints, floats, ring, codes, hashes = clients
+    of stored sketches, their ``codes``, input ``hashes`` and ``answers``.
+    ``params`` = (radius, star_radius, burst_s), (sparse_groups, min_neighbours,
+    halvings, sparse_steps, star_steps, boundary_only). ``out`` = (ints, floats): each
+    event's client state after it.
+
+    With ``boundary_only``, a cluster of near copies or a star is a hit only in a
+    burst (this query within ``burst_s`` of the client's distinct query before it) or
+    at the decision boundary (a near copy, the star's centre or a query of its run
+    got another answer than this query, or this answer is unsure). A query-based
+    search is a loop that sends its next query as soon as it has an answer, and it
+    needs the boundary; a device whose readings drift slowly, sent on its schedule
+    and answered the same each time, is neither."""
+    client, ts, size, digest, norm, query, stored, code, has_code, answer, unsure = events
+    ints, floats, ring, codes, hashes, answers = clients
     params_f, params_i = params
     out_ints, out_floats = out
     h = ring.shape[1]
     dims = ring.shape[2]
     g = codes.shape[2]
-    radius, star_radius = params_f[0], params_f[1]
+    radius, star_radius, burst_s = params_f[0], params_f[1], params_f[2]
     sparse_groups, min_neighbours, halvings = params_i[0], params_i[1], params_i[2]
     sparse_steps, star_steps = params_i[3], params_i[4]
+    boundary_only = params_i[5] != 0
     d2 = np.empty(h)
     group_changes = np.empty(g, dtype=np.int64)  # _one_group_throughout's counts
     for i in range(client.shape[0]):
@@ -102,7 +117,8 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                 repeat = True
                 break
         near = 0
-        hit = False
+        other_answer = False  # a near copy answered otherwise
+        hit = 0
         pos = -1
         if repeat:  # a retry: neither evidence nor history, and a resent input ends a star
             st[REPEATS] += 1
@@ -110,7 +126,9 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
         else:
             floats[c, 0] += (norm[i] - floats[c, 0]) / min(st[QUERIES] - st[REPEATS], 64)
             norm_mean = floats[c, 0]
-            chain = False
+            # a query-based search or not: in a burst, or at the decision boundary
+            searching = not boundary_only or unsure[i] or ts[i] - floats[c, 2] <= burst_s
+            floats[c, 2] = ts[i]
             if n:
                 limit = radius * max(norm_mean, 1e-12)
                 limit2 = limit * limit
@@ -127,6 +145,8 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                     d2[j] = total
                     if total <= limit2:
                         near += 1
+                        if answers[c, j] != answer[i]:
+                            other_answer = True
                 if has_code[i]:  # a sparse step: the query before, but for a group or two
                     changed = 0
                     for t in range(g):
@@ -150,15 +170,17 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                 floats[c, 1] = step
                 st[HALVINGS] = st[HALVINGS] + 1 if halved else 0
                 st[MAX_HALVINGS] = max(st[MAX_HALVINGS], st[HALVINGS])
-                chain = 0 < halvings <= st[HALVINGS]
+                if 0 < halvings <= st[HALVINGS]:
+                    hit |= HIT_BISECTION
                 # coordinate-wise: each query a sparse copy of the one before
                 st[SPARSE] = st[SPARSE] + 1 if sparse_prev else 0
                 st[MAX_SPARSE] = max(st[MAX_SPARSE], st[SPARSE])
                 # ... that moves through the groups: one group changed at every step (of
                 # the run and the queries before it in the ring) is a client varying
                 # one field (an amount, a reading), not a search
-                chain = chain or (0 < sparse_steps <= st[SPARSE] and not _one_group_throughout(
-                    codes[c], code[i], f, min(h - 1, f), group_changes))
+                if 0 < sparse_steps <= st[SPARSE] and not _one_group_throughout(
+                        codes[c], code[i], f, min(h - 1, f), group_changes):
+                    hit |= HIT_SPARSE
                 # a star: each query near one centre (if that is still in the ring), in
                 # inputs wide enough for group codes: in a few dimensions ordinary
                 # queries crowd, and one of a client's first is the nearest of the
@@ -170,23 +192,29 @@ def walk(events: tuple[np.ndarray, ...], clients: tuple[np.ndarray, ...],
                     if d2a <= 2.25 * d2[nearest] and d2a <= scale * scale:
                         st[STAR] += 1
                     else:
-                        st[ANCHOR] = f - 1 - (f - 1 - nearest) % h
+                        st[ANCHOR] = a = f - 1 - (f - 1 - nearest) % h
                         st[STAR] = 1
+                        st[STAR_MIXED] = 0
+                    if answers[c, a % h] != answer[i]:
+                        st[STAR_MIXED] = 1
                     st[MAX_STAR] = max(st[MAX_STAR], st[STAR])
-                    chain = chain or 0 < star_steps <= st[STAR]
+                    if 0 < star_steps <= st[STAR] and (searching or st[STAR_MIXED] != 0):
+                        hit |= HIT_STAR
             pos = f % h
             for t in range(dims):
                 ring[c, pos, t] = stored[i, t]
             for t in range(g):
                 codes[c, pos, t] = code[i, t]
             hashes[c, pos] = digest[i]
+            answers[c, pos] = answer[i]
             st[FILLED] = f + 1
             st[MAX_NEAR] = max(st[MAX_NEAR], near)
-            hit = near >= min_neighbours or chain
+            if near >= min_neighbours and (searching or other_answer):
+                hit |= HIT_NEAR
         for col in range(N_INTS):
             out_ints[i, col] = st[col]
         out_ints[i, POS] = pos
         out_ints[i, NEAR] = near
-        out_ints[i, HIT] = 1 if hit else 0
-        out_floats[i, 0] = floats[c, 0]
-        out_floats[i, 1] = floats[c, 1]
+        out_ints[i, HIT] = hit
+        for col in range(N_FLOATS):
+            out_floats[i, col] = floats[c, col]

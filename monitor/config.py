@@ -281,6 +281,12 @@ class NeighboursConfig(_Section):
     star_radius: float = Field(0.3, gt=0, le=10)  # how far around it, relative like radius
     min_hits: int = Field(1, ge=1)
     window_s: float = Field(600.0, gt=0)
+    # near copies and noise searches count only in a burst (a distinct query within
+    # burst_s of the one before) or at the decision boundary (a near copy answered
+    # otherwise, or an answer under low_confidence) when answers are logged
+    boundary_only: bool = True
+    low_confidence: float = Field(0.6, ge=0, le=1)
+    burst_s: float = Field(3.0, ge=0)
 
 
 class SourceIpConfig(_Section):

@@ -37,7 +37,9 @@ def client_detectors(config: Config, references: ReferenceSet | None = None) -> 
                                sparse_groups=n.sparse_groups, min_neighbours=n.min_neighbours,
                                halvings=n.halvings, sparse_steps=n.sparse_steps,
                                star_steps=n.star_steps, star_radius=n.star_radius,
-                               min_hits=min_hits, window_s=n.window_s)
+                               min_hits=min_hits, window_s=n.window_s,
+                               boundary_only=n.boundary_only, low_confidence=n.low_confidence,
+                               burst_s=n.burst_s)
 
     if n.enabled:
         protos.append(neighbours(n.min_hits))

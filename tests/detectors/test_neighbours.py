@@ -223,11 +223,13 @@ def test_an_input_augmented_again_later_starts_its_star_over() -> None:
 
 
 def test_the_search_rules_come_from_the_config() -> None:
-    config = build_config({"detectors": {"neighbours": {"sparse_steps": 0, "star_steps": 8,
-                                                        "star_radius": 0.5}}}, env={})
+    config = build_config({"detectors": {"neighbours": {
+        "sparse_steps": 0, "star_steps": 8, "star_radius": 0.5, "boundary_only": False,
+        "low_confidence": 0.7, "burst_s": 1.5}}}, env={})
     (signal,) = [s for s in client_detectors(config)[0].prototype.signals
                  if isinstance(s, QueryNeighbours)]
     assert (signal.sparse_steps, signal.star_steps, signal.star_radius) == (0, 8, 0.5)
+    assert (signal.boundary_only, signal.low_confidence, signal.burst_s) == (False, 0.7, 1.5)
 
 
 def test_the_summary_names_the_search_pattern_that_fired() -> None:
@@ -297,3 +299,89 @@ def test_a_few_numeric_features_make_no_noise_search_by_chance() -> None:
     assert fired == 0
     # a noise search over a wide input is still seen
     assert _run(QueryNeighbours(), _noise_ramp(np.random.default_rng(15), 10)) is not None
+
+
+def _answered(i: int, x: np.ndarray, answer: str, confidence: float = 0.95,
+              every_s: float = 10.0) -> Event:
+    """An event whose model answer is logged (a class and its probability), one every
+    ``every_s`` (a device's schedule)."""
+    return Event(ts=1_700_000_000 + i * every_s, model="m", model_version="1", client_id="c",
+                 request_id=f"r{i}", features={f"t{j:02d}": float(v) for j, v in enumerate(x)},
+                 prediction=answer, confidence=confidence)
+
+
+def _first_fired(det: QueryNeighbours, events: list[Event]) -> int | None:
+    for i, event in enumerate(events):
+        det.update(event)
+        if det.detected:
+            return i + 1
+    return None
+
+
+def _sliding_windows(rng: np.random.Generator, n: int, width: int = 32) -> list[np.ndarray]:
+    """A sensor's queries: its last ``width`` readings of a slow signal with noise,
+    each window the one before shifted by one reading."""
+    signal = 45 + np.cumsum(rng.normal(0, 0.05, n + width)) + rng.normal(0, 0.2, n + width)
+    return [signal[i:i + width] for i in range(n)]
+
+
+def test_a_device_answered_the_same_each_time_is_not_a_search() -> None:
+    # a sensor's sliding windows are near copies of each other, as a gradient
+    # estimate's queries are: every such device was a critical alert at its 6th query
+    rng = np.random.default_rng(19)
+    windows = _sliding_windows(rng, 400)
+    sure = [_answered(i, x, "normal") for i, x in enumerate(windows)]
+    assert _first_fired(QueryNeighbours(), sure) is None
+    # the same queries in a burst, as a search loop sends them (each as soon as the one
+    # before is answered), are one
+    burst = [_answered(i, x, "normal", every_s=0.5) for i, x in enumerate(windows)]
+    assert _first_fired(QueryNeighbours(), burst) == 6
+    assert _first_fired(QueryNeighbours(burst_s=0.4), burst) is None
+    # near copies that the model answers otherwise, or unsurely, are the boundary a
+    # query-based search probes; with no answer logged there is nothing to tell by
+    flips = [_answered(i, x, "warn" if i % 7 == 6 else "normal") for i, x in enumerate(windows)]
+    assert _first_fired(QueryNeighbours(), flips) == 7
+    unsure = [_answered(i, x, "normal", confidence=0.55) for i, x in enumerate(windows)]
+    assert _first_fired(QueryNeighbours(), unsure) == 6
+    assert _run(QueryNeighbours(), windows) == 6
+    assert _first_fired(QueryNeighbours(boundary_only=False), sure) == 6
+
+
+def test_a_noise_search_is_seen_once_an_answer_changes() -> None:
+    ramp = _noise_ramp(np.random.default_rng(15), 30)
+    # answered the same, confidently, throughout: no boundary in sight
+    same = [_answered(i, x, "3") for i, x in enumerate(ramp)]
+    assert _first_fired(QueryNeighbours(), same) is None
+    # the search ends where the answer flips: the star's run holds both answers
+    flipped = [_answered(i, x, "3" if i < 8 else "8") for i, x in enumerate(ramp)]
+    assert _first_fired(QueryNeighbours(), flipped) == 9
+
+
+def test_a_huge_constant_field_does_not_hide_a_search() -> None:
+    # a value past float16's range (an account number, a Unix time) made every sketch
+    # infinite and every query far from the others: no search was ever seen
+    xs = _gradient_estimate(np.random.default_rng(1), 50)
+    for pad in (1e6, 1.7e9):
+        assert _run(QueryNeighbours(), [np.append(x, pad) for x in xs]) == 6
+
+
+def test_a_client_state_stored_before_the_answer_fields_restores() -> None:
+    det = QueryNeighbours()
+    _run(det, _gradient_estimate(np.random.default_rng(1), 10))
+    stored = det.export_state()[:-3]  # _star_mixed, _window_patterns, _last_query_ts came later
+    back = QueryNeighbours().restored(stored)
+    assert (back._queries, back._star_mixed, back._window_patterns) == (10, 0, 0)
+    assert back._last_query_ts == float("-inf")
+
+
+def test_the_summary_names_only_the_patterns_of_the_current_incident() -> None:
+    det = QueryNeighbours(window_s=60)
+    _run(det, _simba_walk(np.random.default_rng(13), 8))
+    assert "coordinate-wise" in det.summary({"client_id": "c"}, "m")
+    det.tick(1_700_000_000 + 10_000)  # the walk's incident is over
+    later = [_event(20_000 + i, x) for i, x in
+             enumerate(_gradient_estimate(np.random.default_rng(1), 8))]
+    for event in later:
+        det.update(event)
+    text = det.summary({"client_id": "c"}, "m")
+    assert det.detected and "near copies" in text and "coordinate-wise" not in text
