@@ -156,6 +156,8 @@ class OutOfRangeShare(WindowedShare, Detector):
         where = f" ({', '.join(self._examples)})" if self._examples else ""
         return (
             f"{subject_name(subject)} sent {share:.0%} of {total} queries to {model} with "
-            f"features outside the range of its reference data{where}: synthetic or "
-            f"crafted inputs (extraction or evasion); review and rate-limit it."
+            f"features outside the range of its reference data{where}: what synthetic or "
+            f"crafted inputs look like (extraction or evasion), or data the reference never "
+            f"saw (a new category, a wider range); review it and rate-limit it unless it is "
+            f"known."
         )

@@ -75,6 +75,7 @@ class LowConfidenceShare(WindowedShare, Detector):
         total, share = self._share()
         return (
             f"{subject_name(subject)} got low-confidence answers for {share:.0%} of "
-            f"{total} queries to {model}: it is probing the decision boundary "
-            f"(extraction or evasion); review and rate-limit it."
+            f"{total} queries to {model}: what probing the decision boundary looks like "
+            f"(extraction or evasion), or real inputs the model is unsure of; review it "
+            f"and rate-limit it unless it is known."
         )

@@ -191,7 +191,7 @@ def test_a_resolution_says_the_client_stopped_not_what_it_did() -> None:
         findings += keyed.update(_ev(float(i), conf=0.55))
     findings += keyed.tick(500.0)
     assert [f.status for f in findings] == ["firing", "resolved", "firing", "resolved"]
-    assert "is probing the decision boundary" in findings[0].summary
+    assert "what probing the decision boundary looks like" in findings[0].summary
     assert findings[1].summary == ("Client c got low-confidence answers for 18% of its last "
                                    "55 queries to m, under 25%: back to normal.")
     assert findings[3].summary == "Client c sent no query to m in the last 60s: back to normal."
