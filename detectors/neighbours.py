@@ -66,6 +66,7 @@ from detectors import queries, query_walk
 from detectors.base import Detector, SlotState, subject_name
 from detectors.event import Event
 from detectors.queries import row_sums, sketches
+from detectors.reference import label as reference_label
 
 _MIXERS: dict[int, np.ndarray] = {}
 _TOP_BYTE = 7 if sys.byteorder == "little" else 0
@@ -111,11 +112,14 @@ _ANSWER_CODES: dict[str, int] = {}
 def answer_code(event: Event) -> int:
     """A byte (1-255) naming the model's answer to ``event``: its predicted class, or
     the most probable one; 0 when unknown (a regression value, no answer logged).
+    A whole number is a class id (JSON gives class 1 as 1.0: ``reference.label``).
     The same in every process (CRC-32, not Python's salted hash)."""
     label = event.prediction
-    if not isinstance(label, str):
-        if label is not None:  # a number: a regression value, no class
+    if label is not None and not isinstance(label, str):
+        if not float(label).is_integer():  # a regression value, no class
             return 0
+        label = reference_label(label)
+    elif label is None:
         probs = event.probabilities
         if not probs:
             return 0

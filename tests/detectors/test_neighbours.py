@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 
+import msgspec
 import numpy as np
 
 from detectors.allow import AllowListed
@@ -385,3 +386,14 @@ def test_the_summary_names_only_the_patterns_of_the_current_incident() -> None:
         det.update(event)
     text = det.summary({"client_id": "c"}, "m")
     assert det.detected and "near copies" in text and "coordinate-wise" not in text
+
+
+def test_class_ids_logged_as_numbers_are_answers() -> None:
+    # a class id decodes as a float (1 -> 1.0): it names the answer as a string would;
+    # only a fractional value (a regression's output) is no class
+    windows = _sliding_windows(np.random.default_rng(19), 400)
+    ids = [msgspec.structs.replace(_answered(i, x, "x"), prediction=2.0)
+           for i, x in enumerate(windows)]
+    assert _first_fired(QueryNeighbours(), ids) is None
+    regression = [msgspec.structs.replace(e, prediction=2.5) for e in ids]
+    assert _first_fired(QueryNeighbours(), regression) == 6
